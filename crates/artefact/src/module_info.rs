@@ -1,0 +1,130 @@
+//! Static inspection of a core wasm module: imports, exports and the `helios.plugin` declaration.
+
+use helios_plugin_schema::{Hook, abi, section};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
+
+/// A module that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleInfoError {
+    #[error("not a core WebAssembly module: {0}")]
+    Malformed(String),
+    #[error("a component, not a core module (components are not supported yet)")]
+    Component,
+    #[error(transparent)]
+    Section(#[from] section::SectionError),
+}
+
+/// One import of a module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportInfo {
+    pub module: String,
+    pub name: String,
+    /// `func`, `memory`, `table`, `global` or `tag`.
+    pub kind: &'static str,
+}
+
+/// One export of a module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportInfo {
+    pub name: String,
+    pub kind: &'static str,
+}
+
+/// What a module says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleInfo {
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the module bytes.
+    pub sha256: String,
+    pub imports: Vec<ImportInfo>,
+    pub exports: Vec<ExportInfo>,
+    /// Hooks listed in the `helios.plugin` custom section (empty for modules not built with the SDK).
+    pub declared_hooks: Vec<Hook>,
+    /// Whether the section declares a chio guard.
+    pub declared_guard: bool,
+    /// The SDK version that built the module, if it says.
+    pub sdk: Option<String>,
+}
+
+impl ModuleInfo {
+    /// Reads a module's structure. Does not validate function bodies.
+    pub fn parse(bytes: &[u8]) -> Result<ModuleInfo, ModuleInfoError> {
+        let malformed = |e: wasmparser::BinaryReaderError| ModuleInfoError::Malformed(e.to_string());
+        let mut imports = Vec::new();
+        let mut exports = Vec::new();
+        let mut section_bytes = Vec::new();
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload.map_err(malformed)? {
+                Payload::Version { encoding: wasmparser::Encoding::Component, .. } => {
+                    return Err(ModuleInfoError::Component);
+                }
+                Payload::ImportSection(r) => {
+                    for imp in r.into_imports() {
+                        let imp = imp.map_err(malformed)?;
+                        let kind = match imp.ty {
+                            TypeRef::Func(_) | TypeRef::FuncExact(_) => "func",
+                            TypeRef::Memory(_) => "memory",
+                            TypeRef::Table(_) => "table",
+                            TypeRef::Global(_) => "global",
+                            TypeRef::Tag(_) => "tag",
+                        };
+                        imports.push(ImportInfo { module: imp.module.into(), name: imp.name.into(), kind });
+                    }
+                }
+                Payload::ExportSection(r) => {
+                    for exp in r {
+                        let exp = exp.map_err(malformed)?;
+                        let kind = match exp.kind {
+                            ExternalKind::Func | ExternalKind::FuncExact => "func",
+                            ExternalKind::Memory => "memory",
+                            ExternalKind::Table => "table",
+                            ExternalKind::Global => "global",
+                            ExternalKind::Tag => "tag",
+                        };
+                        exports.push(ExportInfo { name: exp.name.into(), kind });
+                    }
+                }
+                Payload::CustomSection(c) if c.name() == section::SECTION_NAME => {
+                    section_bytes.extend_from_slice(c.data());
+                }
+                _ => {}
+            }
+        }
+        let declared = section::parse(&section_bytes)?;
+        Ok(ModuleInfo {
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            imports,
+            exports,
+            declared_hooks: declared.hooks,
+            declared_guard: declared.guard,
+            sdk: declared.sdk,
+        })
+    }
+
+    /// Whether the module exports a function of this name.
+    pub fn exports_func(&self, name: &str) -> bool {
+        self.exports.iter().any(|e| e.kind == "func" && e.name == name)
+    }
+
+    /// Hooks of the catalogue the module actually exports, in catalogue order.
+    pub fn exported_hooks(&self) -> Vec<Hook> {
+        Hook::ALL.iter().copied().filter(|h| self.exports_func(h.export_name())).collect()
+    }
+
+    /// Whether the module exports chio's `evaluate`.
+    pub fn is_guard(&self) -> bool {
+        self.exports_func(abi::EVALUATE)
+    }
+
+    /// Imports outside the host surface ([`abi::IMPORTS`]), as `module.name`.
+    pub fn foreign_imports(&self) -> Vec<String> {
+        self.imports
+            .iter()
+            .filter(|i| i.kind != "func" || abi::import(&i.module, &i.name).is_none())
+            .map(|i| format!("{}.{}", i.module, i.name))
+            .collect()
+    }
+}

@@ -1,0 +1,134 @@
+//! Export names, import names and return codes of the two calling conventions.
+//!
+//! * The **hook convention** (HeliosProxy's): one export per hook, named after it
+//!   ([`crate::Hook::export_name`]), `fn(ptr: i32, len: i32) -> i64` over a JSON input the host wrote
+//!   at `alloc(len)`, returning `(result_ptr << 32) | result_len` of a JSON result.
+//! * The **guard convention** (chio's core ABI): `evaluate(ptr: i32, len: i32) -> i32` returning
+//!   [`VERDICT_ALLOW`] or [`VERDICT_DENY`], with the reason read through [`CHIO_DENY_REASON`].
+//!
+//! Both conventions see the same import surface: [`ENV_MODULE`] and [`CHIO_MODULE`].
+
+/// The linear memory every plugin must export.
+pub const MEMORY: &str = "memory";
+
+// ---- hook convention -------------------------------------------------------------------------
+/// `alloc(size: i32) -> i32`: the host asks the guest for `size` bytes to write an input into.
+pub const ALLOC: &str = "alloc";
+/// `dealloc(ptr: i32, size: i32)`: the host hands back an input buffer or a result buffer.
+pub const DEALLOC: &str = "dealloc";
+
+// ---- guard convention ------------------------------------------------------------------------
+/// `evaluate(ptr: i32, len: i32) -> i32`: judge the JSON [`crate::GuardRequest`] at `ptr..ptr+len`.
+pub const EVALUATE: &str = "evaluate";
+/// `chio_alloc(size: i32) -> i32` (optional): where the host writes the request. Missing, 0 or out of
+/// bounds ⇒ the host writes at offset 0.
+pub const CHIO_ALLOC: &str = "chio_alloc";
+/// `chio_free(ptr: i32, size: i32)` (optional).
+pub const CHIO_FREE: &str = "chio_free";
+/// `chio_deny_reason(buf_ptr: i32, buf_len: i32) -> i32` (optional): writes `{"reason": "..."}` (or
+/// plain UTF-8) into the host-chosen buffer and returns the bytes written, or [`DENY_REASON_NONE`].
+pub const CHIO_DENY_REASON: &str = "chio_deny_reason";
+
+/// `evaluate` result: allow.
+pub const VERDICT_ALLOW: i32 = 0;
+/// `evaluate` result: deny. Any other value is a malformed verdict and denies too (fail-closed).
+pub const VERDICT_DENY: i32 = 1;
+/// `chio_deny_reason` result when the guest has no reason to give.
+pub const DENY_REASON_NONE: i32 = -1;
+
+// ---- imports ---------------------------------------------------------------------------------
+/// Import module of the key-value store and hashing imports (HeliosProxy's).
+pub const ENV_MODULE: &str = "env";
+/// Import module of the log, config and clock imports (chio's).
+pub const CHIO_MODULE: &str = "chio";
+
+/// `env.kv_get(key_ptr, key_len, val_ptr, val_max) -> i32`: bytes written, [`KV_MISSING`] or
+/// [`KV_BUFFER_TOO_SMALL`].
+pub const KV_GET: &str = "kv_get";
+/// `env.kv_set(key_ptr, key_len, val_ptr, val_len) -> i32`: [`KV_OK`], or [`KV_ERROR`] on a cap breach.
+pub const KV_SET: &str = "kv_set";
+/// `env.kv_delete(key_ptr, key_len) -> i32`: [`KV_OK`] whether or not the key existed.
+pub const KV_DELETE: &str = "kv_delete";
+/// `env.sha256_hex(in_ptr, in_len, out_ptr) -> i32`: writes 64 lowercase hex bytes and returns
+/// [`SHA256_HEX_LEN`], or -1.
+pub const SHA256_HEX: &str = "sha256_hex";
+/// `chio.log(level: i32, ptr: i32, len: i32)`: levels [`LOG_TRACE`]..=[`LOG_ERROR`]; others dropped.
+pub const LOG: &str = "log";
+/// `chio.get_config(key_ptr, key_len, val_ptr, val_len) -> i32`: the length of the full value (of
+/// which at most `val_len` bytes were written), or [`CONFIG_MISSING`].
+pub const GET_CONFIG: &str = "get_config";
+/// `chio.get_time_unix_secs() -> i64`: the host clock.
+pub const GET_TIME_UNIX_SECS: &str = "get_time_unix_secs";
+
+pub const KV_OK: i32 = 0;
+pub const KV_MISSING: i32 = -1;
+pub const KV_ERROR: i32 = -1;
+pub const KV_BUFFER_TOO_SMALL: i32 = -2;
+pub const CONFIG_MISSING: i32 = -1;
+pub const SHA256_HEX_LEN: i32 = 64;
+pub const SHA256_ERROR: i32 = -1;
+
+pub const LOG_TRACE: i32 = 0;
+pub const LOG_DEBUG: i32 = 1;
+pub const LOG_INFO: i32 = 2;
+pub const LOG_WARN: i32 = 3;
+pub const LOG_ERROR: i32 = 4;
+
+/// Prefix of the log line the SDK's panic hook sends, so a host can attach it to the trap it causes.
+pub const PANIC_LOG_PREFIX: &str = "guest panicked: ";
+
+/// The value types of one import: (params, results). `I` = i32, `L` = i64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSig {
+    pub module: &'static str,
+    pub name: &'static str,
+    pub params: &'static str,
+    pub results: &'static str,
+}
+
+/// Every import a plugin may declare. Anything else is refused at load.
+pub const IMPORTS: &[ImportSig] = &[
+    ImportSig { module: ENV_MODULE, name: KV_GET, params: "IIII", results: "I" },
+    ImportSig { module: ENV_MODULE, name: KV_SET, params: "IIII", results: "I" },
+    ImportSig { module: ENV_MODULE, name: KV_DELETE, params: "II", results: "I" },
+    ImportSig { module: ENV_MODULE, name: SHA256_HEX, params: "III", results: "I" },
+    ImportSig { module: CHIO_MODULE, name: LOG, params: "III", results: "" },
+    ImportSig { module: CHIO_MODULE, name: GET_CONFIG, params: "IIII", results: "I" },
+    ImportSig { module: CHIO_MODULE, name: GET_TIME_UNIX_SECS, params: "", results: "L" },
+];
+
+/// Looks up an import of the host surface.
+pub fn import(module: &str, name: &str) -> Option<&'static ImportSig> {
+    IMPORTS.iter().find(|s| s.module == module && s.name == name)
+}
+
+/// Packs a hook result pointer and length the way hook exports return them.
+pub const fn pack_ptr_len(ptr: u32, len: u32) -> i64 {
+    (((ptr as u64) << 32) | len as u64) as i64
+}
+
+/// Splits a hook export's return value into (pointer, length).
+pub const fn unpack_ptr_len(packed: i64) -> (u32, u32) {
+    let v = packed as u64;
+    ((v >> 32) as u32, v as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_round_trips_at_the_edges() {
+        for (p, l) in [(0, 0), (1, 2), (u32::MAX, u32::MAX), (0x8000_0000, 7)] {
+            assert_eq!(unpack_ptr_len(pack_ptr_len(p, l)), (p, l));
+        }
+    }
+
+    #[test]
+    fn import_surface_is_exactly_the_two_modules() {
+        assert!(IMPORTS.iter().all(|s| s.module == ENV_MODULE || s.module == CHIO_MODULE));
+        assert!(import("env", "kv_get").is_some());
+        assert!(import("env", "fd_write").is_none());
+        assert!(import("wasi_snapshot_preview1", "fd_write").is_none());
+    }
+}
