@@ -1,0 +1,261 @@
+//! Support code for the output of `#[hook]` and `#[chio_guard]`. Not a public API: the macros refer
+//! to it by absolute path (`::helios_plugin_abi::__private::...`) and it may change in any release.
+
+use std::cell::RefCell;
+
+use helios_plugin_schema::abi;
+use helios_plugin_schema::guard::DenyReason;
+
+pub use helios_plugin_schema::hooks::{HookSpec, spec};
+pub use helios_plugin_schema::{GuardRequest, GuardVerdict};
+
+
+/// The version of this SDK, written into the `helios.plugin` section as `sdk=`.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The keys of the `helios.plugin` section lines (read by `helios_plugin_schema::section::parse`).
+pub const SECTION_KEY_SDK: &str = "sdk";
+pub const SECTION_KEY_HOOK: &str = "hook";
+pub const SECTION_KEY_GUARD: &str = "guard";
+
+/// Length of the section entry [`section_entry`] builds.
+pub const fn section_entry_len(key: &str, value: &str) -> usize {
+    SECTION_KEY_SDK.len() + 1 + SDK_VERSION.len() + 1 + key.len() + 1 + value.len() + 1
+}
+
+/// The section entry `sdk=<SDK_VERSION>\n<key>=<value>\n` as a byte array of length
+/// `N = section_entry_len(key, value)` (a `static` in a link section needs a fixed-size array).
+pub const fn section_entry<const N: usize>(key: &str, value: &str) -> [u8; N] {
+    assert!(N == section_entry_len(key, value), "section entry length mismatch");
+    let mut out = [0u8; N];
+    let mut at = 0;
+    at = put(&mut out, at, SECTION_KEY_SDK.as_bytes());
+    at = put(&mut out, at, b"=");
+    at = put(&mut out, at, SDK_VERSION.as_bytes());
+    at = put(&mut out, at, b"\n");
+    at = put(&mut out, at, key.as_bytes());
+    at = put(&mut out, at, b"=");
+    at = put(&mut out, at, value.as_bytes());
+    put(&mut out, at, b"\n");
+    out
+}
+
+const fn put<const N: usize>(out: &mut [u8; N], mut at: usize, bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while i < bytes.len() {
+        out[at] = bytes[i];
+        at += 1;
+        i += 1;
+    }
+    at
+}
+
+/// Installs, once, a panic hook that sends the panic message and location to the host log at
+/// `LOG_ERROR`, prefixed with [`abi::PANIC_LOG_PREFIX`], so the trap that follows has a cause.
+/// Every generated export calls this first. On native targets it does nothing (the test harness
+/// reports panics itself).
+pub fn init() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| std::panic::set_hook(std::boxed::Box::new(panic_hook)));
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
+    crate::log(crate::Level::Error, &panic_message(info));
+}
+
+/// The line the panic hook logs: prefix, message, location.
+pub fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let msg = info.payload_as_str().unwrap_or("Box<dyn Any>");
+    match info.location() {
+        Some(l) => format!("{}{msg} at {}:{}:{}", abi::PANIC_LOG_PREFIX, l.file(), l.line(), l.column()),
+        None => format!("{}{msg}", abi::PANIC_LOG_PREFIX),
+    }
+}
+
+/// The bytes the host wrote at `ptr..ptr + len`.
+///
+/// # Safety
+/// The host must have written `len` bytes at `ptr` in this module's memory (through `alloc`), and
+/// they must stay untouched while the returned slice lives.
+unsafe fn input<'a>(ptr: i32, len: i32) -> Option<&'a [u8]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    if ptr == 0 || len < 0 {
+        return None;
+    }
+    // SAFETY: per this function's contract; ptr is non-null and the range lies in linear memory.
+    Some(unsafe { std::slice::from_raw_parts(ptr as u32 as usize as *const u8, len as usize) })
+}
+
+/// Body of a generated hook export: reads the JSON input at `ptr..ptr + len` (leaving the buffer to
+/// the host, which frees it), calls the plugin's function and returns its JSON output as a leaked
+/// exact-size buffer packed with `abi::pack_ptr_len`. The host copies it out and frees it with
+/// `dealloc(result_ptr, result_len)`.
+///
+/// Malformed input panics with a message naming the hook: the panic hook logs it and the host sees a
+/// trap, which its error policy handles.
+///
+/// # Safety
+/// As for the inputs of a hook export: the host wrote `len` bytes at `ptr`.
+pub unsafe fn run_hook<S: HookSpec>(
+    export: &str,
+    ptr: i32,
+    len: i32,
+    f: impl FnOnce(S::Input) -> S::Output,
+) -> i64 {
+    init();
+    // SAFETY: forwarded from the caller.
+    let Some(bytes) = (unsafe { input(ptr, len) }) else {
+        panic!("hook {export}: input buffer ({ptr}, {len}) is not a valid range");
+    };
+    let input: S::Input = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => panic!("hook {export}: malformed input JSON: {e}"),
+    };
+    let output = f(input);
+    let json = match serde_json::to_vec(&output) {
+        Ok(j) => j,
+        Err(e) => panic!("hook {export}: could not serialise the result: {e}"),
+    };
+    let json = json.into_boxed_slice();
+    let len = json.len() as u32;
+    let ptr = Box::into_raw(json) as *mut u8 as usize as u32;
+    abi::pack_ptr_len(ptr, len)
+}
+
+thread_local! {
+    /// The reason of the last deny, read by `chio_deny_reason`. Cleared by every evaluation.
+    static DENY_REASON: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Body of a generated `evaluate` export: parses the request, calls the guard and remembers the deny
+/// reason. A malformed request denies with `malformed request: ...` (fail closed) without calling the
+/// guard.
+///
+/// # Safety
+/// The host wrote `len` bytes at `ptr` (through `chio_alloc`).
+pub unsafe fn run_guard(ptr: i32, len: i32, f: impl FnOnce(GuardRequest) -> GuardVerdict) -> i32 {
+    init();
+    // SAFETY: forwarded from the caller.
+    let verdict = match unsafe { input(ptr, len) } {
+        None => GuardVerdict::deny(format!("malformed request: buffer ({ptr}, {len}) is not a valid range")),
+        Some(bytes) => match serde_json::from_slice::<GuardRequest>(bytes) {
+            Ok(req) => f(req),
+            Err(e) => GuardVerdict::deny(format!("malformed request: {e}")),
+        },
+    };
+    verdict_code(verdict)
+}
+
+/// Records a verdict for `chio_deny_reason` and returns its wire code.
+pub fn verdict_code(verdict: GuardVerdict) -> i32 {
+    let (code, reason) = match verdict {
+        GuardVerdict::Allow => (abi::VERDICT_ALLOW, None),
+        GuardVerdict::Deny { reason } => (abi::VERDICT_DENY, Some(reason)),
+    };
+    DENY_REASON.with(|r| *r.borrow_mut() = reason);
+    code
+}
+
+/// Body of the generated `chio_deny_reason` export.
+///
+/// # Safety
+/// `buf_ptr..buf_ptr + buf_len` must be writable memory of this module that nothing else uses during
+/// the call (the host chose it for the reason).
+pub unsafe fn write_deny_reason(buf_ptr: i32, buf_len: i32) -> i32 {
+    if buf_ptr == 0 || buf_len <= 0 {
+        return abi::DENY_REASON_NONE;
+    }
+    let Some(json) = pending_deny_reason(buf_len as usize) else {
+        return abi::DENY_REASON_NONE;
+    };
+    // SAFETY: per this function's contract; `json.len() <= buf_len`.
+    unsafe { std::ptr::copy_nonoverlapping(json.as_ptr(), buf_ptr as u32 as usize as *mut u8, json.len()) };
+    json.len() as i32
+}
+
+/// The JSON `chio_deny_reason` writes for the last verdict into a buffer of `max` bytes, or `None`
+/// after an allow (or when not even `{"reason":""}` fits).
+pub fn pending_deny_reason(max: usize) -> Option<Vec<u8>> {
+    DENY_REASON.with(|r| r.borrow().as_deref().and_then(|s| deny_reason_json(s, max)))
+}
+
+/// `{"reason":"..."}` for `reason`, cut at a char boundary so the JSON stays valid and is at most
+/// `max` bytes; `None` when even an empty reason does not fit.
+pub fn deny_reason_json(reason: &str, max: usize) -> Option<Vec<u8>> {
+    let encode = |end: usize| serde_json::to_vec(&DenyReason { reason: reason[..end].to_owned() }).ok();
+    let full = encode(reason.len())?;
+    if full.len() <= max {
+        return Some(full);
+    }
+    // The encoded length grows with the prefix: binary-search the longest prefix that fits.
+    let cuts: Vec<usize> = reason.char_indices().map(|(i, _)| i).collect();
+    let (mut lo, mut hi) = (0usize, cuts.len()); // cuts[lo] fits (cuts[0] == 0, the empty reason)
+    if encode(0)?.len() > max {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if encode(cuts[mid])?.len() <= max {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    encode(cuts[lo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_entry_is_the_documented_line_pair() {
+        const N: usize = section_entry_len("hook", "pre_query");
+        let e: [u8; N] = section_entry("hook", "pre_query");
+        let expected = format!("sdk={SDK_VERSION}\nhook=pre_query\n");
+        assert_eq!(std::str::from_utf8(&e).unwrap(), expected);
+        let d = helios_plugin_schema::section::parse(&e).unwrap();
+        assert_eq!(d.hooks, vec![helios_plugin_schema::Hook::PreQuery]);
+        assert_eq!(d.sdk.as_deref(), Some(SDK_VERSION));
+    }
+
+    #[test]
+    fn a_short_deny_reason_is_written_whole() {
+        let j = deny_reason_json("tool rm is denied", 4096).unwrap();
+        assert_eq!(j, br#"{"reason":"tool rm is denied"}"#);
+    }
+
+    #[test]
+    fn a_long_deny_reason_is_cut_at_a_char_boundary_and_stays_valid_json() {
+        let reason = "é\"\n".repeat(100) + "ü";
+        for max in [13, 14, 15, 16, 17, 18, 40, 101, 255] {
+            let j = deny_reason_json(&reason, max).unwrap();
+            assert!(j.len() <= max, "{} > {max}", j.len());
+            let back: DenyReason = serde_json::from_slice(&j).unwrap();
+            assert!(reason.starts_with(&back.reason));
+            // Nothing longer would have fitted: one more char overflows.
+            let next = reason[back.reason.len()..].chars().next().unwrap();
+            let longer = format!("{}{next}", back.reason);
+            assert!(serde_json::to_vec(&DenyReason { reason: longer }).unwrap().len() > max);
+        }
+    }
+
+    #[test]
+    fn a_buffer_too_small_for_any_json_gives_no_reason() {
+        assert_eq!(deny_reason_json("x", 12), None);
+    }
+
+    #[test]
+    fn the_deny_reason_follows_the_last_verdict() {
+        assert_eq!(verdict_code(GuardVerdict::deny("no")), abi::VERDICT_DENY);
+        assert_eq!(pending_deny_reason(64).as_deref(), Some(&br#"{"reason":"no"}"#[..]));
+        assert_eq!(verdict_code(GuardVerdict::Allow), abi::VERDICT_ALLOW);
+        assert_eq!(pending_deny_reason(64), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! The raw host surface behind the safe wrappers, with slices instead of pointers.
+//!
+//! On `wasm32` each function calls one import of the host (`env.*`, `chio.*`, names and codes in
+//! `helios_plugin_schema::abi`). Elsewhere it calls the in-process host of [`crate::testing`], which
+//! follows the same contract (same return codes, same caps), so the wrappers' buffer handling is the
+//! code that runs in both places.
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) use wasm::*;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use crate::testing::sys::*;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    // One extern block per import module. Link names must be literals, so they spell the names of
+    // `helios_plugin_schema::abi` (KV_GET, ...) once more; the wasm build check in
+    // crates/abi/tests (no foreign import) keeps them in step.
+    mod env {
+        #[link(wasm_import_module = "env")]
+        unsafe extern "C" {
+            pub fn kv_get(key_ptr: i32, key_len: i32, val_ptr: i32, val_max: i32) -> i32;
+            pub fn kv_set(key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32) -> i32;
+            pub fn kv_delete(key_ptr: i32, key_len: i32) -> i32;
+            pub fn sha256_hex(in_ptr: i32, in_len: i32, out_ptr: i32) -> i32;
+        }
+    }
+
+    mod chio {
+        #[link(wasm_import_module = "chio")]
+        unsafe extern "C" {
+            pub fn log(level: i32, ptr: i32, len: i32);
+            pub fn get_config(key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32) -> i32;
+            pub fn get_time_unix_secs() -> i64;
+        }
+    }
+
+    // Addresses and lengths fit in i32: the wasm32 address space is 32 bits and the host reads them
+    // back as u32.
+    fn ptr(s: &[u8]) -> i32 {
+        s.as_ptr() as usize as i32
+    }
+    fn ptr_mut(s: &mut [u8]) -> i32 {
+        s.as_mut_ptr() as usize as i32
+    }
+    fn len(s: &[u8]) -> i32 {
+        s.len() as i32
+    }
+
+    pub(crate) fn kv_get(key: &[u8], buf: &mut [u8]) -> i32 {
+        let buf_len = len(buf);
+        // SAFETY: `key` and `buf` are live slices of this module's memory for the whole call; the host
+        // only reads `key` and writes at most `buf.len()` bytes into `buf`.
+        unsafe { env::kv_get(ptr(key), len(key), ptr_mut(buf), buf_len) }
+    }
+
+    pub(crate) fn kv_set(key: &[u8], value: &[u8]) -> i32 {
+        // SAFETY: the host only reads the two live slices.
+        unsafe { env::kv_set(ptr(key), len(key), ptr(value), len(value)) }
+    }
+
+    pub(crate) fn kv_delete(key: &[u8]) -> i32 {
+        // SAFETY: the host only reads the live slice.
+        unsafe { env::kv_delete(ptr(key), len(key)) }
+    }
+
+    pub(crate) fn sha256_hex(input: &[u8], out: &mut [u8; 64]) -> i32 {
+        // SAFETY: the host reads `input` and writes exactly 64 bytes into `out`, which has 64.
+        unsafe { env::sha256_hex(ptr(input), len(input), ptr_mut(out)) }
+    }
+
+    pub(crate) fn log(level: i32, msg: &[u8]) {
+        // SAFETY: the host only reads the live slice.
+        unsafe { chio::log(level, ptr(msg), len(msg)) }
+    }
+
+    pub(crate) fn get_config(key: &[u8], buf: &mut [u8]) -> i32 {
+        let buf_len = len(buf);
+        // SAFETY: the host reads `key` and writes at most `buf.len()` bytes into `buf`.
+        unsafe { chio::get_config(ptr(key), len(key), ptr_mut(buf), buf_len) }
+    }
+
+    pub(crate) fn get_time_unix_secs() -> i64 {
+        // SAFETY: no memory is shared.
+        unsafe { chio::get_time_unix_secs() }
+    }
+}
