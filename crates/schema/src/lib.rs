@@ -11,6 +11,7 @@ pub mod abi;
 pub mod guard;
 pub mod hooks;
 pub mod limits;
+pub mod manifest;
 pub mod section;
 pub mod wire;
 
