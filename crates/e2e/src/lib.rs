@@ -1,0 +1,1 @@
+//! End-to-end tests of the first-party plugins through the host (in progress)

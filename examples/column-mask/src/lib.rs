@@ -1,0 +1,1 @@
+//! column-mask (in progress)

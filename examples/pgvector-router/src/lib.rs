@@ -1,0 +1,1 @@
+//! pgvector-router (in progress)
