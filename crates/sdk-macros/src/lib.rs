@@ -1,16 +1,247 @@
-//! Procedural macros of the helios-plugin guest SDK: `#[hook(Name)]` and `#[chio_guard]`.
-//! Use them through `helios-plugin-abi`, which re-exports them.
+//! Procedural macros of the helios-plugin guest SDK: `#[hook(Name)]` (HeliosProxy's hook convention)
+//! and `#[chio_guard]` (chio's guard convention). Use them through `helios-plugin-abi`, which
+//! re-exports them; the code they generate refers to `::helios_plugin_abi::__private` only.
 //!
-//! (Bootstrap version: passes the function through unchanged.)
+//! Both macros leave the plugin's function as it is (so it stays callable from native unit tests) and
+//! add, for `wasm32` only, the `extern "C"` export that decodes the host's JSON, calls the function and
+//! encodes its answer, plus a `helios.plugin` custom-section entry naming what the module serves.
+//! The function's signature is checked against the hook's types (`helios_plugin_schema::hooks::spec`)
+//! by rustc, at the function's name, on every target.
+//!
+//! **Invariant:** the macros know no hook by heart: names and export names come from
+//! `helios_plugin_schema::Hook::ALL` and `helios_plugin_schema::abi` when they expand. Misuse becomes a
+//! `compile_error!` at the offending tokens; the macros never panic.
 
-use proc_macro::TokenStream;
+use helios_plugin_schema::{Hook, abi};
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{FnArg, ItemFn, ReturnType, Type};
 
+/// Serves a hook of the catalogue: `#[hook(PreQuery)] fn check(ctx: &QueryContext) -> PreQueryResult`.
+///
+/// The argument is the hook's input (`<spec::X as HookSpec>::Input`), by value or by reference; the
+/// return type is its output. On `wasm32` this adds the export named after the hook (`pre_query`).
 #[proc_macro_attribute]
-pub fn hook(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn hook(attr: proc_macro::TokenStream, item: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let item = TokenStream::from(item);
+    match expand_hook(attr.into(), item.clone()) {
+        Ok(ts) => ts.into(),
+        Err(e) => with_item(e, item),
+    }
 }
 
+/// Makes a chio guard: `#[chio_guard] fn evaluate(req: GuardRequest) -> GuardVerdict` (or
+/// `&GuardRequest`). On `wasm32` this adds the `evaluate` and `chio_deny_reason` exports.
 #[proc_macro_attribute]
-pub fn chio_guard(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn chio_guard(attr: proc_macro::TokenStream, item: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let item = TokenStream::from(item);
+    match expand_guard(attr.into(), item.clone()) {
+        Ok(ts) => ts.into(),
+        Err(e) => with_item(e, item),
+    }
+}
+
+/// The error, plus the item unchanged so that its other uses do not add unrelated errors.
+fn with_item(e: syn::Error, item: TokenStream) -> proc_macro::TokenStream {
+    let err = e.to_compile_error();
+    quote!(#err #item).into()
+}
+
+fn known_hooks() -> String {
+    Hook::ALL.iter().map(|h| h.variant_name()).collect::<Vec<_>>().join(", ")
+}
+
+fn parse_hook_name(attr: TokenStream) -> syn::Result<(Hook, syn::Ident)> {
+    if attr.is_empty() {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            format!("#[hook] needs the hook it serves, e.g. #[hook(PreQuery)] (known: {})", known_hooks()),
+        ));
+    }
+    let ident: syn::Ident = syn::parse2(attr).map_err(|e| {
+        syn::Error::new(e.span(), format!("#[hook] takes one hook name, e.g. #[hook(PreQuery)] (known: {})", known_hooks()))
+    })?;
+    let name = ident.to_string();
+    if let Some(h) = Hook::from_variant_name(&name) {
+        return Ok((h, ident));
+    }
+    let hint = Hook::ALL
+        .iter()
+        .find(|h| h.export_name() == name || h.variant_name().eq_ignore_ascii_case(&name))
+        .map(|h| format!("; did you mean `{}`?", h.variant_name()))
+        .unwrap_or_default();
+    Err(syn::Error::new(ident.span(), format!("unknown hook `{name}` (known: {}){hint}", known_hooks())))
+}
+
+/// How the function takes its input.
+enum Arg {
+    ByValue,
+    ByRef,
+}
+
+/// Checks what a hook or guard function may look like and returns how it takes its argument.
+fn check_signature(f: &ItemFn, what: &str, input: &str) -> syn::Result<Arg> {
+    let sig = &f.sig;
+    if let Some(t) = &sig.asyncness {
+        return Err(syn::Error::new(t.span, format!("{what} cannot be `async fn`: the host calls it synchronously")));
+    }
+    if let Some(t) = &sig.unsafety {
+        return Err(syn::Error::new(t.span, format!("{what} cannot be `unsafe fn`")));
+    }
+    if let Some(abi) = &sig.abi {
+        return Err(syn::Error::new_spanned(
+            abi,
+            format!("{what} must be a plain Rust `fn`: the macro writes the `extern \"C\"` export itself, remove this ABI"),
+        ));
+    }
+    if let Some(p) = sig.generics.params.iter().find(|p| !matches!(p, syn::GenericParam::Lifetime(_))) {
+        return Err(syn::Error::new_spanned(p, format!("{what} cannot be generic: the host calls one concrete function")));
+    }
+    if let Some(w) = &sig.generics.where_clause {
+        return Err(syn::Error::new_spanned(w, format!("{what} cannot have a `where` clause")));
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(syn::Error::new_spanned(v, format!("{what} cannot be variadic")));
+    }
+    if let Some(r) = sig.receiver() {
+        return Err(syn::Error::new_spanned(r, format!("{what} is a free function: `self` is not allowed")));
+    }
+    let mut args = sig.inputs.iter();
+    let Some(first) = args.next() else {
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("{what} takes exactly one argument ({input}, by value or by reference), found none"),
+        ));
+    };
+    if let Some(extra) = args.next() {
+        return Err(syn::Error::new_spanned(
+            extra,
+            format!("{what} takes exactly one argument ({input}, by value or by reference), found {}", sig.inputs.len()),
+        ));
+    }
+    let FnArg::Typed(pt) = first else {
+        return Err(syn::Error::new_spanned(first, format!("{what} is a free function: `self` is not allowed")));
+    };
+    Ok(match &*pt.ty {
+        Type::Reference(r) if r.mutability.is_none() => Arg::ByRef,
+        Type::Reference(r) => {
+            return Err(syn::Error::new_spanned(r, format!("{what} takes {input} by value or by shared reference, not `&mut`")));
+        }
+        _ => Arg::ByValue,
+    })
+}
+
+/// The `helios.plugin` section entry `sdk=...\n<key>=<value>\n`, for wasm32 only.
+fn section_static(key: &TokenStream, value: &str) -> TokenStream {
+    let section = helios_plugin_schema::section::SECTION_NAME;
+    quote! {
+        #[unsafe(link_section = #section)]
+        #[used]
+        static __HELIOS_PLUGIN_SECTION: [u8; ::helios_plugin_abi::__private::section_entry_len(#key, #value)] =
+            ::helios_plugin_abi::__private::section_entry(#key, #value);
+    }
+}
+
+fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let (hook, hook_ident) = parse_hook_name(attr)?;
+    let f: ItemFn = syn::parse2(item)
+        .map_err(|e| syn::Error::new(e.span(), "#[hook] applies to a function: `fn name(input) -> output`"))?;
+    let what = format!("a {} hook", hook.variant_name());
+    let input = format!("the hook's input, `<spec::{} as HookSpec>::Input`", hook.variant_name());
+    let arg = check_signature(&f, &what, &input)?;
+
+    let name = &f.sig.ident;
+    let export = hook.export_name();
+    let export_fn = format_ident!("__helios_hook_{}", export);
+    // The spec marker shares the variant's name (`hooks::spec::PreQuery`); keep the user's span on it
+    // so that type errors point at the attribute.
+    let spec_ident = syn::Ident::new(hook.variant_name(), hook_ident.span());
+    let spec = quote!(::helios_plugin_abi::__private::spec::#spec_ident);
+    let input_ty = quote!(<#spec as ::helios_plugin_abi::__private::HookSpec>::Input);
+    let output_ty = quote!(<#spec as ::helios_plugin_abi::__private::HookSpec>::Output);
+
+    // rustc checks the function against the spec at its name: "expected fn pointer `fn(&QueryContext)
+    // -> PreQueryResult`, found fn item ...".
+    let (check, call) = match arg {
+        Arg::ByRef => (
+            quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #input_ty) -> #output_ty = #name;),
+            quote!(|input: #input_ty| #name(&input)),
+        ),
+        Arg::ByValue => (
+            quote_spanned!(name.span()=> const _: fn(#input_ty) -> #output_ty = #name;),
+            quote!(#name),
+        ),
+    };
+    let section = section_static(&quote!(::helios_plugin_abi::__private::SECTION_KEY_HOOK), export);
+    Ok(quote! {
+        #f
+
+        #check
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[unsafe(export_name = #export)]
+            #[allow(clippy::undocumented_unsafe_blocks)]
+            extern "C" fn #export_fn(ptr: i32, len: i32) -> i64 {
+                // SAFETY: the host wrote `len` bytes of JSON at `ptr` (from `alloc`) before this call.
+                unsafe { ::helios_plugin_abi::__private::run_hook::<#spec>(#export, ptr, len, #call) }
+            }
+
+            #section
+        };
+    })
+}
+
+fn expand_guard(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new_spanned(attr, "#[chio_guard] takes no arguments"));
+    }
+    let f: ItemFn = syn::parse2(item).map_err(|e| {
+        syn::Error::new(e.span(), "#[chio_guard] applies to a function: `fn evaluate(req: GuardRequest) -> GuardVerdict`")
+    })?;
+    let what = "a chio guard";
+    let arg = check_signature(&f, what, "the `GuardRequest`")?;
+    if let ReturnType::Default = f.sig.output {
+        return Err(syn::Error::new(
+            f.sig.paren_token.span.close(),
+            "a chio guard must return its verdict: add `-> GuardVerdict`",
+        ));
+    }
+
+    let name = &f.sig.ident;
+    let (evaluate, deny_reason) = (abi::EVALUATE, abi::CHIO_DENY_REASON);
+    let req = quote!(::helios_plugin_abi::__private::GuardRequest);
+    let verdict = quote!(::helios_plugin_abi::__private::GuardVerdict);
+    let (check, call) = match arg {
+        Arg::ByRef => (
+            quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #req) -> #verdict = #name;),
+            quote!(|req: #req| #name(&req)),
+        ),
+        Arg::ByValue => (quote_spanned!(name.span()=> const _: fn(#req) -> #verdict = #name;), quote!(#name)),
+    };
+    let section = section_static(&quote!(::helios_plugin_abi::__private::SECTION_KEY_GUARD), evaluate);
+    Ok(quote! {
+        #f
+
+        #check
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[unsafe(export_name = #evaluate)]
+            #[allow(clippy::undocumented_unsafe_blocks)]
+            extern "C" fn __helios_guard_evaluate(ptr: i32, len: i32) -> i32 {
+                // SAFETY: the host wrote `len` bytes of JSON at `ptr` (from `chio_alloc`) before this call.
+                unsafe { ::helios_plugin_abi::__private::run_guard(ptr, len, #call) }
+            }
+
+            #[unsafe(export_name = #deny_reason)]
+            #[allow(clippy::undocumented_unsafe_blocks)]
+            extern "C" fn __helios_guard_deny_reason(buf_ptr: i32, buf_len: i32) -> i32 {
+                // SAFETY: the host offers `buf_len` writable bytes at `buf_ptr` for the reason.
+                unsafe { ::helios_plugin_abi::__private::write_deny_reason(buf_ptr, buf_len) }
+            }
+
+            #section
+        };
+    })
 }
