@@ -1,0 +1,5 @@
+//! Integration tests of helios-proxy against real PostgreSQL 15 clusters (no mocks).
+
+mod support;
+
+mod harness;
