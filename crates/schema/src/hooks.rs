@@ -86,6 +86,11 @@ catalogue! {
 }
 
 impl Hook {
+    /// Position in [`Hook::ALL`]; stable for a given schema version.
+    pub fn index(self) -> usize {
+        Hook::ALL.iter().position(|&h| h == self).unwrap_or(0)
+    }
+
     /// Finds a hook by its export name (`pre_query`).
     pub fn from_export_name(name: &str) -> Option<Hook> {
         Hook::ALL.iter().copied().find(|h| h.export_name() == name)
@@ -188,5 +193,19 @@ mod tests {
         let (pre, post) = (Hook::PreQuery.id(), Hook::PostQuery.id());
         assert_eq!((pre.protocol, pre.event), (post.protocol, post.event));
         assert_ne!(pre.phase, post.phase);
+    }
+}
+
+/// Hooks travel as their export name (`"pre_query"`).
+impl Serialize for Hook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.export_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -1,0 +1,189 @@
+//! The host import surface: `env.kv_get/kv_set/kv_delete/sha256_hex` and
+//! `chio.log/get_config/get_time_unix_secs`.
+//!
+//! Ownership: every buffer named by a pointer belongs to the guest; the host only reads or writes
+//! inside ranges it has bounds-checked against the guest's memory. A pointer or length outside memory
+//! is a guest fault: the import traps with an [`ImportFault`] naming the import and the range, and the
+//! call fails. Nothing a guest passes can make the host panic or touch another plugin's data.
+
+use std::ops::Range;
+
+use helios_plugin_schema::{abi, limits};
+use sha2::{Digest, Sha256};
+use wasmtime::{Caller, Linker};
+
+use crate::{error::ImportFault, services::Level, state::HostState};
+
+const KV_GET: &str = "env.kv_get";
+const KV_SET: &str = "env.kv_set";
+const KV_DELETE: &str = "env.kv_delete";
+const SHA256_HEX: &str = "env.sha256_hex";
+const LOG: &str = "chio.log";
+const GET_CONFIG: &str = "chio.get_config";
+
+fn fault(import: &'static str, detail: String) -> wasmtime::Error {
+    wasmtime::Error::new(ImportFault { import, detail })
+}
+
+/// Checks that `ptr..ptr+len` (both read as unsigned 32-bit) lies inside a memory of `size` bytes.
+pub(crate) fn checked_range(size: usize, ptr: i32, len: i32) -> Result<Range<usize>, String> {
+    let (p, l) = (ptr as u32 as usize, len as u32 as usize);
+    match p.checked_add(l) {
+        Some(end) if end <= size => Ok(p..end),
+        _ => Err(format!("range {p:#x}+{l} is outside guest memory of {size} bytes")),
+    }
+}
+
+/// The guest's memory and the host state, split-borrowed.
+fn memory<'a>(caller: &'a mut Caller<'_, HostState>, import: &'static str) -> wasmtime::Result<(&'a mut [u8], &'a mut HostState)> {
+    let Some(mem) = caller.data().memory else {
+        return Err(fault(import, "called before the instance was ready (from a start function)".into()));
+    };
+    Ok(mem.data_and_store_mut(caller))
+}
+
+fn range(import: &'static str, what: &str, size: usize, ptr: i32, len: i32) -> wasmtime::Result<Range<usize>> {
+    checked_range(size, ptr, len).map_err(|e| fault(import, format!("{what} {e}")))
+}
+
+/// Adds the import surface to a linker. Called once per runtime.
+pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(abi::ENV_MODULE, abi::KV_GET, kv_get)?;
+    linker.func_wrap(abi::ENV_MODULE, abi::KV_SET, kv_set)?;
+    linker.func_wrap(abi::ENV_MODULE, abi::KV_DELETE, kv_delete)?;
+    linker.func_wrap(abi::ENV_MODULE, abi::SHA256_HEX, sha256_hex)?;
+    linker.func_wrap(abi::CHIO_MODULE, abi::LOG, log)?;
+    linker.func_wrap(abi::CHIO_MODULE, abi::GET_CONFIG, get_config)?;
+    linker.func_wrap(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, |caller: Caller<'_, HostState>| -> i64 {
+        caller.data().shared.clock.now_unix_secs()
+    })?;
+    Ok(())
+}
+
+fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, KV_GET)?;
+    let kr = range(KV_GET, "key", mem.len(), kp, kl)?;
+    let vr = range(KV_GET, "value buffer", mem.len(), vp, vmax)?;
+    if kr.len() > limits::KV_MAX_KEY_BYTES {
+        return Ok(abi::KV_MISSING);
+    }
+    // The key may overlap the value buffer: copy it out first (at most KV_MAX_KEY_BYTES, on the stack).
+    let mut key = [0u8; limits::KV_MAX_KEY_BYTES];
+    let key = &mut key[..kr.len()];
+    key.copy_from_slice(&mem[kr]);
+    let mut rc = abi::KV_MISSING;
+    let out = &mut mem[vr];
+    state.shared.kv.get(&state.shared.name, key, &mut |v| {
+        rc = match v {
+            None => abi::KV_MISSING,
+            Some(v) if v.len() > out.len() => abi::KV_BUFFER_TOO_SMALL,
+            Some(v) => {
+                out[..v.len()].copy_from_slice(v);
+                v.len() as i32
+            }
+        }
+    });
+    Ok(rc)
+}
+
+fn kv_set(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, KV_SET)?;
+    let kr = range(KV_SET, "key", mem.len(), kp, kl)?;
+    let vr = range(KV_SET, "value", mem.len(), vp, vl)?;
+    if kr.len() > limits::KV_MAX_KEY_BYTES || vr.len() > limits::KV_MAX_VALUE_BYTES {
+        tracing::debug!(plugin = %state.shared.name, key = kr.len(), value = vr.len(), "kv_set over the size caps");
+        return Ok(abi::KV_ERROR);
+    }
+    match state.shared.kv.set(&state.shared.name, &mem[kr], &mem[vr]) {
+        Ok(()) => Ok(abi::KV_OK),
+        Err(e) => {
+            tracing::debug!(plugin = %state.shared.name, error = %e, "kv_set refused");
+            Ok(abi::KV_ERROR)
+        }
+    }
+}
+
+fn kv_delete(mut caller: Caller<'_, HostState>, kp: i32, kl: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, KV_DELETE)?;
+    let kr = range(KV_DELETE, "key", mem.len(), kp, kl)?;
+    if kr.len() <= limits::KV_MAX_KEY_BYTES
+        && let Err(e) = state.shared.kv.delete(&state.shared.name, &mem[kr])
+    {
+        tracing::debug!(plugin = %state.shared.name, error = %e, "kv_delete failed");
+        return Ok(abi::KV_ERROR);
+    }
+    Ok(abi::KV_OK)
+}
+
+fn sha256_hex(mut caller: Caller<'_, HostState>, ip: i32, il: i32, op: i32) -> wasmtime::Result<i32> {
+    let (mem, _) = memory(&mut caller, SHA256_HEX)?;
+    let ir = range(SHA256_HEX, "input", mem.len(), ip, il)?;
+    let or = range(SHA256_HEX, "output", mem.len(), op, abi::SHA256_HEX_LEN)?;
+    let digest = Sha256::digest(&mem[ir]);
+    hex::encode_to_slice(digest, &mut mem[or]).map_err(|e| fault(SHA256_HEX, e.to_string()))?;
+    Ok(abi::SHA256_HEX_LEN)
+}
+
+fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> wasmtime::Result<()> {
+    let (mem, state) = memory(&mut caller, LOG)?;
+    let r = range(LOG, "message", mem.len(), ptr, len)?;
+    let Some(level) = Level::from_abi(level) else {
+        return Ok(());
+    };
+    let bytes = &mem[r];
+    let panic = level == Level::Error && bytes.starts_with(abi::PANIC_LOG_PREFIX.as_bytes());
+    if state.call.logs >= limits::LOG_MAX_ENTRIES_PER_CALL && !panic {
+        state.call.dropped_logs += 1;
+        return Ok(());
+    }
+    state.call.logs += 1;
+    let bytes = &bytes[..bytes.len().min(limits::LOG_MAX_MESSAGE_BYTES)];
+    let msg = String::from_utf8_lossy(bytes);
+    if panic {
+        state.call.panic = Some(msg[abi::PANIC_LOG_PREFIX.len()..].to_owned());
+    }
+    let plugin = &*state.shared.name;
+    match level {
+        Level::Trace => tracing::trace!(target: "helios_plugin::guest", plugin, "{msg}"),
+        Level::Debug => tracing::debug!(target: "helios_plugin::guest", plugin, "{msg}"),
+        Level::Info => tracing::info!(target: "helios_plugin::guest", plugin, "{msg}"),
+        Level::Warn => tracing::warn!(target: "helios_plugin::guest", plugin, "{msg}"),
+        Level::Error => tracing::error!(target: "helios_plugin::guest", plugin, "{msg}"),
+    }
+    if let Some(sink) = &state.shared.log_sink {
+        sink.log(plugin, level, &msg);
+    }
+    Ok(())
+}
+
+fn get_config(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, GET_CONFIG)?;
+    let kr = range(GET_CONFIG, "key", mem.len(), kp, kl)?;
+    let vr = range(GET_CONFIG, "value buffer", mem.len(), vp, vl)?;
+    let Ok(key) = std::str::from_utf8(&mem[kr]) else {
+        return Ok(abi::CONFIG_MISSING);
+    };
+    let Some(value) = state.shared.config.get(key) else {
+        return Ok(abi::CONFIG_MISSING);
+    };
+    let Ok(full) = i32::try_from(value.len()) else {
+        return Err(fault(GET_CONFIG, format!("config value for {key:?} is too large")));
+    };
+    let n = value.len().min(vr.len());
+    mem[vr.start..vr.start + n].copy_from_slice(&value.as_bytes()[..n]);
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_range;
+
+    #[test]
+    fn ranges_are_checked_as_unsigned_and_without_overflow() {
+        assert_eq!(checked_range(100, 10, 90), Ok(10..100));
+        assert!(checked_range(100, 10, 91).is_err());
+        assert!(checked_range(100, -1, 1).is_err());
+        assert!(checked_range(100, 0, -1).is_err());
+        assert_eq!(checked_range(0, 0, 0), Ok(0..0));
+    }
+}

@@ -1,0 +1,259 @@
+//! What the host lends a plugin besides memory and CPU: a clock, a log sink and a key-value store.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock, atomic::{AtomicI64, Ordering}},
+};
+
+use helios_plugin_schema::limits::{KV_MAX_KEYS, KV_MAX_TOTAL_BYTES};
+
+/// The source of `chio.get_time_unix_secs`.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_unix_secs(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix_secs(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that only moves when told to; for tests and replays.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(unix_secs: i64) -> Arc<Self> {
+        Arc::new(ManualClock(AtomicI64::new(unix_secs)))
+    }
+    pub fn set(&self, unix_secs: i64) {
+        self.0.store(unix_secs, Ordering::SeqCst);
+    }
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix_secs(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Guest log levels (`chio.log` levels 0..=4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    /// Maps a `chio.log` level; out-of-range levels are dropped (`None`).
+    pub fn from_abi(level: i32) -> Option<Level> {
+        use helios_plugin_schema::abi::*;
+        Some(match level {
+            LOG_TRACE => Level::Trace,
+            LOG_DEBUG => Level::Debug,
+            LOG_INFO => Level::Info,
+            LOG_WARN => Level::Warn,
+            LOG_ERROR => Level::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Receives every guest log line (after the per-call caps), besides `tracing`.
+pub trait LogSink: Send + Sync + std::fmt::Debug {
+    fn log(&self, plugin: &str, level: Level, message: &str);
+}
+
+/// A sink that keeps every line in memory; for tests, the demo and exports.
+#[derive(Debug, Default)]
+pub struct MemoryLogSink(Mutex<Vec<(String, Level, String)>>);
+
+impl MemoryLogSink {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Every line so far: (plugin, level, message).
+    pub fn lines(&self) -> Vec<(String, Level, String)> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+    /// Takes the lines out.
+    pub fn drain(&self) -> Vec<(String, Level, String)> {
+        self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+    }
+}
+
+impl LogSink for MemoryLogSink {
+    fn log(&self, plugin: &str, level: Level, message: &str) {
+        if let Ok(mut l) = self.0.lock() {
+            l.push((plugin.to_owned(), level, message.to_owned()));
+        }
+    }
+}
+
+/// Why a KV write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    #[error("namespace already holds {limit} keys")]
+    TooManyKeys { limit: usize },
+    #[error("namespace would hold {would} bytes, over the {limit}-byte cap")]
+    TooManyBytes { would: usize, limit: usize },
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// Per-plugin key-value storage. The host passes the namespace (the plugin's name); a guest never
+/// names it, so no key bytes can reach another plugin's keys.
+///
+/// Key and value sizes are checked by the host before a backend sees them; a backend enforces the
+/// per-namespace key count and byte total.
+pub trait KvBackend: Send + Sync + std::fmt::Debug {
+    /// Calls `f` with the value, or `None`, without copying it out of the backend when possible.
+    fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>));
+    fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError>;
+    fn delete(&self, ns: &str, key: &[u8]) -> Result<(), KvError>;
+    /// Every (key, value) of a namespace, sorted by key; for inspection and exports.
+    fn entries(&self, ns: &str) -> Vec<(Vec<u8>, Vec<u8>)>;
+}
+
+#[derive(Debug, Default)]
+struct Namespace {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+/// The in-memory backend: one lock per namespace, so plugins do not contend with each other.
+#[derive(Debug)]
+pub struct MemoryKv {
+    spaces: RwLock<HashMap<String, Arc<Mutex<Namespace>>>>,
+    max_keys: usize,
+    max_bytes: usize,
+}
+
+impl Default for MemoryKv {
+    fn default() -> Self {
+        MemoryKv { spaces: RwLock::default(), max_keys: KV_MAX_KEYS, max_bytes: KV_MAX_TOTAL_BYTES }
+    }
+}
+
+impl MemoryKv {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// With other caps than the defaults ([`KV_MAX_KEYS`], [`KV_MAX_TOTAL_BYTES`]).
+    pub fn with_caps(max_keys: usize, max_bytes: usize) -> Arc<Self> {
+        Arc::new(MemoryKv { spaces: RwLock::default(), max_keys, max_bytes })
+    }
+
+    fn space(&self, ns: &str) -> Option<Arc<Mutex<Namespace>>> {
+        self.spaces.read().ok()?.get(ns).cloned()
+    }
+
+    fn space_or_create(&self, ns: &str) -> Result<Arc<Mutex<Namespace>>, KvError> {
+        if let Some(s) = self.space(ns) {
+            return Ok(s);
+        }
+        let mut w = self.spaces.write().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+        Ok(w.entry(ns.to_owned()).or_default().clone())
+    }
+}
+
+impl KvBackend for MemoryKv {
+    fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) {
+        match self.space(ns) {
+            Some(s) => match s.lock() {
+                Ok(s) => f(s.map.get(key).map(Vec::as_slice)),
+                Err(_) => f(None),
+            },
+            None => f(None),
+        }
+    }
+
+    fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let space = self.space_or_create(ns)?;
+        let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+        let old = s.map.get(key).map(|v| key.len() + v.len());
+        if old.is_none() && s.map.len() >= self.max_keys {
+            return Err(KvError::TooManyKeys { limit: self.max_keys });
+        }
+        let would = s.bytes - old.unwrap_or(0) + key.len() + value.len();
+        if would > self.max_bytes {
+            return Err(KvError::TooManyBytes { would, limit: self.max_bytes });
+        }
+        s.bytes = would;
+        match s.map.get_mut(key) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                s.map.insert(key.to_vec(), value.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, ns: &str, key: &[u8]) -> Result<(), KvError> {
+        if let Some(space) = self.space(ns) {
+            let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+            if let Some(v) = s.map.remove(key) {
+                s.bytes -= key.len() + v.len();
+            }
+        }
+        Ok(())
+    }
+
+    fn entries(&self, ns: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out: Vec<_> = match self.space(ns) {
+            Some(s) => match s.lock() {
+                Ok(s) => s.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_do_not_share_keys() {
+        let kv = MemoryKv::default();
+        kv.set("a", b"k", b"1").unwrap();
+        let mut seen = None;
+        kv.get("b", b"k", &mut |v| seen = v.map(<[u8]>::to_vec));
+        assert_eq!(seen, None);
+        kv.delete("b", b"k").unwrap();
+        assert_eq!(kv.entries("a"), vec![(b"k".to_vec(), b"1".to_vec())]);
+    }
+
+    #[test]
+    fn key_count_and_byte_caps_are_enforced_and_overwrites_do_not_count_twice() {
+        let kv = MemoryKv { max_keys: 2, max_bytes: 10, spaces: RwLock::default() };
+        kv.set("a", b"k1", b"12").unwrap();
+        kv.set("a", b"k1", b"1234").unwrap();
+        kv.set("a", b"k2", b"1").unwrap();
+        assert_eq!(kv.set("a", b"k3", b"1"), Err(KvError::TooManyKeys { limit: 2 }));
+        assert!(matches!(kv.set("a", b"k2", b"123456"), Err(KvError::TooManyBytes { .. })));
+        kv.delete("a", b"k1").unwrap();
+        kv.set("a", b"k3", b"1").unwrap();
+    }
+}
