@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use helios_plugin_schema::{HookContext, PostQueryEnvelope, PreQueryResult, QueryOutcome};
+use helios_plugin_abi::{HookContext, PostQueryEnvelope, PreQueryResult, QueryOutcome};
 
 use crate::ledger::{DAY, HOUR, Ledger, LedgerError, MINUTE, Store, Window};
 
@@ -129,7 +129,7 @@ impl Config {
             }
         }
         let max_tenants = num("max_tenants", Some(256))?.unwrap_or(256);
-        let cap = (helios_plugin_schema::limits::KV_MAX_KEYS / 2) as u64;
+        let cap = (helios_plugin_abi::schema::limits::KV_MAX_KEYS / 2) as u64;
         if max_tenants == 0 || max_tenants > cap {
             return Err(ConfigError {
                 key: "max_tenants".into(),
@@ -244,7 +244,7 @@ pub fn charge<S: Store>(cfg: &Config, store: &mut S, env: &PostQueryEnvelope, no
 mod tests {
     use super::*;
     use crate::ledger::MemStore;
-    use helios_plugin_schema::QueryContext;
+    use helios_plugin_abi::QueryContext;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
         let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

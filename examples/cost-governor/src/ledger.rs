@@ -206,7 +206,7 @@ impl Store for MemStore {
         Ok(self.map.get(key).cloned())
     }
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        if value.len() > helios_plugin_schema::limits::KV_MAX_VALUE_BYTES {
+        if value.len() > helios_plugin_abi::schema::limits::KV_MAX_VALUE_BYTES {
             return Err(format!("value of {} bytes is over the cap", value.len()));
         }
         if !self.map.contains_key(key) && self.map.len() >= self.max_keys {

@@ -1,8 +1,116 @@
 //! cost-governor: per-tenant cost budgets per minute, hour and day for HeliosProxy.
 //!
 //! `post_query` charges each statement's cost (elapsed time and response size, with configurable
-//! weights) to its tenant; `pre_query` blocks a tenant whose budget is used up in any window, naming
-//! the window and when it resets. Windows are aligned on the host clock (`get_time`). See README.md.
+//! weights) to its tenant; `pre_query` blocks a tenant whose budget is used up in any window (the day
+//! is checked first), naming the window and when it resets. Windows are aligned on the host clock
+//! (`get_time`), so they roll over the same way in tests and in production. See README.md for the
+//! config keys and the KV keys.
+//!
+//! The decisions live in [`governor`] as plain functions over a [`ledger::Store`]; this file binds them
+//! to the host: its config, its clock and its KV.
+
+use helios_plugin_abi::*;
 
 pub mod governor;
 pub mod ledger;
+
+/// The host's KV (namespaced to this plugin by the host) as a [`ledger::Store`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostKv;
+
+impl ledger::Store for HostKv {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        kv_read(key).map_err(|e| e.to_string())
+    }
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        kv_write(key, value).map_err(|e| e.to_string())
+    }
+    fn remove(&mut self, key: &str) -> Result<(), String> {
+        kv_remove(key).map_err(|e| e.to_string())
+    }
+}
+
+/// Blocks a tenant whose budget is used up; a configuration error blocks too (fail-closed), with the
+/// reason naming the key.
+#[hook(PreQuery)]
+pub fn check_budget(ctx: &QueryContext) -> PreQueryResult {
+    let cfg = match governor::Config::from_lookup(get_config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log(Level::Error, &e.to_string());
+            return PreQueryResult::Block { reason: e.to_string() };
+        }
+    };
+    let result = governor::check(&cfg, &mut HostKv, &ctx.hook_context, get_time());
+    if let PreQueryResult::Block { reason } = &result {
+        log(Level::Info, reason);
+    }
+    result
+}
+
+/// Charges the statement's cost to its tenant in every window.
+#[hook(PostQuery)]
+pub fn charge_cost(env: &PostQueryEnvelope) {
+    let cfg = match governor::Config::from_lookup(get_config) {
+        Ok(cfg) => cfg,
+        Err(e) => return log(Level::Error, &e.to_string()),
+    };
+    match governor::charge(&cfg, &mut HostKv, env, get_time()) {
+        Ok((tenant, milli)) => log(
+            Level::Debug,
+            &format!("cost-governor: charged tenant {tenant:?} {} units", governor::units(milli)),
+        ),
+        Err(e) => log(Level::Error, &format!("cost-governor: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(tenant: &str) -> QueryContext {
+        let mut ctx = QueryContext { query: "SELECT * FROM orders WHERE id = 1".into(), ..Default::default() };
+        ctx.hook_context.request_id = "r1".into();
+        ctx.hook_context.attributes.insert("helios.tenant".into(), tenant.into());
+        ctx
+    }
+
+    fn done(tenant: &str, elapsed_us: u64, response_bytes: u64) -> PostQueryEnvelope {
+        PostQueryEnvelope {
+            query_context: query(tenant),
+            outcome: QueryOutcome { success: true, elapsed_us, response_bytes, ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn hooks_charge_through_the_host_kv_and_block_on_the_host_clock() {
+        testing::reset();
+        testing::set_config("budget_minute", "3");
+        testing::set_config("cost_per_kb", "0");
+        testing::set_time(1_700_000_100);
+        for _ in 0..3 {
+            assert_eq!(check_budget(&query("acme")), PreQueryResult::Continue);
+            charge_cost(&done("acme", 1_000, 5_000));
+        }
+        let PreQueryResult::Block { reason } = check_budget(&query("acme")) else { panic!("expected a block") };
+        assert!(reason.contains("minute budget") && reason.contains("3.000 of 3"), "{reason}");
+        assert_eq!(check_budget(&query("other")), PreQueryResult::Continue);
+        testing::set_time(1_700_000_160);
+        assert_eq!(check_budget(&query("acme")), PreQueryResult::Continue);
+        let keys: Vec<String> = testing::kv_snapshot().keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        assert_eq!(keys, vec!["tenant:acme:usage", "tenant:index"]);
+    }
+
+    #[test]
+    fn a_config_error_blocks_and_names_the_key() {
+        testing::reset();
+        testing::set_config("budget_hour", "-5");
+        let r = check_budget(&query("acme"));
+        assert_eq!(
+            r,
+            PreQueryResult::Block {
+                reason: "cost-governor: config key budget_hour: expected a non-negative integer, found \"-5\"".into()
+            }
+        );
+    }
+}
