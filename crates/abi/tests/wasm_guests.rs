@@ -1,0 +1,79 @@
+//! Builds real SDK guests for `wasm32-unknown-unknown` (profile `guest`) and reads them back with
+//! `helios_plugin_artefact::ModuleInfo`, the way `helios-plugin inspect` and the host's loader do:
+//! only host imports, the allocator exported once from the SDK rlib, every hook exported, and the
+//! `helios.plugin` entries of several hooks concatenated into one declaration.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use helios_plugin_abi::schema::{Hook, abi};
+use helios_plugin_artefact::ModuleInfo;
+
+const TARGET: &str = "wasm32-unknown-unknown";
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds both guests once per test binary and returns the target directory.
+fn built() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let status = Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args(["build", "-p", "tool-denylist", "-p", "guest-misbehave", "--target", TARGET, "--profile", "guest"])
+            .status()
+            .expect("cargo could not be started");
+        assert!(status.success(), "building the wasm guests failed: {status}");
+        target_dir.join(TARGET).join("guest")
+    })
+}
+
+fn module(crate_name: &str) -> (ModuleInfo, usize) {
+    let path = built().join(format!("{crate_name}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    (ModuleInfo::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())), bytes.len())
+}
+
+fn assert_sdk_surface(info: &ModuleInfo) {
+    assert!(info.foreign_imports().is_empty(), "imports outside env/chio: {:?}", info.foreign_imports());
+    assert!(info.imports.iter().all(|i| i.module == abi::ENV_MODULE || i.module == abi::CHIO_MODULE));
+    assert!(info.exports.iter().any(|e| e.name == abi::MEMORY && e.kind == "memory"));
+    for f in [abi::ALLOC, abi::DEALLOC, abi::CHIO_ALLOC, abi::CHIO_FREE] {
+        assert!(info.exports_func(f), "missing export {f}: {:?}", info.exports);
+    }
+    assert_eq!(info.sdk.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_guest_with_a_guard_and_three_hooks_declares_and_exports_all_of_them() {
+    let (info, size) = module("guest_misbehave");
+    assert_sdk_surface(&info);
+    let hooks = vec![Hook::PreQuery, Hook::Route, Hook::PostQuery];
+    for h in &hooks {
+        assert!(info.exports_func(h.export_name()), "missing export {h}");
+    }
+    let mut declared = info.declared_hooks.clone();
+    declared.sort();
+    let mut expected = hooks.clone();
+    expected.sort();
+    assert_eq!(declared, expected);
+    assert_eq!(info.exported_hooks().len(), 3);
+    assert!(info.declared_guard && info.is_guard() && info.exports_func(abi::CHIO_DENY_REASON));
+    eprintln!("guest_misbehave.wasm: {size} bytes");
+}
+
+#[test]
+fn the_tool_denylist_guard_is_a_guard_and_serves_no_hook() {
+    let (info, size) = module("tool_denylist");
+    assert_sdk_surface(&info);
+    assert!(info.declared_guard && info.is_guard() && info.exports_func(abi::CHIO_DENY_REASON));
+    assert!(info.declared_hooks.is_empty() && info.exported_hooks().is_empty());
+    // Only the imports the guard uses are linked in.
+    let names: Vec<_> = info.imports.iter().map(|i| format!("{}.{}", i.module, i.name)).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("chio.")).count(), names.len(), "{names:?}");
+    eprintln!("tool_denylist.wasm: {size} bytes");
+}
