@@ -73,7 +73,12 @@ fn sdk_guests_hit_each_limit_with_a_named_cause() {
     ] {
         let cfg = misbehave(behavior);
         // Metering off for the host-call loop so that only the deadline can stop it.
-        let cfg = if behavior == "slow_host_calls" { cfg.fuel(None) } else { cfg };
+        // For `grow`, fuel enough to fill 16 MiB, so that the memory cap is what stops it.
+        let cfg = match behavior {
+            "slow_host_calls" => cfg.fuel(None),
+            "grow" => cfg.fuel(Some(1_000_000_000)),
+            _ => cfg,
+        };
         let p = rt.load(&guest("guest-misbehave"), cfg).unwrap();
         match p.evaluate(&tool("x")) {
             GuardVerdict::Deny { reason } => assert!(reason.contains(cause), "{behavior}: {reason}"),
