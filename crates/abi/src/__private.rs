@@ -10,6 +10,19 @@ pub use helios_plugin_schema::hooks::{HookSpec, spec};
 pub use helios_plugin_schema::{GuardRequest, GuardVerdict};
 
 
+/// Implemented by `()` only: a hook function without a return type must serve a hook whose output is
+/// `()`, and the message says what to declare otherwise.
+#[diagnostic::on_unimplemented(
+    message = "this hook must return `{Self}`: add `-> {Self}` to the function",
+    label = "the hook's output is `{Self}`, not `()`"
+)]
+pub trait UnitOutput {}
+impl UnitOutput for () {}
+
+/// Compiles only when `O` (the output of hook `S`) is `()`. Generated for hook functions declared
+/// without a return type.
+pub const fn declared_output<S: HookSpec<Output = O>, O: UnitOutput>() {}
+
 /// The version of this SDK, written into the `helios.plugin` section as `sdk=`.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -125,7 +125,7 @@ fn check_signature(f: &ItemFn, what: &str, input: &str) -> syn::Result<Arg> {
     Ok(match &*pt.ty {
         Type::Reference(r) if r.mutability.is_none() => Arg::ByRef,
         Type::Reference(r) => {
-            return Err(syn::Error::new_spanned(r, format!("{what} takes {input} by value or by shared reference, not `&mut`")));
+            return Err(syn::Error::new_spanned(r, format!("{what} takes its input by value or by shared reference, not by `&mut`")));
         }
         _ => Arg::ByValue,
     })
@@ -161,14 +161,28 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
     let output_ty = quote!(<#spec as ::helios_plugin_abi::__private::HookSpec>::Output);
 
     // rustc checks the function against the spec at its name: "expected fn pointer `fn(&QueryContext)
-    // -> PreQueryResult`, found fn item ...".
+    // -> PreQueryResult`, found fn item ...". Without a return type the function returns `()`: check
+    // the input alone, and that `()` is the hook's output with a message saying what to declare.
+    let (checked_output, unit_check) = match &f.sig.output {
+        ReturnType::Type(..) => (output_ty.clone(), quote!()),
+        ReturnType::Default => {
+            let at = f.sig.paren_token.span.close();
+            let spec_at = syn::Ident::new(hook.variant_name(), at);
+            let spec = quote_spanned!(at=> ::helios_plugin_abi::__private::spec::#spec_at);
+            let output_ty = quote_spanned!(at=> <#spec as ::helios_plugin_abi::__private::HookSpec>::Output);
+            (
+                quote!(()),
+                quote_spanned!(at=> const _: () = ::helios_plugin_abi::__private::declared_output::<#spec, #output_ty>();),
+            )
+        }
+    };
     let (check, call) = match arg {
         Arg::ByRef => (
-            quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #input_ty) -> #output_ty = #name;),
+            quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #input_ty) -> #checked_output = #name;),
             quote!(|input: #input_ty| #name(&input)),
         ),
         Arg::ByValue => (
-            quote_spanned!(name.span()=> const _: fn(#input_ty) -> #output_ty = #name;),
+            quote_spanned!(name.span()=> const _: fn(#input_ty) -> #checked_output = #name;),
             quote!(#name),
         ),
     };
@@ -177,6 +191,7 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         #f
 
         #check
+        #unit_check
 
         #[cfg(target_arch = "wasm32")]
         const _: () = {

@@ -1,0 +1,8 @@
+use helios_plugin_abi::*;
+
+#[chio_guard]
+fn evaluate(_req: &QueryContext) -> GuardVerdict {
+    GuardVerdict::Allow
+}
+
+fn main() {}

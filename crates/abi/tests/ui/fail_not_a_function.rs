@@ -1,0 +1,6 @@
+use helios_plugin_abi::*;
+
+#[hook(PreQuery)]
+struct Check;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use helios_plugin_abi::*;
+
+#[hook(Route)]
+fn route(_ctx: QueryContext) -> PreQueryResult {
+    PreQueryResult::Continue
+}
+
+fn main() {}
