@@ -1,1 +1,71 @@
-fn main() {}
+//! `helios-proxy --config proxy.toml`: argument parsing and logging only; the proxy is the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A PostgreSQL proxy that runs helios-plugin WebAssembly plugins on every statement.
+#[derive(Debug, Parser)]
+#[command(name = "helios-proxy", version)]
+struct Args {
+    /// The configuration file (listeners, nodes, users, plugins).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HELIOS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let origin = args.config.display().to_string();
+    let config = match helios_proxy::ProxyConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("helios-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let hooks = match helios_proxy::plugins::hooks_from_config(&config, &origin) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("helios-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("helios-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let proxy = match helios_proxy::Proxy::bind(config, hooks).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("helios-proxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        proxy.serve(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}

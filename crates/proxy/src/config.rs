@@ -1,0 +1,266 @@
+//! `proxy.toml`: listeners, upstream nodes, users, pooling and the `[[plugins]]` the host reads.
+//!
+//! Every table denies unknown fields: a typo in a proxy's configuration must stop it at start, not
+//! silently change how it routes or authenticates. `[[plugins]]` entries are kept as raw TOML here
+//! and interpreted by the plugin loader ([`crate::plugins`]), so the host's own parser can take over
+//! that section unchanged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Largest protocol message accepted from a client or a server. Default: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Upstream connections per pool key (node, user, database, startup parameters). Default: 20.
+pub const DEFAULT_POOL_SIZE: usize = 20;
+/// How long a statement waits for a free upstream connection. Default: 10 s.
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (TCP and authentication) to a node may take. Default: 5 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a graceful shutdown waits for sessions to finish. Default: 30 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `session` (a client keeps its upstream connections) or `transaction` (returned after each
+    /// transaction). Default: session.
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// See [`DEFAULT_POOL_SIZE`].
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// See [`DEFAULT_POOL_TIMEOUT`] (milliseconds).
+    #[serde(default = "default_pool_timeout_ms")]
+    pub pool_timeout_ms: u64,
+    /// See [`DEFAULT_CONNECT_TIMEOUT`] (milliseconds).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// See [`DEFAULT_SHUTDOWN_TIMEOUT`] (milliseconds).
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// See [`DEFAULT_MAX_MESSAGE_BYTES`].
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    pub listeners: Vec<ListenerConfig>,
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Plugin entries, interpreted by the plugin loader.
+    #[serde(default)]
+    pub plugins: Vec<toml::Table>,
+    /// The directory relative plugin paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_pool_size() -> usize {
+    DEFAULT_POOL_SIZE
+}
+fn default_pool_timeout_ms() -> u64 {
+    DEFAULT_POOL_TIMEOUT.as_millis() as u64
+}
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT.as_millis() as u64
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64
+}
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+/// How upstream connections are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    #[default]
+    Session,
+    Transaction,
+}
+
+/// One address the proxy accepts clients on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port`, e.g. `127.0.0.1:6432` (port 0 picks a free one).
+    pub listen: String,
+    /// How clients authenticate. Default: trust.
+    #[serde(default)]
+    pub auth: ClientAuth,
+}
+
+/// Client authentication methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ClientAuth {
+    /// Any user name is accepted without a password.
+    #[default]
+    #[serde(rename = "trust")]
+    Trust,
+    /// The user must be in `[[users]]` and prove its password with SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// Whether a node takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Primary,
+    Standby,
+}
+
+/// One upstream PostgreSQL server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub role: NodeRole,
+}
+
+/// One user: how it proves itself to the proxy and which credentials the proxy uses upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plain password: checked with SCRAM from clients and sent upstream (md5, SCRAM or cleartext).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A stored SCRAM verifier (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, as in
+    /// `pg_authid` or PgBouncer's auth file) for client authentication only.
+    #[serde(default)]
+    pub scram_verifier: Option<String>,
+    /// The password used upstream when it differs from `password` (or when only a verifier is set).
+    #[serde(default)]
+    pub upstream_password: Option<String>,
+}
+
+impl UserConfig {
+    /// The password the proxy sends to a node for this user, if any.
+    pub fn upstream_password(&self) -> Option<&str> {
+        self.upstream_password.as_deref().or(self.password.as_deref())
+    }
+}
+
+impl ProxyConfig {
+    /// Parses `text` (the contents of `origin`, used in messages) and checks it.
+    pub fn from_toml(text: &str, origin: &str) -> Result<ProxyConfig, ConfigError> {
+        let mut cfg: ProxyConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: origin.to_string(), message: e.to_string() })?;
+        cfg.base_dir = Path::new(origin).parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { file: path.display().to_string(), message: e.to_string() })?;
+        ProxyConfig::from_toml(&text, &path.display().to_string())
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid { file: origin.to_string(), field: field.to_string(), message };
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "expected at least one [[listeners]] entry, found none".into()));
+        }
+        if self.nodes.is_empty() {
+            return Err(invalid("nodes", "expected at least one [[nodes]] entry, found none".into()));
+        }
+        let mut names = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(first) = names.insert(n.name.as_str(), i) {
+                return Err(invalid(&format!("nodes[{i}].name"), format!("node name \"{}\" is already used by nodes[{first}]", n.name)));
+            }
+        }
+        let mut users = BTreeMap::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if let Some(first) = users.insert(u.name.as_str(), i) {
+                return Err(invalid(&format!("users[{i}].name"), format!("user \"{}\" is already defined by users[{first}]", u.name)));
+            }
+            if let Some(v) = &u.scram_verifier {
+                crate::scram::Verifier::parse(v)
+                    .map_err(|e| invalid(&format!("users[{i}].scram_verifier"), format!("user \"{}\": {e}", u.name)))?;
+            }
+        }
+        if self.pool_size == 0 {
+            return Err(invalid("pool_size", "expected at least 1, found 0".into()));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(invalid("max_message_bytes", format!("expected at least 1024, found {}", self.max_message_bytes)));
+        }
+        Ok(())
+    }
+
+    /// The node statements go to when no plugin decides: the first primary, else the first node.
+    pub fn default_node(&self) -> &NodeConfig {
+        self.nodes.iter().find(|n| n.role == NodeRole::Primary).unwrap_or(&self.nodes[0])
+    }
+
+    /// A configured user by name.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn pool_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        listen = "127.0.0.1:0"
+        [[nodes]]
+        name = "primary"
+        host = "127.0.0.1"
+        port = 5432
+        role = "primary"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = ProxyConfig::from_toml(MINIMAL, "proxy.toml").unwrap();
+        assert_eq!(c.pool_mode, PoolMode::Session);
+        assert_eq!(c.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(c.listeners[0].auth, ClientAuth::Trust);
+        assert_eq!(c.default_node().name, "primary");
+    }
+
+    #[test]
+    fn a_typo_names_the_field_and_the_file() {
+        let text = format!("{MINIMAL}\npool_mdoe = \"transaction\"\n");
+        let err = ProxyConfig::from_toml(&text, "conf/proxy.toml").unwrap_err().to_string();
+        assert!(err.contains("conf/proxy.toml") && err.contains("pool_mdoe"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_node_names_are_refused() {
+        let text = format!("{MINIMAL}\n[[nodes]]\nname = \"primary\"\nhost = \"h\"\nport = 1\nrole = \"standby\"\n");
+        let err = ProxyConfig::from_toml(&text, "proxy.toml").unwrap_err().to_string();
+        assert!(err.contains("nodes[1].name") && err.contains("already used"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_scram_verifier_is_refused_at_load() {
+        let text = format!("{MINIMAL}\n[[users]]\nname = \"app\"\nscram_verifier = \"SCRAM-SHA-256$x\"\n");
+        let err = ProxyConfig::from_toml(&text, "proxy.toml").unwrap_err().to_string();
+        assert!(err.contains("users[0].scram_verifier") && err.contains("app"), "{err}");
+    }
+}

@@ -1,0 +1,230 @@
+//! Listeners, the state sessions share (nodes, pools, hooks, cancel keys) and graceful shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::{ClientAuth, NodeRole, ProxyConfig};
+use crate::error::ProxyError;
+use crate::hooks::StatementHooks;
+use crate::pool::Pool;
+use crate::scram::Verifier;
+
+/// A node as sessions see it.
+#[derive(Debug)]
+pub struct Node {
+    pub name: Arc<str>,
+    pub host: String,
+    pub port: u16,
+    pub role: NodeRole,
+}
+
+/// Where a session's running statement can be cancelled: (server address, backend pid, secret).
+#[derive(Debug, Default)]
+pub struct CancelSlot(Mutex<Option<(SocketAddr, i32, i32)>>);
+
+impl CancelSlot {
+    pub fn set(&self, v: Option<(SocketAddr, i32, i32)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+    fn get(&self) -> Option<(SocketAddr, i32, i32)> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// State shared by every session of a proxy.
+pub struct Shared {
+    pub config: ProxyConfig,
+    pub nodes: Vec<Node>,
+    pub default_node: usize,
+    pub pool: Pool,
+    pub hooks: Arc<dyn StatementHooks>,
+    pub verifiers: HashMap<String, Verifier>,
+    pub boot_id: u32,
+    pub shutdown: watch::Receiver<bool>,
+    next_session: AtomicU64,
+    standby_rr: AtomicUsize,
+    cancels: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("nodes", &self.nodes).finish_non_exhaustive()
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Without OS randomness, fall back to the clock: keys only need to be hard to guess remotely.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        return t;
+    }
+    u32::from_be_bytes(b)
+}
+
+impl Shared {
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| &*n.name == name)
+    }
+
+    /// The next standby, round robin; the default node when there is none.
+    pub fn pick_standby(&self) -> usize {
+        let standbys: Vec<usize> = self.nodes.iter().enumerate().filter(|(_, n)| n.role == NodeRole::Standby).map(|(i, _)| i).collect();
+        if standbys.is_empty() {
+            return self.default_node;
+        }
+        standbys[self.standby_rr.fetch_add(1, Ordering::Relaxed) % standbys.len()]
+    }
+
+    /// A fresh (pid, secret) pair for a client's BackendKeyData.
+    pub fn new_backend_key(&self) -> (i32, i32) {
+        ((random_u32() & 0x3fff_ffff) as i32 | 1, random_u32() as i32)
+    }
+
+    pub fn register_cancel(&self, pid: i32, secret: i32) -> Arc<CancelSlot> {
+        let slot = Arc::new(CancelSlot::default());
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner()).insert((pid, secret), slot.clone());
+        slot
+    }
+
+    pub fn unregister_cancel(&self, key: (i32, i32)) {
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
+    /// Forwards a client's CancelRequest to the backend its session currently uses.
+    pub async fn forward_cancel(&self, pid: i32, secret: i32) {
+        let target = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(&(pid, secret)).and_then(|s| s.get());
+        match target {
+            Some((addr, bpid, bsecret)) => {
+                info!(%addr, "forwarding a cancel request");
+                if let Err(e) = crate::upstream::send_cancel(addr, bpid, bsecret).await {
+                    warn!(%addr, error = %e, "cancel request could not be delivered");
+                }
+            }
+            None => debug!("cancel request for an unknown or idle session ignored"),
+        }
+    }
+}
+
+/// A bound proxy, ready to serve.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: Vec<(TcpListener, ClientAuth)>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("listeners", &self.local_addrs()).finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Binds every listener of `config`. Plugins come in as `hooks`.
+    pub async fn bind(config: ProxyConfig, hooks: Arc<dyn StatementHooks>) -> Result<Proxy, ProxyError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let sock = TcpListener::bind(&l.listen).await.map_err(|source| ProxyError::Bind { listen: l.listen.clone(), source })?;
+            info!(listen = %sock.local_addr().map(|a| a.to_string()).unwrap_or_default(), auth = ?l.auth, "listening");
+            listeners.push((sock, l.auth));
+        }
+        let nodes: Vec<Node> =
+            config.nodes.iter().map(|n| Node { name: Arc::from(n.name.as_str()), host: n.host.clone(), port: n.port, role: n.role }).collect();
+        let default_name = config.default_node().name.clone();
+        let default_node = nodes.iter().position(|n| *n.name == default_name).unwrap_or(0);
+        let mut verifiers = HashMap::new();
+        for u in &config.users {
+            let v = match (&u.scram_verifier, &u.password) {
+                (Some(v), _) => Verifier::parse(v).ok(),
+                (None, Some(pw)) => Some(Verifier::from_password(pw)),
+                (None, None) => None,
+            };
+            if let Some(v) = v {
+                verifiers.insert(u.name.clone(), v);
+            }
+        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let pool = Pool::new(config.pool_size, config.pool_timeout());
+        let shared = Arc::new(Shared {
+            config,
+            nodes,
+            default_node,
+            pool,
+            hooks,
+            verifiers,
+            boot_id: random_u32(),
+            shutdown,
+            next_session: AtomicU64::new(0),
+            standby_rr: AtomicUsize::new(0),
+            cancels: Mutex::new(HashMap::new()),
+        });
+        Ok(Proxy { shared, listeners, shutdown_tx })
+    }
+
+    /// The bound addresses, in `[[listeners]]` order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets running transactions finish
+    /// (idle sessions get a FATAL 57P01 at their next pause) and returns when every session ended
+    /// or `shutdown_timeout_ms` passed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr, ClientAuth)>(64);
+        let mut acceptors = JoinSet::new();
+        for (l, auth) in self.listeners {
+            let tx = tx.clone();
+            acceptors.spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((s, peer)) => {
+                            if tx.send((s, peer, auth)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut sessions = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some((s, peer, auth)) = rx.recv() => {
+                    sessions.spawn(crate::session::run(self.shared.clone(), s, peer, auth));
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+        acceptors.abort_all();
+        drop(rx);
+        let _ = self.shutdown_tx.send(true);
+        info!(sessions = sessions.len(), "shutting down: no new connections; draining sessions");
+        let grace = self.shared.config.shutdown_timeout();
+        let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(sessions = sessions.len(), grace_ms = grace.as_millis() as u64, "sessions still busy after the grace period; closing them");
+            sessions.abort_all();
+            while sessions.join_next().await.is_some() {}
+        }
+        info!("shutdown complete");
+    }
+}
