@@ -1,1 +1,286 @@
-//! pgvector-router (in progress)
+//! pgvector-router: routes pgvector top-K queries in HeliosProxy to a vector replica.
+//!
+//! A statement is a top-K vector search when a query in it orders by a pgvector distance (`<->` L2,
+//! `<#>` negative inner product, `<=>` cosine, anywhere in an ORDER BY expression) and has a `LIMIT`
+//! (or `FETCH FIRST`). Such a statement goes to `RouteResult::Node { target }`, the target being the
+//! config key `vector_node` or, when that is not set, the attribute `helios.vector_node`; everything
+//! else gets `Default`. Only reads move: a statement that writes (including through a data-modifying
+//! CTE) or locks rows (`FOR UPDATE`) stays on the default route.
+//!
+//! Detection is on the parsed statement (sqlparser, PostgreSQL dialect: all three operators parse).
+//! When sqlparser cannot parse a statement, a token-level check over sqlparser's tokenizer takes over
+//! (`ORDER BY ... <op> ... LIMIT` at one parenthesis depth), never a substring search: an operator in
+//! a string literal or a comment is not an operator. See README.md.
+
+use std::ops::ControlFlow;
+
+use helios_plugin_abi::*;
+use sqlparser::ast::{Expr, LimitClause, Query, SetExpr, Statement, Value, Visit, Visitor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// The pgvector distance operators.
+pub const VECTOR_OPERATORS: [&str; 3] = ["<->", "<#>", "<=>"];
+/// Config key of the vector replica.
+pub const VECTOR_NODE_KEY: &str = "vector_node";
+/// Attribute naming the vector replica when the config does not.
+pub const VECTOR_NODE_ATTRIBUTE: &str = "helios.vector_node";
+
+/// How a statement was recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    /// Not a top-K vector search (or not one that may move).
+    No,
+    /// Found on the parsed statement.
+    Parsed,
+    /// Found by the token-level fallback on a statement sqlparser could not parse.
+    Tokens,
+}
+
+/// Whether `sql` is a single read-only top-K vector search.
+pub fn detect(sql: &str) -> Detection {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) => match statements.as_slice() {
+            [Statement::Query(q)] if is_top_k_read(q) => Detection::Parsed,
+            _ => Detection::No,
+        },
+        Err(_) if tokens_say_top_k(sql) => Detection::Tokens,
+        Err(_) => Detection::No,
+    }
+}
+
+fn is_vector_op(op: &impl std::fmt::Display) -> bool {
+    let s = op.to_string();
+    VECTOR_OPERATORS.contains(&s.as_str())
+}
+
+fn has_limit(q: &Query) -> bool {
+    q.fetch.is_some()
+        || match &q.limit_clause {
+            Some(LimitClause::LimitOffset { limit: Some(l), .. }) => !matches!(l, Expr::Value(v) if v.value == Value::Null),
+            Some(LimitClause::OffsetCommaLimit { .. }) => true,
+            _ => false,
+        }
+}
+
+/// Whether an expression uses a vector operator outside subqueries.
+fn uses_vector_op(e: &Expr) -> bool {
+    struct Find {
+        depth: usize,
+    }
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::BinaryOp { op, .. } if self.depth == 0 && is_vector_op(op) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    e.visit(&mut Find { depth: 0 }).is_break()
+}
+
+/// Some query in the statement is a top-K vector search, and nothing in it writes or locks.
+fn is_top_k_read(q: &Query) -> bool {
+    struct Scan {
+        top_k: bool,
+        writes: bool,
+    }
+    impl Visitor for Scan {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if !q.locks.is_empty() || matches!(*q.body, SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)) {
+                self.writes = true;
+                return ControlFlow::Break(());
+            }
+            if has_limit(q) {
+                if let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) = &q.order_by {
+                    if exprs.iter().any(|o| uses_vector_op(&o.expr)) {
+                        self.top_k = true;
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+            if !matches!(s, Statement::Query(_)) {
+                self.writes = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut scan = Scan { top_k: false, writes: false };
+    let _ = q.visit(&mut scan);
+    scan.top_k && !scan.writes
+}
+
+/// The token-level check for statements sqlparser cannot parse: after `ORDER BY`, a vector operator
+/// and then `LIMIT`, at the parenthesis depth of the `ORDER BY`. Comments and literals are tokens of
+/// their own, so they never match.
+pub fn tokens_say_top_k(sql: &str) -> bool {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return false };
+    let tokens: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let is_kw = |t: &Token, kw: &str| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw));
+    let mut depth = 0i32;
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ if is_kw(t, "ORDER") && tokens.get(i + 1).is_some_and(|n| is_kw(n, "BY")) => {
+                let (mut d, mut saw_op) = (depth, false);
+                for u in &tokens[i + 2..] {
+                    match u {
+                        Token::LParen => d += 1,
+                        Token::RParen if d == depth => break,
+                        Token::RParen => d -= 1,
+                        Token::SemiColon => break,
+                        _ if is_vector_op(u) => saw_op = true,
+                        _ if d == depth && saw_op && is_kw(u, "LIMIT") => return true,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The route for one statement, given the configured node.
+pub fn decide(configured: Option<&str>, ctx: &QueryContext) -> (RouteResult, Detection) {
+    let d = detect(&ctx.query);
+    if d == Detection::No {
+        return (RouteResult::Default, d);
+    }
+    let target = configured
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .or_else(|| ctx.hook_context.attr(VECTOR_NODE_ATTRIBUTE).map(str::trim).filter(|s| !s.is_empty()));
+    match target {
+        Some(t) => (RouteResult::Node { target: t.to_owned() }, d),
+        None => (RouteResult::Default, d),
+    }
+}
+
+/// Sends top-K vector searches to the vector replica.
+#[hook(Route)]
+pub fn route_vectors(ctx: &QueryContext) -> RouteResult {
+    let configured = get_config(VECTOR_NODE_KEY);
+    let (route, d) = decide(configured.as_deref(), ctx);
+    let id = &ctx.hook_context.request_id;
+    match (&route, d) {
+        (RouteResult::Node { target }, d) => {
+            let how = if d == Detection::Tokens { " (token-level check: the statement did not parse)" } else { "" };
+            log(Level::Info, &format!("pgvector-router: request {id:?}: top-K vector search routed to {target}{how}"));
+        }
+        (_, Detection::Parsed | Detection::Tokens) => log(
+            Level::Warn,
+            &format!("pgvector-router: request {id:?}: top-K vector search but no {VECTOR_NODE_KEY} config and no {VECTOR_NODE_ATTRIBUTE} attribute; default route"),
+        ),
+        _ => {}
+    }
+    route
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: &str = "'[0.1,0.2,0.3]'";
+
+    fn ctx(sql: &str) -> QueryContext {
+        QueryContext { query: sql.into(), ..Default::default() }
+    }
+
+    fn routed(sql: &str) -> bool {
+        decide(Some("vec-1"), &ctx(sql)).0 == RouteResult::Node { target: "vec-1".into() }
+    }
+
+    #[test]
+    fn each_distance_operator_with_order_by_and_limit_is_routed() {
+        for op in VECTOR_OPERATORS {
+            let sql = format!("SELECT id FROM items ORDER BY embedding {op} {V} LIMIT 5");
+            assert_eq!(detect(&sql), Detection::Parsed, "{sql}");
+            assert!(routed(&sql), "{sql}");
+        }
+        assert!(routed(&format!("select id from items order by embedding <-> {V}::vector limit 20")));
+        assert!(routed("SELECT id FROM items ORDER BY embedding <=> $1 LIMIT 8"));
+        assert!(routed(&format!("SELECT id FROM items ORDER BY (embedding <#> {V}) FETCH FIRST 3 ROWS ONLY")));
+        assert!(routed(&format!("SELECT id FROM items ORDER BY 1 - (embedding <=> {V}) DESC LIMIT 5")));
+        assert!(routed(&format!("SELECT id FROM items ORDER BY category, embedding <-> {V} LIMIT 5")));
+    }
+
+    #[test]
+    fn nested_top_k_queries_are_routed() {
+        assert!(routed(&format!("SELECT * FROM (SELECT id FROM docs ORDER BY embedding <=> {V} LIMIT 20) s WHERE id > 3")));
+        assert!(routed(&format!(
+            "WITH q AS (SELECT {V}::vector AS v) SELECT d.id FROM docs d, q ORDER BY d.embedding <-> q.v LIMIT 5"
+        )));
+    }
+
+    #[test]
+    fn look_alikes_keep_the_default_route() {
+        for sql in [
+            format!("SELECT id FROM items ORDER BY embedding <-> {V}"),
+            format!("SELECT id FROM items ORDER BY embedding <-> {V} LIMIT ALL"),
+            format!("SELECT id, embedding <-> {V} AS d FROM items ORDER BY d LIMIT 5"),
+            format!("SELECT count(*) FROM items WHERE embedding <-> {V} < 0.5"),
+            "SELECT id FROM items ORDER BY price LIMIT 5".to_owned(),
+            "SELECT '<->' AS op FROM items ORDER BY id LIMIT 1".to_owned(),
+            "SELECT id FROM items /* ORDER BY e <-> x */ ORDER BY id LIMIT 1".to_owned(),
+            format!("SELECT id FROM items ORDER BY (SELECT embedding <-> {V} FROM x LIMIT 1) LIMIT 5"),
+            format!("SELECT id FROM items ORDER BY embedding <-> {V} LIMIT 5; SELECT 1"),
+            format!("SELECT id FROM items ORDER BY embedding <-> {V} LIMIT 5 FOR UPDATE"),
+            format!("INSERT INTO hits SELECT id FROM items ORDER BY embedding <-> {V} LIMIT 5"),
+            format!("WITH d AS (DELETE FROM t RETURNING id) SELECT id FROM items ORDER BY embedding <-> {V} LIMIT 5"),
+        ] {
+            assert!(!routed(&sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn unparseable_statements_fall_back_to_tokens_not_substrings() {
+        // `IS OF` (old PostgreSQL syntax) is rejected by sqlparser before the ORDER BY.
+        let sql = format!("SELECT id FROM items WHERE kind IS OF (text) ORDER BY embedding <=> {V} LIMIT 5");
+        assert!(Parser::parse_sql(&PostgreSqlDialect {}, &sql).is_err(), "the example must not parse");
+        assert_eq!(detect(&sql), Detection::Tokens);
+        assert!(tokens_say_top_k(&format!("SELECT ORDER BY (a <-> b) LIMIT 5 garbage (")));
+        assert!(!tokens_say_top_k("SELECT '<-> LIMIT' ORDER BY x garbage ("));
+        assert!(!tokens_say_top_k("SELECT x ORDER BY a -- <-> LIMIT 5\n garbage ("));
+        assert!(!tokens_say_top_k("SELECT (SELECT 1 ORDER BY a <-> b) LIMIT 5 garbage ("));
+    }
+
+    #[test]
+    fn the_target_comes_from_config_then_the_attribute() {
+        let sql = format!("SELECT id FROM items ORDER BY embedding <-> {V} LIMIT 5");
+        let mut c = ctx(&sql);
+        c.hook_context.attributes.insert(VECTOR_NODE_ATTRIBUTE.into(), "vec-attr".into());
+        assert_eq!(decide(Some("vec-cfg"), &c).0, RouteResult::Node { target: "vec-cfg".into() });
+        assert_eq!(decide(None, &c).0, RouteResult::Node { target: "vec-attr".into() });
+        assert_eq!(decide(None, &ctx(&sql)).0, RouteResult::Default);
+    }
+
+    #[test]
+    fn the_hook_routes_with_the_host_config_and_logs_why() {
+        testing::reset();
+        testing::set_config(VECTOR_NODE_KEY, "pg-vector-1");
+        let sql = format!("SELECT id FROM items ORDER BY embedding <#> {V} LIMIT 10");
+        assert_eq!(route_vectors(&ctx(&sql)), RouteResult::Node { target: "pg-vector-1".into() });
+        assert_eq!(route_vectors(&ctx("SELECT 1")), RouteResult::Default);
+        assert_eq!(testing::logs().len(), 1);
+        testing::reset();
+        assert_eq!(route_vectors(&ctx(&sql)), RouteResult::Default);
+        assert!(testing::logs()[0].1.contains("no vector_node config"));
+    }
+}
