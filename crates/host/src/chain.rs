@@ -1,11 +1,13 @@
 //! Ordered hook chains: plugins by priority (lower first), then load order, with per-plugin
 //! `on_error` policies.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use helios_plugin_schema::{
     GuardRequest, GuardVerdict, Hook, PostQueryEnvelope, PreQueryResult, QueryContext, RouteResult,
-    hooks::spec,
 };
 
 use crate::{OnError, Plugin, PluginError};
@@ -71,6 +73,15 @@ impl Chain {
     /// Runs `pre_query` through the chain. A rewrite is what later plugins see; a block or a cached
     /// answer stops the chain; a failure skips the plugin or blocks, per its `on_error`.
     pub fn pre_query(&self, ctx: &QueryContext) -> PreQueryOutcome {
+        self.pre_query_observed(ctx, &mut |_, _, _| {})
+    }
+
+    /// [`Chain::pre_query`], telling `observe` each plugin's result and how long its call took.
+    pub fn pre_query_observed(
+        &self,
+        ctx: &QueryContext,
+        observe: &mut dyn FnMut(&Plugin, Duration, &Result<PreQueryResult, PluginError>),
+    ) -> PreQueryOutcome {
         let mut out = PreQueryOutcome { result: PreQueryResult::Continue, decided_by: None, rewritten_by: Vec::new(), skipped: Vec::new() };
         let mut current: Option<QueryContext> = None;
         // The input is encoded once and re-encoded only after a rewrite.
@@ -81,7 +92,9 @@ impl Chain {
                 Some(b) => b,
                 None => json.insert(serde_json::to_vec(c).unwrap_or_default()),
             };
+            let t = Instant::now();
             let r = p.call_with(Hook::PreQuery, bytes, |b| serde_json::from_slice::<PreQueryResult>(b).map_err(|e| e.to_string()));
+            observe(p, t.elapsed(), &r);
             match r {
                 Ok(PreQueryResult::Continue) => {}
                 Ok(PreQueryResult::Rewrite { sql }) => {
@@ -117,11 +130,23 @@ impl Chain {
 
     /// Runs `route`: the first plugin with an opinion (anything but `Default`) decides.
     pub fn route(&self, ctx: &QueryContext) -> RouteOutcome {
+        self.route_observed(ctx, &mut |_, _, _| {})
+    }
+
+    /// [`Chain::route`] with a per-plugin observer.
+    pub fn route_observed(
+        &self,
+        ctx: &QueryContext,
+        observe: &mut dyn FnMut(&Plugin, Duration, &Result<RouteResult, PluginError>),
+    ) -> RouteOutcome {
         let mut out = RouteOutcome { result: RouteResult::Default, decided_by: None, skipped: Vec::new() };
         let mut json: Option<Vec<u8>> = None;
         for p in self.serving(Hook::Route) {
             let bytes = json.get_or_insert_with(|| serde_json::to_vec(ctx).unwrap_or_default());
-            match p.call_with(Hook::Route, bytes, |b| serde_json::from_slice::<RouteResult>(b).map_err(|e| e.to_string())) {
+            let t = Instant::now();
+            let r = p.call_with(Hook::Route, bytes, |b| serde_json::from_slice::<RouteResult>(b).map_err(|e| e.to_string()));
+            observe(p, t.elapsed(), &r);
+            match r {
                 Ok(RouteResult::Default) => {}
                 Ok(r) => {
                     out.result = r;
@@ -146,11 +171,23 @@ impl Chain {
 
     /// Runs `post_query` on every plugin that serves it; returns the failures (each also logged).
     pub fn post_query(&self, env: &PostQueryEnvelope) -> Vec<PluginError> {
+        self.post_query_observed(env, &mut |_, _, _| {})
+    }
+
+    /// [`Chain::post_query`] with a per-plugin observer.
+    pub fn post_query_observed(
+        &self,
+        env: &PostQueryEnvelope,
+        observe: &mut dyn FnMut(&Plugin, Duration, &Result<(), PluginError>),
+    ) -> Vec<PluginError> {
         let mut failures = Vec::new();
         let mut json: Option<Vec<u8>> = None;
         for p in self.serving(Hook::PostQuery) {
             let bytes = json.get_or_insert_with(|| serde_json::to_vec(env).unwrap_or_default());
-            if let Err(e) = p.call_with(Hook::PostQuery, bytes, |_| Ok(())) {
+            let t = Instant::now();
+            let r = p.call_with(Hook::PostQuery, bytes, |_| Ok(()));
+            observe(p, t.elapsed(), &r);
+            if let Err(e) = r {
                 tracing::warn!(plugin = p.name(), error = %e.kind, "post_query failed");
                 failures.push(e);
             }
@@ -160,17 +197,23 @@ impl Chain {
 
     /// Runs every guard in order; the first deny wins.
     pub fn evaluate(&self, request: &GuardRequest) -> GuardVerdict {
+        self.evaluate_observed(request, &mut |_, _, _| {})
+    }
+
+    /// [`Chain::evaluate`] with a per-guard observer.
+    pub fn evaluate_observed(
+        &self,
+        request: &GuardRequest,
+        observe: &mut dyn FnMut(&Plugin, Duration, &GuardVerdict),
+    ) -> GuardVerdict {
         for p in self.plugins.iter().filter(|p| p.is_guard()) {
+            let t = Instant::now();
             let v = p.evaluate(request);
+            observe(p, t.elapsed(), &v);
             if !v.is_allow() {
                 return v;
             }
         }
         GuardVerdict::Allow
-    }
-
-    /// Typed call of any hook on one plugin of the chain, by name.
-    pub fn call_pre_query_on(&self, name: &str, ctx: &QueryContext) -> Option<Result<PreQueryResult, PluginError>> {
-        self.get(name).map(|p| p.call::<spec::PreQuery>(ctx))
     }
 }
