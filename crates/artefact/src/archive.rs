@@ -171,6 +171,19 @@ pub fn unpack(reader: impl Read, file: &str, limits: &UnpackLimits) -> Result<Ar
         }
         found.insert(known, bytes);
     }
+    // Read to the end so gzip's CRC and length are checked and nothing hides after the tar's end
+    // marker (tar pads with zeros; anything else is smuggled data). Bounded by the same cap.
+    let mut rest = archive.into_inner();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = rest.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(malformed(file, "data after the end of the tar archive"));
+        }
+    }
     let manifest = found.remove(ARTEFACT_MANIFEST).ok_or_else(|| malformed(file, format!("no {ARTEFACT_MANIFEST}")))?;
     let wasm = found.remove(ARTEFACT_MODULE).ok_or_else(|| malformed(file, format!("no {ARTEFACT_MODULE}")))?;
     let sidecar = found.remove(ARTEFACT_SIDECAR);

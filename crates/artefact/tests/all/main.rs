@@ -1,0 +1,7 @@
+//! Integration tests of the trust chain: one binary, a module per feature.
+
+mod flips;
+mod interop;
+mod malicious;
+mod pipeline;
+mod support;
