@@ -4,6 +4,7 @@
 
 pub mod pg;
 pub mod proxy;
+pub mod raw;
 
 use std::process::Output;
 
