@@ -40,3 +40,16 @@ pub use runtime::{
 pub use services::{Clock, KvBackend, KvError, Level, LogSink, ManualClock, MemoryKv, MemoryLogSink, SystemClock};
 
 pub use helios_plugin_schema as schema;
+
+#[cfg(test)]
+mod tests {
+    /// Hosts share plugins and chains across threads.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn assert<T: Send + Sync>() {}
+        assert::<crate::Runtime>();
+        assert::<crate::Plugin>();
+        assert::<crate::Chain>();
+        assert::<crate::PluginError>();
+    }
+}
