@@ -16,7 +16,7 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds both guests once per test binary and returns the target directory.
+/// Builds the guests once per test binary and returns the target directory.
 fn built() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -24,7 +24,8 @@ fn built() -> &'static PathBuf {
         let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
-            .args(["build", "-p", "tool-denylist", "-p", "guest-misbehave", "--target", TARGET, "--profile", "guest"])
+            .args(["build", "-p", "tool-denylist", "-p", "guest-misbehave", "-p", "guest-every-hook"])
+            .args(["--target", TARGET, "--profile", "guest"])
             .status()
             .expect("cargo could not be started");
         assert!(status.success(), "building the wasm guests failed: {status}");
@@ -76,4 +77,16 @@ fn the_tool_denylist_guard_is_a_guard_and_serves_no_hook() {
     let names: Vec<_> = info.imports.iter().map(|i| format!("{}.{}", i.module, i.name)).collect();
     assert_eq!(names.iter().filter(|n| n.starts_with("chio.")).count(), names.len(), "{names:?}");
     eprintln!("tool_denylist.wasm: {size} bytes");
+}
+
+#[test]
+fn every_hook_of_the_catalogue_is_exported_and_declared_from_one_crate() {
+    let (info, size) = module("guest_every_hook");
+    assert_sdk_surface(&info);
+    let mut declared = info.declared_hooks.clone();
+    declared.sort();
+    assert_eq!(declared, Hook::ALL.to_vec());
+    assert_eq!(info.exported_hooks(), Hook::ALL.to_vec());
+    assert!(!info.declared_guard && !info.is_guard());
+    eprintln!("guest_every_hook.wasm: {size} bytes");
 }

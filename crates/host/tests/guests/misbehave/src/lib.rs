@@ -13,6 +13,7 @@
 //! | `kv_flood` | writes keys until `kv_write` fails, then deny / block with the error |
 //! | `log_flood` | logs 1000 lines of 5000 bytes, then allow / continue |
 //! | `rewrite` | allow / rewrite to `/* misbehave */ ` + query |
+//! | `long_reason` | deny / block with a 10,000-byte reason (`é` × 5000), longer than the host's buffer |
 //! | anything else | deny / block naming the unknown behaviour |
 //!
 //! `#[hook(Route)]` answers `Node { target: <config "node"> }` (default routing without it) and
@@ -28,6 +29,9 @@ pub const BEHAVIOR_KEY: &str = "behavior";
 pub const PANIC_MESSAGE: &str = "misbehave: deliberate panic";
 /// What `rewrite` puts in front of the query.
 pub const REWRITE_PREFIX: &str = "/* misbehave */ ";
+
+/// The character `long_reason` repeats (two bytes in UTF-8, so a cut can fall inside it).
+pub const LONG_REASON_CHAR: char = 'é';
 
 /// What a behaviour decided, before it is mapped onto the guard or hook result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +90,7 @@ pub fn act() -> Act {
             Act::Pass
         }
         "rewrite" => Act::Rewrite,
+        "long_reason" => Act::Stop(LONG_REASON_CHAR.to_string().repeat(5000)),
         other => Act::Stop(format!("misbehave: unknown behavior {other:?}")),
     }
 }
