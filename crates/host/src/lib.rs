@@ -23,6 +23,7 @@
 //! every failure names the plugin and its cause.
 
 mod chain;
+pub mod config;
 mod error;
 mod imports;
 mod plugin;

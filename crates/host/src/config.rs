@@ -1,0 +1,412 @@
+//! `proxy.toml` `[[plugins]]`: which plugins a host runs, where they come from, which keys they
+//! must be signed with, and the limits and policies bound to them.
+//!
+//! ```toml
+//! [[plugins]]
+//! name = "tool-denylist"                       # must equal the signed manifest's name
+//! source = "plugins/tool-denylist-1.0.0.tar.gz" # an artefact, or a directory with guard-manifest.yaml
+//! verify_with = "trusted-keys"                  # trust-root directory (PEM, signify, hex, base64 .pub)
+//! hooks = ["pre_query"]                         # optional: each must be declared by the plugin
+//! on_error = "abort"                            # skip (default) | abort
+//! priority = 10                                 # lower runs first (default 1000)
+//! fuel = 10_000_000                             # per call (default 10,000,000)
+//! memory = 16_777_216                           # linear memory cap in bytes (default 16 MiB)
+//! config = { denylist = "rm,curl" }             # overrides the manifest's config, key by key
+//! ```
+//!
+//! Relative paths resolve against the config file's directory. Other top-level tables of the file
+//! belong to the proxy and are ignored here; inside `[[plugins]]` every field is known and a typo is
+//! an error naming the field and the file. Every plugin goes through
+//! [`helios_plugin_artefact::verify`] (size cap, SHA-256, blocklist, signature, name and version)
+//! before [`Runtime::load`] compiles it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use helios_plugin_artefact::{Blocklist, TrustRoot, VerifiedPlugin, VerifyOptions};
+use helios_plugin_schema::Hook;
+use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
+use serde::Deserialize;
+
+use crate::{Chain, InstanceMode, LoadError, OnError, Plugin, PluginConfig, Runtime};
+
+/// A `proxy.toml` that could not become a chain. Each message names the file, the plugin entry
+/// (index and name) and the field or the check that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: plugins[{index}] ({name}) field {field}: {message}")]
+    Field { file: String, index: usize, name: String, field: &'static str, message: String },
+    #[error("{file}: plugins[{index}] ({name}): {source}")]
+    Verify { file: String, index: usize, name: String, source: helios_plugin_artefact::Error },
+    #[error("{file}: plugins[{index}] ({name}): {source}")]
+    Load { file: String, index: usize, name: String, source: LoadError },
+}
+
+/// One `[[plugins]]` entry. Every field is known: a typo must not silently drop a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// The plugin's name; must equal the name its manifest (and signature) carries.
+    pub name: String,
+    /// An artefact (`.tar.gz`), a directory holding `guard-manifest.yaml`, or that file.
+    pub source: PathBuf,
+    /// Hooks the operator expects the plugin to serve; each must be declared by it. Default: all it
+    /// declares.
+    #[serde(default, with = "optional_hooks")]
+    pub hooks: Option<Vec<Hook>>,
+    /// Trust-root directory the plugin's signature must verify against.
+    pub verify_with: Option<PathBuf>,
+    /// Digest blocklist file (`{"digests": ["sha256:..."]}`).
+    pub blocklist: Option<PathBuf>,
+    /// Load an unsigned plugin (development only; every load logs a warning). Default: false.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Default: skip.
+    pub on_error: Option<OnError>,
+    /// Lower runs first. Default: 1000.
+    pub priority: Option<i32>,
+    /// Fuel per call. Default: 10,000,000.
+    pub fuel: Option<u64>,
+    /// Linear memory cap in bytes. Default: 16 MiB.
+    pub memory: Option<u64>,
+    /// Module size cap in bytes, checked before hashing. Default: 10 MiB.
+    pub max_module_bytes: Option<u64>,
+    /// A failing advisory guard allows instead of denying. Default: false.
+    pub advisory: Option<bool>,
+    /// `pooled` (default) or `fresh`.
+    pub mode: Option<InstanceMode>,
+    /// Config values; each overrides the manifest's value of the same key.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+mod optional_hooks {
+    use helios_plugin_schema::Hook;
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Hook>>, D::Error> {
+        helios_plugin_schema::manifest::hook_names::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PluginsOnly {
+    #[serde(default)]
+    plugins: Vec<PluginEntry>,
+}
+
+/// The `[[plugins]]` of one config file.
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    /// The config file (for messages).
+    pub file: PathBuf,
+    /// Relative paths resolve against this directory.
+    pub base_dir: PathBuf,
+    pub plugins: Vec<PluginEntry>,
+}
+
+/// A plugin that passed verification, with the settings of its entry.
+#[derive(Debug, Clone)]
+pub struct VerifiedEntry {
+    pub entry: PluginEntry,
+    pub plugin: VerifiedPlugin,
+    /// The manifest's config overridden by the entry's.
+    pub config: BTreeMap<String, String>,
+}
+
+impl PluginsConfig {
+    /// Reads `[[plugins]]` from a config file.
+    pub fn load(path: &Path) -> Result<PluginsConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.display().to_string(), source })?;
+        PluginsConfig::from_toml(&text, path)
+    }
+
+    /// Parses `[[plugins]]` from TOML text; `file` names it and its directory is the base for
+    /// relative paths.
+    pub fn from_toml(text: &str, file: &Path) -> Result<PluginsConfig, ConfigError> {
+        let parsed: PluginsOnly =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.display().to_string(), message: e.to_string() })?;
+        Ok(PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins: parsed.plugins })
+    }
+
+    /// Interprets `[[plugins]]` tables another parser kept raw (the proxy's own config reader).
+    pub fn from_tables(tables: &[toml::Table], file: &Path) -> Result<PluginsConfig, ConfigError> {
+        let mut plugins = Vec::with_capacity(tables.len());
+        for (index, table) in tables.iter().enumerate() {
+            let name = table.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            let entry: PluginEntry = table.clone().try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+                file: file.display().to_string(),
+                message: format!("plugins[{index}] ({name}): {}", e.message()),
+            })?;
+            plugins.push(entry);
+        }
+        Ok(PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins })
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    /// Verifies every plugin (nothing is compiled).
+    pub fn verify(&self) -> Result<Vec<VerifiedEntry>, ConfigError> {
+        let file = self.file.display().to_string();
+        let mut out = Vec::with_capacity(self.plugins.len());
+        for (index, entry) in self.plugins.iter().enumerate() {
+            let name = entry.name.clone();
+            let verr = |source| ConfigError::Verify { file: file.clone(), index, name: name.clone(), source };
+            let field = |field: &'static str, message: String| ConfigError::Field { file: file.clone(), index, name: name.clone(), field, message };
+            let mut opts = VerifyOptions::default()
+                .allow_unsigned(entry.allow_unsigned)
+                .max_module_bytes(entry.max_module_bytes.unwrap_or(DEFAULT_MAX_MODULE_BYTES));
+            if let Some(dir) = &entry.verify_with {
+                opts = opts.trust_root(TrustRoot::load(&self.resolve(dir)).map_err(verr)?);
+            }
+            if let Some(b) = &entry.blocklist {
+                opts = opts.blocklist(Blocklist::load(&self.resolve(b)).map_err(verr)?);
+            }
+            let plugin = helios_plugin_artefact::verify_path(&self.resolve(&entry.source), &opts).map_err(verr)?;
+            if plugin.name != entry.name {
+                return Err(field("name", format!("expected the plugin's own name {:?} (from its signed manifest), found {:?}", plugin.name, entry.name)));
+            }
+            if let Some(hooks) = &entry.hooks {
+                let undeclared: Vec<_> = hooks.iter().filter(|h| !plugin.hooks.contains(h)).map(|h| h.export_name()).collect();
+                if !undeclared.is_empty() {
+                    let declared: Vec<_> = plugin.hooks.iter().map(|h| h.export_name()).collect();
+                    return Err(field(
+                        "hooks",
+                        format!("{} not declared by the plugin (it declares: {})", undeclared.join(", "), if declared.is_empty() { "none".into() } else { declared.join(", ") }),
+                    ));
+                }
+            }
+            let mut config = plugin.config.clone();
+            config.extend(entry.config.clone());
+            out.push(VerifiedEntry { entry: entry.clone(), plugin, config });
+        }
+        Ok(out)
+    }
+
+    /// Verifies every plugin, then loads each with `runtime`, and orders them into a chain.
+    pub fn build_chain(&self, runtime: &Runtime) -> Result<Chain, ConfigError> {
+        let file = self.file.display().to_string();
+        let mut plugins: Vec<Arc<Plugin>> = Vec::new();
+        for (index, v) in self.verify()?.into_iter().enumerate() {
+            let e = &v.entry;
+            let mut pc = PluginConfig::new(e.name.clone()).config_map(v.config.clone());
+            if let Some(p) = e.priority {
+                pc = pc.priority(p);
+            }
+            if let Some(o) = e.on_error {
+                pc = pc.on_error(o);
+            }
+            if let Some(f) = e.fuel {
+                pc = pc.fuel(Some(f));
+            }
+            if let Some(m) = e.memory {
+                pc = pc.max_memory_bytes(m);
+            }
+            if let Some(m) = e.max_module_bytes {
+                pc = pc.max_module_bytes(m);
+            }
+            if let Some(a) = e.advisory {
+                pc = pc.advisory(a);
+            }
+            if let Some(m) = e.mode {
+                pc = pc.mode(m);
+            }
+            let plugin = runtime
+                .load(&v.plugin.wasm, pc)
+                .map_err(|source| ConfigError::Load { file: file.clone(), index, name: e.name.clone(), source })?;
+            tracing::info!(
+                plugin = %e.name,
+                version = %v.plugin.version,
+                sha256 = %v.plugin.sha256,
+                signer = v.plugin.signer.as_ref().map(|s| s.label.as_str()).unwrap_or("UNSIGNED"),
+                "plugin verified and loaded"
+            );
+            plugins.push(plugin);
+        }
+        Ok(Chain::new(plugins))
+    }
+}
+
+fn base_dir_of(file: &Path) -> PathBuf {
+    file.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Reads `[[plugins]]` of `path`, verifies and loads each plugin, and returns the chain.
+pub fn load_chain(path: &Path, runtime: &Runtime) -> Result<Chain, ConfigError> {
+    PluginsConfig::load(path)?.build_chain(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use helios_plugin_artefact::{PackOptions, PackSigning, keys, pack, save_artefact};
+    use helios_plugin_schema::{HookContext, PreQueryResult, QueryContext};
+
+    use super::*;
+    use crate::RuntimeConfig;
+
+    /// A hook plugin whose pre_query blocks with a fixed reason.
+    const BLOCKER: &str = r#"(module
+        (memory (export "memory") 1)
+        (data (i32.const 1024) "{\"kind\":\"block\",\"reason\":\"blocked by wat\"}")
+        (func (export "alloc") (param i32) (result i32) i32.const 4096)
+        (func (export "dealloc") (param i32 i32))
+        (func (export "pre_query") (param i32 i32) (result i64)
+            (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 42))))"#;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    /// A temp dir with `trusted/ops.pub`, `blocker.tar.gz` signed by that key, and `unsigned.tar.gz`.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::generate_signing_key().unwrap();
+        std::fs::create_dir(dir.path().join("trusted")).unwrap();
+        std::fs::write(dir.path().join("trusted/ops.pub"), keys::public_key_base64(&key.verifying_key())).unwrap();
+        let wasm = wat::parse_str(BLOCKER).unwrap();
+        let opts = |signing| PackOptions {
+            config: BTreeMap::from([("mode".to_string(), "strict".to_string()), ("keep".to_string(), "manifest".to_string())]),
+            signing,
+            ..PackOptions::new("blocker", "1.0.0")
+        };
+        let signed = pack(wasm.clone(), opts(PackSigning::Key(Box::new(key)))).unwrap();
+        save_artefact(&signed.artefact, &dir.path().join("blocker.tar.gz")).unwrap();
+        let unsigned = pack(wasm, opts(PackSigning::Unsigned)).unwrap();
+        save_artefact(&unsigned.artefact, &dir.path().join("unsigned.tar.gz")).unwrap();
+        Fixture { dir }
+    }
+
+    fn write_config(f: &Fixture, plugins: &str) -> PathBuf {
+        let path = f.dir.path().join("proxy.toml");
+        std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{plugins}")).unwrap();
+        path
+    }
+
+    fn query() -> QueryContext {
+        QueryContext {
+            query: "DROP TABLE t".into(),
+            normalized: "DROP TABLE t".into(),
+            tables: vec!["t".into()],
+            is_read_only: false,
+            hook_context: HookContext { request_id: "r1".into(), ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn proxy_toml_builds_a_chain_of_verified_plugins() {
+        let f = fixture();
+        let path = write_config(
+            &f,
+            r#"[[plugins]]
+name = "blocker"
+source = "blocker.tar.gz"
+verify_with = "trusted"
+hooks = ["pre_query"]
+on_error = "abort"
+priority = 7
+fuel = 1_000_000
+memory = 1_048_576
+config = { mode = "lenient" }
+"#,
+        );
+        let cfg = PluginsConfig::load(&path).unwrap();
+        let verified = cfg.verify().unwrap();
+        assert_eq!(verified[0].plugin.signer.as_ref().unwrap().label, "ops");
+        assert_eq!(verified[0].config["mode"], "lenient", "the entry overrides the manifest");
+        assert_eq!(verified[0].config["keep"], "manifest");
+
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        let chain = load_chain(&path, &runtime).unwrap();
+        assert_eq!(chain.plugins().len(), 1);
+        let p = &chain.plugins()[0];
+        assert_eq!((p.name(), p.priority(), p.on_error()), ("blocker", 7, OnError::Abort));
+        assert_eq!(p.limits().fuel, Some(1_000_000));
+        assert_eq!(p.limits().max_memory_bytes, 1_048_576);
+        let outcome = chain.pre_query(&query());
+        assert_eq!(outcome.result, PreQueryResult::Block { reason: "blocked by wat".into() });
+    }
+
+    #[test]
+    fn a_typo_in_an_entry_names_the_field_and_the_file() {
+        let f = fixture();
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverfy_with = \"trusted\"\n");
+        let e = PluginsConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("proxy.toml") && e.contains("verfy_with"), "{e}");
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\n");
+        let e = PluginsConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("proxy.toml") && e.contains("source"), "{e}");
+    }
+
+    #[test]
+    fn an_unsigned_artefact_is_refused_before_compiling_unless_allowed() {
+        let f = fixture();
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"unsigned.tar.gz\"\nverify_with = \"trusted\"\n");
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(e.contains("plugins[0] (blocker)") && e.contains("E_SIGNATURE_MISSING"), "{e}");
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"unsigned.tar.gz\"\nallow_unsigned = true\n");
+        let v = PluginsConfig::load(&path).unwrap().verify().unwrap();
+        assert!(v[0].plugin.signer.is_none());
+    }
+
+    #[test]
+    fn an_untrusted_signer_or_a_blocklisted_digest_never_loads() {
+        let f = fixture();
+        std::fs::create_dir(f.dir.path().join("other")).unwrap();
+        let other = keys::generate_signing_key().unwrap();
+        std::fs::write(f.dir.path().join("other/k.pub"), keys::public_key_base64(&other.verifying_key())).unwrap();
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"other\"\n");
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(e.contains("E_SIGNER_UNTRUSTED"), "{e}");
+
+        let sha = helios_plugin_artefact::signing::sha256_hex(&wat::parse_str(BLOCKER).unwrap());
+        std::fs::write(f.dir.path().join("bl.json"), format!("{{\"digests\":[\"sha256:{sha}\"]}}")).unwrap();
+        let path = write_config(
+            &f,
+            "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\nblocklist = \"bl.json\"\n",
+        );
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(e.contains("E_GUARD_DIGEST_BLOCKLISTED"), "{e}");
+    }
+
+    #[test]
+    fn name_and_hooks_must_match_the_signed_manifest() {
+        let f = fixture();
+        let path = write_config(&f, "[[plugins]]\nname = \"impostor\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\n");
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(e.contains("field name") && e.contains("\"blocker\""), "{e}");
+        let path = write_config(
+            &f,
+            "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\nhooks = [\"route\"]\n",
+        );
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(e.contains("field hooks") && e.contains("route"), "{e}");
+    }
+
+    #[test]
+    fn raw_tables_from_another_parser_are_read_the_same_way() {
+        let f = fixture();
+        let doc: toml::Table = toml::from_str(
+            "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\npriority = 3\n",
+        )
+        .unwrap();
+        let tables: Vec<toml::Table> =
+            doc["plugins"].as_array().unwrap().iter().map(|v| v.as_table().unwrap().clone()).collect();
+        let cfg = PluginsConfig::from_tables(&tables, &f.dir.path().join("proxy.toml")).unwrap();
+        assert_eq!(cfg.plugins[0].priority, Some(3));
+        assert_eq!(cfg.verify().unwrap().len(), 1);
+        let mut bad = tables[0].clone();
+        bad.insert("prority".into(), toml::Value::Integer(1));
+        let e = PluginsConfig::from_tables(&[bad], Path::new("conf/proxy.toml")).unwrap_err().to_string();
+        assert!(e.contains("conf/proxy.toml") && e.contains("prority"), "{e}");
+    }
+}
