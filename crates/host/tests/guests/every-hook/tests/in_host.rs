@@ -86,3 +86,15 @@ fn a_large_input_and_output_cross_the_boundary_intact() {
     // Inputs and results are freed: twenty 1 MiB round trips fit one warm instance.
     assert_eq!(p.stats().instances_created, 1);
 }
+
+#[test]
+fn an_sdk_hook_call_costs_a_small_fraction_of_the_default_fuel() {
+    // Measured: about 11,400 fuel for this call (JSON in, user fn, JSON out, allocator), i.e. ~0.1% of
+    // the default 10,000,000. A budget of 100,000 catches the SDK growing a per-call cost.
+    let rt = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let p = rt.load(wasm(), PluginConfig::new("every-hook-cheap").fuel(Some(100_000))).expect("the guest loads");
+    let q = QueryContext { query: "select * from users where id = 1".into(), ..Default::default() };
+    for _ in 0..3 {
+        assert!(matches!(call::<spec::PreQuery>(&p, &q), PreQueryResult::Rewrite { .. }));
+    }
+}
