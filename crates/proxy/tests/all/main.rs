@@ -6,3 +6,5 @@ mod harness;
 mod simple;
 mod extended;
 mod faults;
+mod pgbench;
+mod plugins;

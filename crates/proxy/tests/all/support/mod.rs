@@ -17,3 +17,31 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// A guest plugin built for wasm32 (`target/wasm32-unknown-unknown/guest/<crate_name>.wasm`).
+/// Panics, failing the test, when it has not been built.
+pub fn guest_wasm(crate_name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target.join("wasm32-unknown-unknown/guest").join(format!("{crate_name}.wasm"));
+    assert!(
+        path.exists(),
+        "guest plugin {} is missing: run `cargo xtask build-examples` first (or `cargo build -p {} --target wasm32-unknown-unknown --profile guest`)",
+        path.display(),
+        crate_name.replace('_', "-")
+    );
+    path.canonicalize().expect("canonical guest path")
+}
+
+/// A `[[plugins]]` entry for `proxy.toml`.
+pub fn plugin_entry(name: &str, crate_name: &str, extra: &str, config: &[(&str, &str)]) -> String {
+    let mut s = format!("\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n", guest_wasm(crate_name).display());
+    if !config.is_empty() {
+        s.push_str("[plugins.config]\n");
+        for (k, v) in config {
+            s.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+    }
+    s
+}

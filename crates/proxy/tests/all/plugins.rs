@@ -1,0 +1,130 @@
+//! Real WebAssembly plugins (loaded from `[[plugins]]` through the host) on live traffic.
+
+use helios_proxy::{ProxyConfig, plugins};
+
+use crate::extended::{connect, rt};
+use crate::support::pg::{self, PgCluster};
+use crate::support::proxy::{TestProxy, config_text};
+use crate::support::{plugin_entry, stderr, stdout};
+
+/// A proxy whose hooks come from the `[[plugins]]` of `toml`, loaded like the binary does.
+fn start_with_plugins(toml: &str) -> TestProxy {
+    let config = ProxyConfig::from_toml(toml, "test-proxy.toml").expect("config parses");
+    let hooks = plugins::hooks_from_config(&config, "test-proxy.toml").expect("plugins load");
+    TestProxy::start_config(config, hooks)
+}
+
+#[test]
+fn llm_guardrail_blocks_drop_table_in_both_protocols_and_the_session_goes_on() {
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE orders (id int);");
+    let plugins = plugin_entry("llm-guardrail", "llm_guardrail", "", &[("apply_to_all", "true")]);
+    let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "DROP TABLE orders;\nSELECT count(*) FROM orders;\n", &[]);
+    let err = stderr(&out);
+    assert!(err.contains("42000") && err.contains("llm-guardrail"), "{err}");
+    assert_eq!(stdout(&out), "0");
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        let err = c.execute("DROP TABLE orders", &[]).await.expect_err("blocked in the extended protocol too");
+        let dbe = err.as_db_error().expect("an ErrorResponse");
+        assert_eq!(dbe.code().code(), "42000");
+        assert!(dbe.message().contains("llm-guardrail"), "{dbe:?}");
+        let n: i64 = c.query_one("SELECT count(*) FROM orders WHERE id > $1", &[&0i32]).await.unwrap().get(0);
+        assert_eq!(n, 0);
+    });
+    assert_eq!(db.psql("SELECT count(*) FROM orders;").trim(), "0", "the table survived");
+}
+
+#[test]
+fn a_plugin_rewrite_is_what_the_server_runs() {
+    let db = PgCluster::start();
+    let plugins = plugin_entry("misbehave", "guest_misbehave", "", &[("behavior", "rewrite")]);
+    let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT current_query();", &[]);
+    assert_eq!(stdout(&out), "/* misbehave */ SELECT current_query();", "{}", stderr(&out));
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        let q: String = c.query_one("SELECT current_query()", &[]).await.unwrap().get(0);
+        assert_eq!(q, "/* misbehave */ SELECT current_query()");
+    });
+}
+
+#[test]
+fn a_trapping_plugin_fails_closed_with_abort_and_open_with_skip() {
+    let db = PgCluster::start();
+    for (policy, blocked) in [("abort", true), ("skip", false)] {
+        let plugins = plugin_entry("misbehave", "guest_misbehave", &format!("on_error = \"{policy}\""), &[("behavior", "panic")]);
+        let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
+        let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 'went through';", &[]);
+        if blocked {
+            assert!(stderr(&out).contains("42000") && stderr(&out).contains("misbehave"), "{policy}: {}", stderr(&out));
+            assert_eq!(stdout(&out), "", "{policy}");
+        } else {
+            assert_eq!(stdout(&out), "went through", "{policy}: {}", stderr(&out));
+        }
+        rt().block_on(async {
+            let c = connect(proxy.port()).await;
+            let r = c.query_one("SELECT 'went through'::text", &[]).await;
+            match (blocked, r) {
+                (true, Err(e)) => assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("42000"), "{e}"),
+                (false, Ok(row)) => assert_eq!(row.get::<_, String>(0), "went through"),
+                (b, r) => panic!("{policy}: blocked={b} but got {r:?}"),
+            }
+        });
+    }
+}
+
+#[test]
+fn a_plugin_route_reaches_the_second_node() {
+    let primary = PgCluster::start();
+    let second = PgCluster::start();
+    let plugins = plugin_entry("misbehave", "guest_misbehave", "", &[("behavior", "ok"), ("node", "second")]);
+    let cfg = config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "") + &plugins;
+    let proxy = start_with_plugins(&cfg);
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT inet_server_port();", &[]);
+    assert_eq!(stdout(&out), second.port().to_string(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_binary_serves_from_a_config_file_and_stops_on_sigterm() {
+    let db = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = pg::free_port();
+    let plugins = plugin_entry("llm-guardrail", "llm_guardrail", "", &[("apply_to_all", "true")]);
+    let cfg = config_text(&[("primary", db.port(), "primary")], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &plugins;
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_helios-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start helios-proxy");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "helios-proxy did not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = pg::psql_raw(port, pg::SUPERUSER, "postgres", "DROP TABLE x;\nSELECT 'served';", &[]);
+    assert!(stderr(&out).contains("42000"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "served");
+    let kill = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
+#[test]
+fn the_binary_refuses_a_broken_config_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config_text(&[("primary", 1, "primray")], "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helios-proxy")).arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy.toml") && err.contains("primray"), "{err}");
+}
