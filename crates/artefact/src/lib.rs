@@ -36,4 +36,4 @@ pub use inspect::{Inspection, inspect_artefact};
 pub use keys::{TrustRoot, TrustedKey};
 pub use module_info::{ModuleInfo, ModuleInfoError};
 pub use signing::Signer;
-pub use verify::{VerifiedPlugin, VerifyOptions, verify_artefact, verify_guard_manifest, verify_path};
+pub use verify::{VerifiedPlugin, VerifyOptions, verify_artefact, verify_guard_manifest, verify_module, verify_path};

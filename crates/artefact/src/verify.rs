@@ -81,13 +81,16 @@ pub struct VerifiedPlugin {
 }
 
 /// Verifies a plugin from a path: a `.tar.gz` artefact, a directory holding `guard-manifest.yaml`,
-/// or that manifest file itself.
+/// that manifest file itself, or a bare `.wasm` with its `.sig` sidecar ([`verify_module`]).
 pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<VerifiedPlugin> {
     if path.is_dir() {
         return verify_guard_manifest(&path.join(GUARD_MANIFEST_FILE), opts);
     }
     if path.file_name().is_some_and(|n| n == GUARD_MANIFEST_FILE) || path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
         return verify_guard_manifest(path, opts);
+    }
+    if path.extension().is_some_and(|e| e == "wasm") {
+        return verify_module(path, opts);
     }
     let artefact = read_artefact(path, &UnpackLimits { max_module_bytes: opts.max_module_bytes })?;
     let mut plugin = verify_artefact(&artefact, &shown(path), opts)?;
@@ -191,6 +194,58 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         signer,
         source: PathBuf::from(file),
     })
+}
+
+/// Verifies a bare module and its `<module>.sig` sidecar (what `helios-plugin sign --input x.wasm`
+/// writes). Without a manifest, the sidecar is the only statement of name and version, so the
+/// plugin takes its name and version from the (verified) sidecar; its hooks are those the module
+/// declares in its `helios.plugin` section, or else every hook it exports; its config is empty.
+/// Unsigned and allowed, it is named after the file stem, version `0.0.0`.
+pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedPlugin> {
+    let wasm_file = shown(wasm_path);
+    let stem = wasm_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    // 1. size cap
+    let wasm = read_capped(wasm_path, opts.max_module_bytes, |n| too_large(&stem, &wasm_file, n, opts.max_module_bytes))?;
+    // 2. SHA-256 (there is no manifest digest to compare; the sidecar's is checked with the signature)
+    let sha = sha256_hex(&wasm);
+    // 3. blocklist
+    if let Some(b) = &opts.blocklist {
+        b.check(&sha, &stem)?;
+    }
+    // 4. signature
+    let sidecar_path = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", wasm_path.display()));
+    let sidecar_file = shown(&sidecar_path);
+    let (name, version, signer) = if sidecar_path.exists() && opts.trust_root.is_some() {
+        let bytes = read_capped(&sidecar_path, MAX_SIDECAR_BYTES, |n| {
+            err(ErrorKind::SignatureInvalid, format!("plugin {stem}: sidecar {sidecar_file}: {n} bytes (limit: {MAX_SIDECAR_BYTES})"))
+        })?;
+        let sidecar = signing::parse_sidecar(&bytes, &sidecar_file)?;
+        let anchors = Anchors { pinned: None, trust_root: opts.trust_root.as_ref() };
+        let signer = signing::verify_sidecar(&sidecar, &sha, &anchors, &sidecar.module_name, &sidecar_file)?;
+        crate::manifests::check_name(&sidecar.module_name, &sidecar_file, "module_name")
+            .and_then(|_| crate::manifests::check_version(&sidecar.version, &sidecar_file, "version"))
+            .map_err(|e| err(ErrorKind::SignatureInvalid, e.message().to_string()))?;
+        (sidecar.module_name, sidecar.version, Some(signer))
+    } else if opts.allow_unsigned {
+        warn_unsigned(&stem, &wasm_file, if sidecar_path.exists() { "no trust root to check its sidecar against" } else { "no sidecar" });
+        (stem, "0.0.0".to_string(), None)
+    } else if opts.trust_root.is_none() {
+        return Err(err(
+            ErrorKind::SignerUntrusted,
+            format!("plugin {stem}: no trust root to verify module {wasm_file} against (configure one, or allow unsigned plugins explicitly)"),
+        ));
+    } else {
+        return Err(err(
+            ErrorKind::SignatureMissing,
+            format!("plugin {stem}: no sidecar {sidecar_file}; sign the module: helios-plugin sign --key KEY --input {wasm_file} --name NAME --version VERSION"),
+        ));
+    };
+    // 6. hooks
+    let module =
+        ModuleInfo::parse(&wasm).map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {name}: module {wasm_file}: {e}")))?;
+    let hooks = if module.declared_hooks.is_empty() { module.exported_hooks() } else { module.declared_hooks.clone() };
+    check_hooks_exported(&hooks, &module, &name)?;
+    Ok(VerifiedPlugin { name, version, hooks, config: BTreeMap::new(), wasm, sha256: sha, signer, source: wasm_path.to_path_buf() })
 }
 
 /// Verifies a `guard-manifest.yaml`, its module and the module's `.sig` sidecar.

@@ -4,7 +4,7 @@
 //! ```toml
 //! [[plugins]]
 //! name = "tool-denylist"                       # must equal the signed manifest's name
-//! source = "plugins/tool-denylist-1.0.0.tar.gz" # an artefact, or a directory with guard-manifest.yaml
+//! source = "plugins/tool-denylist-1.0.0.tar.gz" # artefact, guard-manifest.yaml dir, or x.wasm + x.wasm.sig
 //! verify_with = "trusted-keys"                  # trust-root directory (PEM, signify, hex, base64 .pub)
 //! hooks = ["pre_query"]                         # optional: each must be declared by the plugin
 //! on_error = "abort"                            # skip (default) | abort
@@ -54,7 +54,8 @@ pub enum ConfigError {
 pub struct PluginEntry {
     /// The plugin's name; must equal the name its manifest (and signature) carries.
     pub name: String,
-    /// An artefact (`.tar.gz`), a directory holding `guard-manifest.yaml`, or that file.
+    /// An artefact (`.tar.gz`), a directory holding `guard-manifest.yaml` (or that file), or a bare
+    /// `.wasm` next to its `.wasm.sig` sidecar (name and version then come from the sidecar).
     pub source: PathBuf,
     /// Hooks the operator expects the plugin to serve; each must be declared by it. Default: all it
     /// declares.

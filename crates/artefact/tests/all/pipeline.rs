@@ -298,3 +298,23 @@ fn a_trust_root_directory_reads_every_format_and_names_a_bad_file() {
     assert_eq!(TrustRoot::load(empty.path()).unwrap_err().kind(), ErrorKind::TrustRootInvalid);
     assert_eq!(TrustRoot::load(&empty.path().join("missing")).unwrap_err().kind(), ErrorKind::TrustRootInvalid);
 }
+
+#[test]
+fn a_bare_module_with_its_sidecar_verifies_under_the_signed_name() {
+    let k = key(8);
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = plugin_wasm(&["route"]);
+    let path = dir.path().join("router.wasm");
+    std::fs::write(&path, &wasm).unwrap();
+    assert_eq!(verify_path(&path, &opts_trusting(&k)).unwrap_err().kind(), ErrorKind::SignatureMissing);
+    std::fs::write(dir.path().join("router.wasm.sig"), sidecar_bytes(&sign_module(&k, &wasm, "geo-router", "2.1.0"))).unwrap();
+    let p = verify_path(&path, &opts_trusting(&k)).unwrap();
+    assert_eq!((p.name.as_str(), p.version.as_str(), p.hooks.as_slice()), ("geo-router", "2.1.0", &[Hook::Route][..]));
+    assert_eq!(kind(verify_path(&path, &opts_trusting(&key(9)))), ErrorKind::SignerUntrusted);
+    // Another module under the same sidecar.
+    std::fs::write(&path, plugin_wasm(&["route", "pre_query"])).unwrap();
+    assert_eq!(kind(verify_path(&path, &opts_trusting(&k))), ErrorKind::HashMismatch);
+    // Without any trust root, only an explicit allow_unsigned loads it.
+    assert_eq!(kind(verify_path(&path, &VerifyOptions::default())), ErrorKind::SignerUntrusted);
+    assert!(verify_path(&path, &VerifyOptions::default().allow_unsigned(true)).unwrap().signer.is_none());
+}
