@@ -1,1 +1,65 @@
-//! audit-chain (in progress)
+//! audit-chain: a hash-chained, tamper-evident record of every query through HeliosProxy, and the
+//! verifier of an exported chain.
+//!
+//! `post_query` builds one [`chain::Record`] per statement (seq, request id, identity, the query, the
+//! outcome, the host-clock timestamp, `prev_hash` and `hash`), hashing through the host's real
+//! `sha256_hex` import, stores only the chain's tail (seq and last hash) in KV under
+//! [`chain::TAIL_KEY`], and emits the record as one Info log line `audit-record <json>`. The host's log
+//! sink collects those lines; an exported chain is the JSON of those lines, one per line, and
+//! [`verify_chain`] (native only) checks it and names the first broken link: an edited record fails its
+//! own hash, a deleted, inserted or moved record breaks the seq/prev_hash links, and with the KV tail
+//! ([`verify_chain_with`]) records cut off the end are caught too. See README.md.
+//!
+//! **Limitation:** the host's KV has no compare-and-swap. Two instances of the plugin running
+//! `post_query` at the same moment could both extend the same tail; the verifier then reports the fork
+//! (a repeated seq). Run audit-chain with one instance (or a host that serialises its calls) when that
+//! matters.
+
+use helios_plugin_abi::*;
+
+pub mod chain;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod verify;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use verify::{BrokenLink, VerifyOptions, verify_chain, verify_chain_with};
+
+/// The genesis from config `genesis` (64 lowercase hex; default 64 zeros).
+pub fn genesis() -> Result<String, String> {
+    match get_config("genesis") {
+        None => Ok(chain::ZERO_GENESIS.to_owned()),
+        Some(g) if chain::is_hash(g.trim()) => Ok(g.trim().to_owned()),
+        Some(g) => Err(format!("audit-chain: config key genesis: expected 64 lowercase hex digits, found {g:?}")),
+    }
+}
+
+fn read_tail() -> Result<chain::Tail, String> {
+    match kv_read(chain::TAIL_KEY).map_err(|e| e.to_string())? {
+        None => Ok(chain::Tail { seq: 0, hash: genesis()? }),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("KV key {:?}: expected {{\"seq\", \"hash\"}}, found something else ({e})", chain::TAIL_KEY)),
+    }
+}
+
+/// Appends the statement to the chain. Failures are logged at Error (`post_query` cannot refuse a
+/// statement that already ran); a failed tail write emits no record, so the chain never forks.
+#[hook(PostQuery)]
+pub fn record_query(env: &PostQueryEnvelope) {
+    let id = &env.query_context.hook_context.request_id;
+    let result = (|| -> Result<(), String> {
+        let tail = read_tail()?;
+        let max_line = schema::limits::LOG_MAX_MESSAGE_BYTES;
+        let record = chain::next_record(&tail, env, get_time(), max_line, |b| sha256_digest_hex(b).map_err(|e| e.to_string()))?;
+        let new_tail = chain::Tail { seq: record.body.seq, hash: record.hash.clone() };
+        let bytes = serde_json::to_vec(&new_tail).map_err(|e| e.to_string())?;
+        kv_write(chain::TAIL_KEY, bytes).map_err(|e| e.to_string())?;
+        log(Level::Info, &chain::log_line(&record));
+        Ok(())
+    })();
+    if let Err(e) = result {
+        log(Level::Error, &format!("audit-chain: statement of request {id:?} not recorded: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests;
