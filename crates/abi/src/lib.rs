@@ -146,6 +146,10 @@ fn check_key(key: &[u8]) -> Result<(), HostError> {
 const KV_READ_FIRST_BUFFER: usize = 1024;
 
 /// Reads a key of the plugin's KV namespace. `Ok(None)` when the key is not set.
+///
+/// Values up to 1 KiB cost one host call, larger ones two. A value above
+/// `helios_plugin_schema::limits::KV_MAX_VALUE_BYTES` (possible only on a host that raised its caps)
+/// fails with [`HostError::BadResult`].
 pub fn kv_read(key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, HostError> {
     let key = key.as_ref();
     check_key(key)?;
@@ -217,6 +221,9 @@ const CONFIG_FIRST_BUFFER: usize = 256;
 /// not UTF-8 are replaced with U+FFFD.
 pub fn get_config(key: &str) -> Option<String> {
     let mut buf = vec![0u8; CONFIG_FIRST_BUFFER];
+    // The second call asks for the full length the first one reported. The value can only change in
+    // between if the host swaps the plugin's config, hence a few tries rather than exactly two.
+    let mut tries = 1;
     loop {
         let n = sys::get_config(key.as_bytes(), &mut buf);
         if n < 0 {
@@ -224,16 +231,22 @@ pub fn get_config(key: &str) -> Option<String> {
             return None;
         }
         let n = n as usize;
-        if n <= buf.len() {
-            buf.truncate(n);
-            return Some(match String::from_utf8(buf) {
-                Ok(s) => s,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            });
+        if n <= buf.len() || tries == CONFIG_TRIES {
+            // Fits, or kept growing: keep what this call wrote.
+            buf.truncate(n.min(buf.len()));
+            return Some(into_string(buf));
         }
-        // The value is longer than the buffer: retry with its full length (it may change between the
-        // calls only if the host reloads the plugin's config, hence the loop).
         buf = vec![0u8; n];
+        tries += 1;
+    }
+}
+
+const CONFIG_TRIES: usize = 4;
+
+fn into_string(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
