@@ -43,7 +43,15 @@ enum Pending {
     Client,
     /// The proxy's own Sync (to make the connection quiet): swallowed.
     Synthetic,
+    /// The proxy's own statement that fails the open transaction: everything up to its
+    /// ReadyForQuery is swallowed.
+    Abort,
 }
+
+/// Run inside a transaction after the proxy refused a statement there, so that the server's
+/// transaction fails exactly as if the server had refused it (the client then sees 'E' and 25P02).
+const ABORT_TRANSACTION_SQL: &str =
+    "DO $helios$BEGIN RAISE EXCEPTION 'helios-proxy: a statement of this transaction was refused'; END$helios$";
 
 /// A statement whose outcome `post_query` will report.
 #[derive(Debug)]
@@ -457,6 +465,14 @@ impl Session {
     }
 
     fn on_server(&mut self, f: Frame) {
+        if self.pending.front() == Some(&Pending::Abort) {
+            if f.tag == b'Z' {
+                self.tx_status = f.body().first().copied().unwrap_or(b'E');
+                self.syncs_done += 1;
+                self.pending.pop_front();
+            }
+            return;
+        }
         let len = f.raw.len() as u64;
         if let Some(front) = self.inflight.front_mut() {
             front.bytes += len;
@@ -730,9 +746,19 @@ impl Session {
     }
 
     /// Answers with an error by the proxy itself, in order. For a simple Query (`ready`), a
-    /// ReadyForQuery follows; in the extended protocol the session skips to the next Sync.
+    /// ReadyForQuery follows; in the extended protocol the session skips to the next Sync. Inside a
+    /// transaction the server's transaction is failed too, as PostgreSQL itself would.
     async fn local_error(&mut self, code: &str, message: &str, ready: bool) -> Result<(), ProtocolError> {
         self.make_quiet().await?;
+        if self.tx_status == b'T' && self.current.is_some() {
+            let mut b = BytesMut::new();
+            if frontend::query(ABORT_TRANSACTION_SQL, &mut b).is_ok() {
+                self.send_server(&b);
+                self.pending.push_back(Pending::Abort);
+                self.syncs_sent += 1;
+                self.drain().await?;
+            }
+        }
         codec::error_response(&mut self.cout, Severity::Error, code, message, None);
         if ready {
             codec::ready_for_query(&mut self.cout, self.tx_status);

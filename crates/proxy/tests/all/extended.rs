@@ -162,3 +162,23 @@ fn a_cancel_request_reaches_the_right_backend() {
         assert_eq!(n, 1, "the other session was not cancelled");
     });
 }
+
+#[test]
+fn a_block_inside_an_extended_transaction_fails_the_transaction() {
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE ledger (x int);");
+    let hooks = Arc::new(ScriptedHooks { block: vec![("drop table".into(), "no drops".into())], ..Default::default() });
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks);
+    rt().block_on(async {
+        let mut c = connect(proxy.port()).await;
+        let tx = c.transaction().await.unwrap();
+        tx.execute("INSERT INTO ledger VALUES ($1)", &[&1i32]).await.unwrap();
+        let err = tx.execute("DROP TABLE ledger", &[]).await.unwrap_err();
+        assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42000"));
+        let err = tx.query("SELECT 1", &[]).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION), "{err}");
+        tx.rollback().await.unwrap();
+        let n: i64 = c.query_one("SELECT count(*) FROM ledger", &[]).await.unwrap().get(0);
+        assert_eq!(n, 0);
+    });
+}

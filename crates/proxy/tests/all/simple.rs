@@ -172,3 +172,19 @@ fn post_query_reports_rows_node_bytes_and_errors() {
     assert!(!bad.outcome.success);
     assert!(bad.outcome.error.as_deref().is_some_and(|e| e.contains("42P01")), "{:?}", bad.outcome.error);
 }
+
+#[test]
+fn a_block_inside_a_transaction_fails_the_transaction_as_postgres_would() {
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE ledger (x int);");
+    let hooks = Arc::new(ScriptedHooks { block: vec![("drop table".into(), "no drops".into())], ..Default::default() });
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks);
+    let out = psql(
+        proxy.port(),
+        "BEGIN;\nINSERT INTO ledger VALUES (1);\nDROP TABLE ledger;\nSELECT 'after';\nCOMMIT;\nSELECT 'next', count(*) FROM ledger;\n",
+    );
+    let err = stderr(&out);
+    assert!(err.contains("42000") && err.contains("no drops"), "{err}");
+    assert!(err.contains("25P02"), "the statement after the block must meet an aborted transaction: {err}");
+    assert_eq!(stdout(&out), "next|0", "the transaction was rolled back: {err}");
+}
