@@ -181,6 +181,7 @@ pub fn verdict_code(verdict: GuardVerdict) -> i32 {
 /// `buf_ptr..buf_ptr + buf_len` must be writable memory of this module that nothing else uses during
 /// the call (the host chose it for the reason).
 pub unsafe fn write_deny_reason(buf_ptr: i32, buf_len: i32) -> i32 {
+    init();
     if buf_ptr == 0 || buf_len <= 0 {
         return abi::DENY_REASON_NONE;
     }
