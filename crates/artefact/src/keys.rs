@@ -308,6 +308,17 @@ mod tests {
     }
 
     #[test]
+    fn a_passphrase_protected_signify_key_is_refused_with_the_fix() {
+        // `Ed` `BK`, 42 KDF rounds, salt, checksum, key number, secret key.
+        let mut blob = b"EdBK".to_vec();
+        blob.extend_from_slice(&42u32.to_be_bytes());
+        blob.resize(104, 7);
+        let file = format!("untrusted comment: signify secret key\n{}\n", BASE64.encode(&blob));
+        let e = parse_signing_key(file.as_bytes(), "release.sec").unwrap_err().to_string();
+        assert!(e.contains("release.sec") && e.contains("passphrase") && e.contains("-n"), "{e}");
+    }
+
+    #[test]
     fn a_small_order_key_is_refused() {
         // The identity point: every signature "verifies" under it without verify_strict.
         let mut identity = [0u8; 32];

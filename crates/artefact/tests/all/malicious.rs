@@ -190,6 +190,11 @@ fn a_gzip_bomb_is_abandoned_at_the_decompression_cap() {
     let before = peak_rss_bytes();
     let e = unpack(Counting { inner: bomb.as_slice(), read: consumed.clone() }, "bomb.tar.gz", &limits).unwrap_err();
     let grown = peak_rss_bytes().saturating_sub(before);
+    eprintln!(
+        "gzip bomb: {} compressed bytes expanding to {BOMB}; unpacker read {} compressed bytes, peak RSS grew {grown} bytes",
+        bomb.len(),
+        consumed.get()
+    );
     assert_eq!(e.kind(), ErrorKind::ArtefactMalformed);
     assert!(e.to_string().contains(&format!("exceeds {} bytes", limits.max_decompressed_bytes())), "{e}");
     // Stopped near the cap: a small fraction of the compressed stream was ever read...
