@@ -4,10 +4,12 @@
 //! A client sets `helios.*` attributes in two ways:
 //! - at startup, as `options` (`-c helios.region=eu` or `--helios.region=eu`, what libpq's
 //!   `PGOPTIONS` sends) or as a startup parameter named `helios.<name>`;
-//! - later, with a simple-protocol statement `SET helios.<name> = <value>` (or `TO`, optionally
-//!   `SESSION`/`LOCAL`), and `RESET helios.<name>`. The proxy answers these itself (`SET`), so they
-//!   work in both pool modes and never leak into a pooled server connection. They are not plugin
-//!   statements: `pre_query` does not see them. `LOCAL` is treated like `SESSION`.
+//! - later, with a statement `SET helios.<name> = <value>` (or `TO`, optionally `SESSION`/`LOCAL`),
+//!   and `RESET helios.<name>`, in the simple or the extended protocol (applied when parsed). The
+//!   proxy answers these itself (`SET`), so they work in both pool modes and never leak into a
+//!   pooled server connection, and the server never sees them (`SHOW helios.x` does not work). They
+//!   are not plugin statements: `pre_query` does not see them. `LOCAL` is treated like `SESSION`,
+//!   and a later ROLLBACK does not undo them.
 
 use std::collections::BTreeMap;
 

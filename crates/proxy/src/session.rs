@@ -773,17 +773,7 @@ impl Session {
         let sql = Reader::new(f.body(), "Query").cstr(&peer)?.to_string();
         if let Some(set) = attrs::parse_helios_set(&sql) {
             self.make_quiet().await?;
-            let tag = match set {
-                HeliosSet::Set { name, value } => {
-                    debug!(%name, %value, "session attribute set");
-                    self.attrs.insert(name, value);
-                    "SET"
-                }
-                HeliosSet::Reset { name } => {
-                    self.attrs.remove(&name);
-                    "RESET"
-                }
-            };
+            let tag = self.apply_helios_set(set);
             codec::command_complete(&mut self.cout, tag);
             codec::ready_for_query(&mut self.cout, self.tx_status);
             return Ok(());
@@ -858,12 +848,38 @@ impl Session {
         Ok(())
     }
 
+    /// Applies `SET/RESET helios.*`; returns the command tag.
+    fn apply_helios_set(&mut self, set: HeliosSet) -> &'static str {
+        match set {
+            HeliosSet::Set { name, value } => {
+                debug!(%name, %value, "session attribute set");
+                self.attrs.insert(name, value);
+                "SET"
+            }
+            HeliosSet::Reset { name } => {
+                self.attrs.remove(&name);
+                "RESET"
+            }
+        }
+    }
+
     async fn on_parse(&mut self, f: Frame) -> Result<(), ProtocolError> {
         let peer = self.client.peer().to_string();
         let mut r = Reader::new(f.body(), "Parse");
         let name = r.cstr(&peer)?.to_string();
         let sql = r.cstr(&peer)?.to_string();
         let types_raw = r.rest();
+        if let Some(set) = attrs::parse_helios_set(&sql) {
+            // Answered by the proxy like the simple-protocol form; applied when parsed.
+            self.make_quiet().await?;
+            let tag = self.apply_helios_set(set);
+            let mut done = BytesMut::new();
+            codec::command_complete(&mut done, tag);
+            codec::parse_complete(&mut self.cout);
+            let node = self.current.unwrap_or(self.shared.default_node);
+            self.statements.insert(name, Prepared { node, ctx: None, cached: Some(Arc::new(done.to_vec())) });
+            return Ok(());
+        }
         let mut ctx = self.context(&sql);
         let mut rewritten: Option<String> = None;
         if let Some(c) = &ctx {

@@ -182,3 +182,19 @@ fn a_block_inside_an_extended_transaction_fails_the_transaction() {
         assert_eq!(n, 0);
     });
 }
+
+#[test]
+fn set_helios_attributes_work_in_the_extended_protocol() {
+    let db = PgCluster::start();
+    let hooks = Arc::new(ScriptedHooks::default());
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks.clone());
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        assert_eq!(c.execute("SET helios.tenant = 'acme'", &[]).await.unwrap(), 0);
+        c.query_one("SELECT 'tagged'::text", &[]).await.unwrap();
+    });
+    let seen = hooks.seen();
+    let tagged = seen.iter().find(|c| c.query.contains("tagged")).expect("the SELECT went through pre_query");
+    assert_eq!(tagged.hook_context.attr("helios.tenant"), Some("acme"));
+    assert!(!seen.iter().any(|c| c.query.contains("SET helios")), "SET helios.* is not a plugin statement");
+}
