@@ -43,9 +43,9 @@ pub enum ConfigError {
     #[error("{file}: plugins[{index}] ({name}) field {field}: {message}")]
     Field { file: String, index: usize, name: String, field: &'static str, message: String },
     #[error("{file}: plugins[{index}] ({name}): {source}")]
-    Verify { file: String, index: usize, name: String, source: helios_plugin_artefact::Error },
+    Verify { file: String, index: usize, name: String, source: Box<helios_plugin_artefact::Error> },
     #[error("{file}: plugins[{index}] ({name}): {source}")]
-    Load { file: String, index: usize, name: String, source: LoadError },
+    Load { file: String, index: usize, name: String, source: Box<LoadError> },
 }
 
 /// One `[[plugins]]` entry. Every field is known: a typo must not silently drop a policy.
@@ -160,7 +160,7 @@ impl PluginsConfig {
         let mut out = Vec::with_capacity(self.plugins.len());
         for (index, entry) in self.plugins.iter().enumerate() {
             let name = entry.name.clone();
-            let verr = |source| ConfigError::Verify { file: file.clone(), index, name: name.clone(), source };
+            let verr = |source| ConfigError::Verify { file: file.clone(), index, name: name.clone(), source: Box::new(source) };
             let field = |field: &'static str, message: String| ConfigError::Field { file: file.clone(), index, name: name.clone(), field, message };
             let mut opts = VerifyOptions::default()
                 .allow_unsigned(entry.allow_unsigned)
@@ -222,7 +222,7 @@ impl PluginsConfig {
             }
             let plugin = runtime
                 .load(&v.plugin.wasm, pc)
-                .map_err(|source| ConfigError::Load { file: file.clone(), index, name: e.name.clone(), source })?;
+                .map_err(|source| ConfigError::Load { file: file.clone(), index, name: e.name.clone(), source: Box::new(source) })?;
             tracing::info!(
                 plugin = %e.name,
                 version = %v.plugin.version,
