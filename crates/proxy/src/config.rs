@@ -21,6 +21,8 @@ pub const DEFAULT_POOL_SIZE: usize = 20;
 pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting (TCP and authentication) to a node may take. Default: 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle upstream connection is closed after this long. Default: 600 s.
+pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a graceful shutdown waits for sessions to finish. Default: 30 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -41,6 +43,9 @@ pub struct ProxyConfig {
     /// See [`DEFAULT_CONNECT_TIMEOUT`] (milliseconds).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// See [`DEFAULT_SERVER_IDLE_TIMEOUT`] (milliseconds).
+    #[serde(default = "default_server_idle_timeout_ms")]
+    pub server_idle_timeout_ms: u64,
     /// See [`DEFAULT_SHUTDOWN_TIMEOUT`] (milliseconds).
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
@@ -67,6 +72,9 @@ fn default_pool_timeout_ms() -> u64 {
 }
 fn default_connect_timeout_ms() -> u64 {
     DEFAULT_CONNECT_TIMEOUT.as_millis() as u64
+}
+fn default_server_idle_timeout_ms() -> u64 {
+    DEFAULT_SERVER_IDLE_TIMEOUT.as_millis() as u64
 }
 fn default_shutdown_timeout_ms() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64
@@ -214,6 +222,9 @@ impl ProxyConfig {
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn server_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.server_idle_timeout_ms)
     }
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,7 +22,9 @@ pub struct Pooled {
 
 #[derive(Debug)]
 struct Entry {
-    idle: Vec<(ServerConn, OwnedSemaphorePermit)>,
+    slots_total: usize,
+    /// Idle connections with the time they were checked in.
+    idle: Vec<(ServerConn, OwnedSemaphorePermit, Instant)>,
     slots: Arc<Semaphore>,
 }
 
@@ -48,8 +50,8 @@ impl Pool {
     pub async fn checkout(&self, target: Target<'_>) -> Result<Pooled, UpstreamError> {
         let slots = {
             let mut map = self.lock();
-            let entry = map.entry(target.key.clone()).or_insert_with(|| Entry { idle: Vec::new(), slots: Arc::new(Semaphore::new(self.size)) });
-            while let Some((server, permit)) = entry.idle.pop() {
+            let entry = map.entry(target.key.clone()).or_insert_with(|| Entry { slots_total: self.size, idle: Vec::new(), slots: Arc::new(Semaphore::new(self.size)) });
+            while let Some((server, permit, _)) = entry.idle.pop() {
                 if !server.conn.looks_closed() {
                     return Ok(Pooled { server, permit });
                 }
@@ -79,7 +81,7 @@ impl Pool {
     fn take_idle(&self, key: &PoolKey) -> Option<Pooled> {
         let mut map = self.lock();
         let entry = map.get_mut(key)?;
-        while let Some((server, permit)) = entry.idle.pop() {
+        while let Some((server, permit, _)) = entry.idle.pop() {
             if !server.conn.looks_closed() {
                 return Some(Pooled { server, permit });
             }
@@ -91,8 +93,21 @@ impl Pool {
     pub fn checkin(&self, p: Pooled) {
         let mut map = self.lock();
         if let Some(entry) = map.get_mut(&p.server.key) {
-            entry.idle.push((p.server, p.permit));
+            entry.idle.push((p.server, p.permit, Instant::now()));
         }
+    }
+
+    /// Closes connections idle for longer than `max_idle`; returns how many.
+    pub fn reap(&self, max_idle: Duration) -> usize {
+        let mut map = self.lock();
+        let mut closed = 0;
+        for entry in map.values_mut() {
+            let before = entry.idle.len();
+            entry.idle.retain(|(_, _, since)| since.elapsed() < max_idle);
+            closed += before - entry.idle.len();
+        }
+        map.retain(|_, e| !e.idle.is_empty() || e.slots.available_permits() < e.slots_total);
+        closed
     }
 
     /// Idle connections per node, for tests and logs.

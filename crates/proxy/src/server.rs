@@ -203,6 +203,18 @@ impl Proxy {
             });
         }
         drop(tx);
+        let idle_timeout = self.shared.config.server_idle_timeout();
+        let reaper_shared = self.shared.clone();
+        acceptors.spawn(async move {
+            let period = (idle_timeout / 2).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(10));
+            loop {
+                tokio::time::sleep(period).await;
+                let closed = reaper_shared.pool.reap(idle_timeout);
+                if closed > 0 {
+                    debug!(closed, "closed idle upstream connections");
+                }
+            }
+        });
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
         loop {

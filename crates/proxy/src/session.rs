@@ -198,6 +198,7 @@ async fn startup(shared: &Arc<Shared>, mut client: Conn, peer: SocketAddr, auth:
         seq: 0,
         cancel,
         backend_key: (pid, secret),
+        closing: false,
     };
     // The first connection to the default node proves the node is reachable with these credentials
     // and gives the server's parameters to report.
@@ -297,6 +298,8 @@ struct Session {
     seq: u64,
     cancel: Arc<CancelSlot>,
     backend_key: (i32, i32),
+    /// A FATAL error was queued: flush it and end the session.
+    closing: bool,
 }
 
 impl Session {
@@ -320,9 +323,15 @@ impl Session {
                 if let Flow::Stop = self.on_client(f).await? {
                     return Ok(());
                 }
+                if self.closing {
+                    break;
+                }
             }
             self.flush_server().await;
             self.flush_client().await?;
+            if self.closing {
+                return Ok(());
+            }
             if self.idle() {
                 if *shutdown.borrow() {
                     return self.shutdown_notice().await;
@@ -554,7 +563,15 @@ impl Session {
         }
         self.statements.retain(|_, p| p.node != cur);
         self.portals.retain(|_, p| p.node != cur);
-        if clients > 0 || was_unsynced || in_tx {
+        if in_tx {
+            // The transaction is gone with the connection: end the session rather than let the
+            // client believe a later COMMIT committed anything.
+            let msg = format!("{msg}; the open transaction is lost");
+            codec::error_response(&mut self.cout, Severity::Fatal, "08006", &msg, None);
+            self.closing = true;
+            return;
+        }
+        if clients > 0 || was_unsynced {
             codec::error_response(&mut self.cout, Severity::Error, "08006", &msg, None);
             for _ in 0..clients {
                 codec::ready_for_query(&mut self.cout, b'I');
@@ -700,6 +717,9 @@ impl Session {
     // ---------------------------------------------------------------- client side
 
     async fn on_client(&mut self, f: Frame) -> Result<Flow, ProtocolError> {
+        if self.closing {
+            return Ok(Flow::Continue);
+        }
         if self.skipping && !matches!(f.tag, b'S' | b'X') {
             return Ok(Flow::Continue);
         }

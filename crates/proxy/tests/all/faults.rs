@@ -166,3 +166,33 @@ fn shutdown_lets_an_open_transaction_finish_then_closes_the_session() {
     });
     assert_eq!(db.psql("SELECT count(*) FROM t;").trim(), "2");
 }
+
+#[test]
+fn losing_the_node_inside_a_transaction_ends_the_session_with_a_fatal_error() {
+    let mut db = PgCluster::start();
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), Arc::new(NoHooks));
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        c.batch_execute("BEGIN; SELECT 1;").await.unwrap();
+        db.stop();
+        let err = c.simple_query("SELECT 2").await.expect_err("the node is gone");
+        if let Some(dbe) = err.as_db_error() {
+            assert_eq!(dbe.code().code(), "08006", "{dbe:?}");
+            assert!(dbe.message().contains("transaction is lost"), "{dbe:?}");
+        }
+        assert!(c.simple_query("COMMIT").await.is_err(), "a COMMIT must not pretend to succeed");
+        assert!(c.is_closed(), "the session must end");
+    });
+}
+
+#[test]
+fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let db = PgCluster::start();
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "server_idle_timeout_ms = 300\n"), Arc::new(NoHooks));
+    let backends = || db.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();").trim().to_string();
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 1;", &[]);
+    assert!(out.status.success());
+    wait_until("the pooled connection is closed", || backends() == "0");
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 'again';", &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "again");
+}
