@@ -2,6 +2,7 @@
 //! here, and SDK-built wasm from `cargo xtask build-examples` in `sdk_guests`.
 
 mod chain;
+mod escape;
 mod guard_abi;
 mod hostile;
 mod kv;
