@@ -1,0 +1,8 @@
+//! End-to-end tests: every first-party plugin's wasm build through the host.
+
+mod budgets;
+mod corpus;
+mod observers;
+mod rewriters;
+mod routers;
+mod support;
