@@ -220,6 +220,8 @@ impl PluginsConfig {
             if let Some(m) = e.mode {
                 pc = pc.mode(m);
             }
+            // Serve what the operator asked for, else what the signed manifest declares.
+            pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
             let plugin = runtime
                 .load(&v.plugin.wasm, pc)
                 .map_err(|source| ConfigError::Load { file: file.clone(), index, name: e.name.clone(), source: Box::new(source) })?;

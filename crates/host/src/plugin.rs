@@ -63,6 +63,7 @@ pub struct PluginConfig {
     pub(crate) recycle_after_calls: u64,
     pub(crate) recycle_memory_bytes: u64,
     pub(crate) max_idle: usize,
+    pub(crate) hooks: Option<Vec<Hook>>,
 }
 
 impl PluginConfig {
@@ -79,6 +80,7 @@ impl PluginConfig {
             recycle_after_calls: DEFAULT_RECYCLE_AFTER_CALLS,
             recycle_memory_bytes: DEFAULT_RECYCLE_MEMORY_BYTES,
             max_idle: DEFAULT_MAX_IDLE_INSTANCES,
+            hooks: None,
         }
     }
     /// A config value the guest reads with `get_config`.
@@ -154,6 +156,12 @@ impl PluginConfig {
     /// Warm instances kept idle. Default: [`DEFAULT_MAX_IDLE_INSTANCES`].
     pub fn max_idle_instances(mut self, n: usize) -> Self {
         self.max_idle = n;
+        self
+    }
+    /// Serve only these hooks (each must be exported); exported hooks not listed are never called.
+    /// Default: every hook the module exports.
+    pub fn hooks(mut self, hooks: impl IntoIterator<Item = Hook>) -> Self {
+        self.hooks = Some(hooks.into_iter().collect());
         self
     }
     pub fn name(&self) -> &str {
@@ -286,8 +294,19 @@ impl Runtime {
         }
         let module = self.compile(&name, wasm)?;
         check_import_types(&name, &module)?;
-        let exports = index_exports(&name, &module)?;
-        let served: Vec<Hook> = Hook::ALL.iter().copied().filter(|h| exports.hooks[h.index()].is_some()).collect();
+        let mut exports = index_exports(&name, &module)?;
+        let mut served: Vec<Hook> = Hook::ALL.iter().copied().filter(|h| exports.hooks[h.index()].is_some()).collect();
+        if let Some(wanted) = &cfg.hooks {
+            if let Some(missing) = wanted.iter().find(|h| !served.contains(h)) {
+                return Err(LoadError::Export { plugin: name, export: missing.export_name().into(), problem: "is configured to be served but the module does not export it".into() });
+            }
+            served.retain(|h| wanted.contains(h));
+            for h in Hook::ALL {
+                if !served.contains(h) {
+                    exports.hooks[h.index()] = None;
+                }
+            }
+        }
         if served.is_empty() && exports.evaluate.is_none() {
             return Err(LoadError::NothingServed { plugin: name });
         }

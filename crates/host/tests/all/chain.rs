@@ -128,3 +128,14 @@ fn two_threads_give_the_same_decisions_as_one() {
     assert!(one.iter().any(|r| matches!(r, PreQueryResult::Block { .. })));
     assert!(one.iter().any(|r| matches!(r, PreQueryResult::Rewrite { .. })));
 }
+
+#[test]
+fn only_configured_hooks_are_served() {
+    let (rt, _) = runtime();
+    // The scripted module exports pre_query and route; serve pre_query only.
+    let p = rt.load(scripted_hook().as_bytes(), hook(&rt, "pre-only", "n", "", "elsewhere").hooks([helios_plugin_schema::Hook::PreQuery])).unwrap();
+    assert_eq!(p.hooks(), [helios_plugin_schema::Hook::PreQuery]);
+    assert_eq!(Chain::new(vec![p]).route(&q("SELECT 1")).result, RouteResult::Default, "an unserved export was called");
+    let err = rt.load(scripted_hook().as_bytes(), PluginConfig::new("post").hooks([helios_plugin_schema::Hook::PostQuery])).unwrap_err();
+    assert!(err.to_string().contains("post_query") && err.to_string().contains("does not export"), "{err}");
+}
