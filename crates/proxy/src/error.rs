@@ -12,8 +12,9 @@ pub enum ConfigError {
     Parse { file: String, message: String },
     #[error("{file}: {field}: {message}")]
     Invalid { file: String, field: String, message: String },
-    #[error("{file}: plugins[{index}] ({name}): {message}")]
-    Plugin { file: String, index: usize, name: String, message: String },
+    /// `[[plugins]]` could not become a chain; the host's message names file, entry and field.
+    #[error("{message}")]
+    Plugins { message: String },
 }
 
 /// A protocol violation or I/O failure on one connection. It ends that connection only.

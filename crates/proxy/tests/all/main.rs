@@ -6,5 +6,6 @@ mod harness;
 mod simple;
 mod extended;
 mod faults;
+mod first_party;
 mod pgbench;
 mod plugins;

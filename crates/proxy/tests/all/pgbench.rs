@@ -24,8 +24,8 @@ fn pgbench_simple_and_extended_run_to_completion_with_plugins() {
     let db = PgCluster::start();
     let init = pgbench(db.port(), &["-i", "-q", "-s", "1"]);
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let plugins = plugin_entry("llm-guardrail", "llm_guardrail", "", &[("apply_to_all", "true")])
-        + &plugin_entry("misbehave", "guest_misbehave", "", &[("behavior", "kv_counter")]);
+    let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true")])
+        + &plugin_entry("guest_misbehave", "", &[("behavior", "kv_counter")]);
     for mode in ["session", "transaction"] {
         let text = config_text(&[("primary", db.port(), "primary")], &format!("pool_mode = \"{mode}\"\n")) + &plugins;
         let config = ProxyConfig::from_toml(&text, "pgbench.toml").unwrap();

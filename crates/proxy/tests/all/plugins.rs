@@ -18,7 +18,7 @@ fn start_with_plugins(toml: &str) -> TestProxy {
 fn llm_guardrail_blocks_drop_table_in_both_protocols_and_the_session_goes_on() {
     let db = PgCluster::start();
     db.psql("CREATE TABLE orders (id int);");
-    let plugins = plugin_entry("llm-guardrail", "llm_guardrail", "", &[("apply_to_all", "true")]);
+    let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true")]);
     let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "DROP TABLE orders;\nSELECT count(*) FROM orders;\n", &[]);
     let err = stderr(&out);
@@ -39,7 +39,7 @@ fn llm_guardrail_blocks_drop_table_in_both_protocols_and_the_session_goes_on() {
 #[test]
 fn a_plugin_rewrite_is_what_the_server_runs() {
     let db = PgCluster::start();
-    let plugins = plugin_entry("misbehave", "guest_misbehave", "", &[("behavior", "rewrite")]);
+    let plugins = plugin_entry("guest_misbehave", "", &[("behavior", "rewrite")]);
     let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT current_query();", &[]);
     assert_eq!(stdout(&out), "/* misbehave */ SELECT current_query();", "{}", stderr(&out));
@@ -54,7 +54,7 @@ fn a_plugin_rewrite_is_what_the_server_runs() {
 fn a_trapping_plugin_fails_closed_with_abort_and_open_with_skip() {
     let db = PgCluster::start();
     for (policy, blocked) in [("abort", true), ("skip", false)] {
-        let plugins = plugin_entry("misbehave", "guest_misbehave", &format!("on_error = \"{policy}\""), &[("behavior", "panic")]);
+        let plugins = plugin_entry("guest_misbehave", &format!("on_error = \"{policy}\""), &[("behavior", "panic")]);
         let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
         let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 'went through';", &[]);
         if blocked {
@@ -79,7 +79,7 @@ fn a_trapping_plugin_fails_closed_with_abort_and_open_with_skip() {
 fn a_plugin_route_reaches_the_second_node() {
     let primary = PgCluster::start();
     let second = PgCluster::start();
-    let plugins = plugin_entry("misbehave", "guest_misbehave", "", &[("behavior", "ok"), ("node", "second")]);
+    let plugins = plugin_entry("guest_misbehave", "", &[("behavior", "ok"), ("node", "second")]);
     let cfg = config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "") + &plugins;
     let proxy = start_with_plugins(&cfg);
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT inet_server_port();", &[]);
@@ -91,7 +91,7 @@ fn the_binary_serves_from_a_config_file_and_stops_on_sigterm() {
     let db = PgCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let port = pg::free_port();
-    let plugins = plugin_entry("llm-guardrail", "llm_guardrail", "", &[("apply_to_all", "true")]);
+    let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true")]);
     let cfg = config_text(&[("primary", db.port(), "primary")], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &plugins;
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, cfg).unwrap();
@@ -101,8 +101,14 @@ fn the_binary_serves_from_a_config_file_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start helios-proxy");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Compiling the plugin comes first; on a busy machine that takes a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+            panic!("helios-proxy exited early ({status}): {log}");
+        }
         assert!(std::time::Instant::now() < deadline, "helios-proxy did not listen on {port}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
