@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject, TableWithJoins,
     UpdateTableFromKind, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
@@ -76,6 +76,14 @@ fn parts(name: &ObjectName) -> Vec<String> {
             other => other.to_string().to_lowercase(),
         })
         .collect()
+}
+
+/// sqlparser 0.63 reads `FROM ONLY t` as the table `ONLY` aliased `t`; PostgreSQL reads the table
+/// `t` (without its inheritance children). Returns `t` for that shape.
+pub fn only_table(name: &ObjectName, alias: Option<&TableAlias>) -> Option<ObjectName> {
+    let a = alias?;
+    let is_only = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("only"));
+    (is_only && !a.explicit && a.columns.is_empty()).then(|| ObjectName::from(vec![a.name.clone()]))
 }
 
 /// One masking rule.
@@ -419,9 +427,22 @@ impl<'a> Masker<'a> {
     fn collect_factor(&self, tf: &mut TableFactor, scope: &mut Scope, chain: &[Scope], ctes: &[String]) -> Result<bool, String> {
         match tf {
             TableFactor::Table { name, alias, .. } => {
-                let alias = alias.as_ref().map(|a| a.name.clone());
-                let is_cte = name.0.len() == 1 && ctes.contains(&parts(name)[0]);
-                scope.push(if is_cte { Rel::Other { alias: alias.or_else(|| name.0[0].as_ident().cloned()) } } else { Rel::Base { name: name.clone(), alias } });
+                let (name, alias_ident) = match only_table(name, alias.as_ref()) {
+                    Some(real) => (real, None),
+                    None => (name.clone(), alias.as_ref().map(|a| a.name.clone())),
+                };
+                let is_cte = name.0.len() == 1 && ctes.contains(&parts(&name)[0]);
+                let rel = if is_cte {
+                    Rel::Other { alias: alias_ident.or_else(|| name.0[0].as_ident().cloned()) }
+                } else {
+                    Rel::Base { name, alias: alias_ident }
+                };
+                if let Some(a) = alias.as_ref().filter(|a| !a.columns.is_empty()) {
+                    if let Some(err) = self.whole_row_error(&rel, &format!("the column aliases of {a}")) {
+                        return Err(err);
+                    }
+                }
+                scope.push(rel);
                 Ok(false)
             }
             TableFactor::Derived { lateral, subquery, alias, .. } => {

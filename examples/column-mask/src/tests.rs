@@ -238,3 +238,17 @@ fn the_hook_rewrites_blocks_and_continues() {
     testing::set_config("rules", "nope");
     assert!(matches!(mask_columns(&ctx("SELECT 1", "bob")), PreQueryResult::Block { reason } if reason.contains("config key rules")));
 }
+
+#[test]
+fn from_only_and_column_aliases_cannot_hide_a_masked_table() {
+    assert_eq!(masked("SELECT ssn FROM ONLY users"), "SELECT mask_ssn(ssn) AS ssn FROM ONLY users");
+    assert_eq!(masked("SELECT users.ssn FROM ONLY users WHERE id = 1"), "SELECT mask_ssn(users.ssn) AS ssn FROM ONLY users WHERE id = 1");
+    refused("SELECT d FROM users AS u(a, b, c, d)", "column aliases");
+    refused("SELECT (u).ssn FROM users u", "whole-row reference u");
+    assert_eq!(masked("SELECT * FROM users u, LATERAL (SELECT u.ssn) l"), "SELECT u.id, u.name, mask_email(u.email) AS email, mask_ssn(u.ssn) AS ssn, l.* FROM users u, LATERAL (SELECT mask_ssn(u.ssn) AS ssn) l");
+    assert_eq!(masked("SELECT ARRAY(SELECT ssn FROM users)"), "SELECT ARRAY(SELECT mask_ssn(ssn) AS ssn FROM users)");
+    assert_eq!(masked("SELECT json_agg(ssn) FROM users"), "SELECT json_agg(mask_ssn(ssn)) FROM users");
+    assert_eq!(masked("EXPLAIN ANALYZE SELECT ssn FROM users"), "EXPLAIN ANALYZE SELECT mask_ssn(ssn) AS ssn FROM users");
+    assert_eq!(masked("PREPARE p AS SELECT ssn FROM users"), "PREPARE p AS SELECT mask_ssn(ssn) AS ssn FROM users");
+    assert_eq!(masked("VALUES ((SELECT ssn FROM users LIMIT 1))"), "VALUES ((SELECT mask_ssn(ssn) AS ssn FROM users LIMIT 1))");
+}

@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AlterTableOperation, BinaryOperator, CopySource, Expr, FromTable, Ident, JoinConstraint, JoinOperator, LimitClause,
-    ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, TableWithJoins, UpdateTableFromKind,
+    ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableAlias, TableFactor, TableWithJoins, UpdateTableFromKind,
     Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
@@ -225,7 +225,7 @@ impl Checker<'_> {
         if !bounded && select.selection.as_ref().is_none_or(is_trivial) {
             for twj in &select.from {
                 for name in relations(twj) {
-                    if let Some(t) = self.rules.large(name) {
+                    if let Some(t) = self.rules.large(&name) {
                         return ControlFlow::Break(format!(
                             "unbounded SELECT on large table {t}: add a WHERE or a LIMIT"
                         ));
@@ -259,10 +259,10 @@ impl Checker<'_> {
         }
         let col = &self.rules.tenant_column;
         for (name, alias) in instances {
-            let Some(t) = self.rules.tenant(name) else { continue };
+            let Some(t) = self.rules.tenant(&name) else { continue };
             let qualifiers: Vec<String> = match alias {
                 Some(a) => vec![a.value.to_lowercase()],
-                None => name_parts(name).last().cloned().into_iter().collect(),
+                None => name_parts(&name).last().cloned().into_iter().collect(),
             };
             let ok = conjuncts.iter().any(|c| is_tenant_equality(c, col, &qualifiers));
             if !ok {
@@ -297,7 +297,7 @@ fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
 
 /// Named tables read directly by a FROM item (not inside derived tables, which are queries visited
 /// on their own).
-fn relations(twj: &TableWithJoins) -> Vec<&ObjectName> {
+fn relations(twj: &TableWithJoins) -> Vec<ObjectName> {
     let mut v = Vec::new();
     collect_instances(&twj.relation, &mut v);
     for j in &twj.joins {
@@ -306,10 +306,21 @@ fn relations(twj: &TableWithJoins) -> Vec<&ObjectName> {
     v.into_iter().map(|(n, _)| n).collect()
 }
 
+/// sqlparser 0.63 reads `FROM ONLY t` as the table `ONLY` aliased `t`; PostgreSQL reads the table
+/// `t` (without its inheritance children). Returns `t` for that shape.
+fn only_table(name: &ObjectName, alias: Option<&TableAlias>) -> Option<ObjectName> {
+    let a = alias?;
+    let is_only = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("only"));
+    (is_only && !a.explicit && a.columns.is_empty()).then(|| ObjectName::from(vec![a.name.clone()]))
+}
+
 /// (table name, alias) of every named table in a table factor, through parenthesised joins.
-fn collect_instances<'a>(tf: &'a TableFactor, out: &mut Vec<(&'a ObjectName, Option<&'a Ident>)>) {
+fn collect_instances(tf: &TableFactor, out: &mut Vec<(ObjectName, Option<Ident>)>) {
     match tf {
-        TableFactor::Table { name, alias, .. } => out.push((name, alias.as_ref().map(|a| &a.name))),
+        TableFactor::Table { name, alias, .. } => match only_table(name, alias.as_ref()) {
+            Some(real) => out.push((real, None)),
+            None => out.push((name.clone(), alias.as_ref().map(|a| a.name.clone()))),
+        },
         TableFactor::NestedJoin { table_with_joins, .. } => {
             collect_instances(&table_with_joins.relation, out);
             for j in &table_with_joins.joins {
@@ -488,6 +499,7 @@ mod tests {
         allowed("SELECT * FROM events FETCH FIRST 10 ROWS ONLY");
         allowed("SELECT * FROM events WHERE user_id = 42");
         allowed("SELECT * FROM users");
+        blocked("SELECT * FROM ONLY events", "events");
         allowed("SELECT count(*) FROM events WHERE created_at > now() - interval '1 hour'");
     }
 
@@ -506,6 +518,10 @@ mod tests {
         blocked("UPDATE invoices SET paid = true WHERE id = 10", "invoices");
         blocked("DELETE FROM orders WHERE id = 3", "orders");
         blocked("SELECT id FROM ORDERS WHERE status = 'x'", "orders");
+        blocked("SELECT id FROM ONLY orders WHERE status = 'x'", "orders");
+        blocked("UPDATE ONLY invoices SET paid = true WHERE id = 1", "invoices");
+        blocked("DELETE FROM ONLY orders WHERE id = 1", "orders");
+        allowed("SELECT id FROM ONLY orders WHERE tenant_id = 'a'");
         allowed("SELECT id FROM orders WHERE tenant_id = 'acme' AND status = 'open'");
         allowed("SELECT id FROM orders WHERE (status = 'open' AND TENANT_ID = $1)");
         allowed("SELECT o.id FROM orders o WHERE o.tenant_id = current_setting('app.tenant')");
