@@ -22,6 +22,7 @@
 //! growth) panics the host or reaches another plugin's state; an instance that failed is never reused;
 //! every failure names the plugin and its cause.
 
+mod cache;
 mod chain;
 pub mod config;
 mod error;
@@ -35,7 +36,7 @@ pub use chain::{Chain, PreQueryOutcome, RouteOutcome};
 pub use error::{FailureKind, LoadError, PluginError};
 pub use plugin::{InstanceMode, OnError, Plugin, PluginConfig, PluginStats};
 pub use runtime::{
-    DEFAULT_EPOCH_TICK, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES, DEFAULT_MAX_WASM_STACK, Runtime,
+    DEFAULT_EPOCH_TICK, DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES, DEFAULT_MAX_WASM_STACK, Runtime,
     RuntimeConfig,
 };
 pub use services::{Clock, KvBackend, KvError, Level, LogSink, ManualClock, MemoryKv, MemoryLogSink, SystemClock};

@@ -358,7 +358,23 @@ impl Runtime {
         if let Some(m) = self.inner.modules.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(m);
         }
-        let module = Module::new(&self.inner.engine, wasm).map_err(|e| LoadError::Compile { plugin: name.into(), detail: format!("{e:#}") })?;
+        let cached = match &self.inner.disk_cache {
+            Some(cache) => match cache.get(&self.inner.engine, name, &key) {
+                crate::cache::Lookup::Hit(m) => Some(m),
+                crate::cache::Lookup::Miss | crate::cache::Lookup::Rejected => None,
+            },
+            None => None,
+        };
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.inner.engine, wasm).map_err(|e| LoadError::Compile { plugin: name.into(), detail: format!("{e:#}") })?;
+                if let Some(cache) = &self.inner.disk_cache {
+                    cache.put(name, &key, &m);
+                }
+                m
+            }
+        };
         if let Ok(mut m) = self.inner.modules.lock() {
             m.insert(key, module.clone());
         }

@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -10,6 +11,7 @@ use std::{
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
 use crate::{
+    cache::ModuleCache,
     error::LoadError,
     imports,
     services::{Clock, KvBackend, LogSink, MemoryKv, SystemClock},
@@ -24,6 +26,9 @@ pub const DEFAULT_MAX_PLUGIN_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Native stack wasm may use before a stack-overflow trap. Default: 512 KiB.
 pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
+/// Bytes of a pooled linear memory kept resident (zeroed with `memset`, not `madvise`) when an
+/// instance is recycled. Default: 64 KiB (see ARCHITECTURE.md, "Performance defaults").
+pub const DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT: usize = 64 << 10;
 
 /// How a [`Runtime`] is built. Every field has a named default.
 #[derive(Debug, Clone)]
@@ -37,6 +42,10 @@ pub struct RuntimeConfig {
     max_wasm_stack: usize,
     pooling: bool,
     fuel: bool,
+    epoch: bool,
+    memory_init_cow: bool,
+    linear_memory_keep_resident: usize,
+    module_cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -51,6 +60,10 @@ impl Default for RuntimeConfig {
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             pooling: true,
             fuel: true,
+            epoch: true,
+            memory_init_cow: true,
+            linear_memory_keep_resident: DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT,
+            module_cache_dir: None,
         }
     }
 }
@@ -101,6 +114,32 @@ impl RuntimeConfig {
         self.fuel = on;
         self
     }
+    /// Enforce wall-clock deadlines with epoch interruption (a ticker thread and a check in every
+    /// loop and function entry). Off, a plugin's `deadline` is not enforced: benchmarks only.
+    /// Default: on.
+    pub fn epoch_interruption(mut self, on: bool) -> Self {
+        self.epoch = on;
+        self
+    }
+    /// Map data segments copy-on-write from the compiled module instead of copying them into each
+    /// new instance. Default: on.
+    pub fn memory_init_cow(mut self, on: bool) -> Self {
+        self.memory_init_cow = on;
+        self
+    }
+    /// Pooling allocator only. Default: [`DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT`].
+    pub fn linear_memory_keep_resident(mut self, bytes: usize) -> Self {
+        self.linear_memory_keep_resident = bytes;
+        self
+    }
+    /// Keep compiled modules under `dir` so later runtimes (a restart) load them without
+    /// compiling. Entries are keyed by the module's SHA-256 and the engine's settings and carry a
+    /// SHA-256 of their own bytes; a damaged entry is ignored and rewritten. The directory must be
+    /// writable only by the host's user: code in it runs in the host. Default: none.
+    pub fn module_cache_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.module_cache_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +149,8 @@ pub(crate) struct RuntimeInner {
     pub cfg: RuntimeConfig,
     /// Compiled modules by SHA-256: the same bytes compile once per runtime.
     pub modules: Mutex<HashMap<[u8; 32], Module>>,
+    /// Compiled modules on disk, across runtimes.
+    pub disk_cache: Option<ModuleCache>,
 }
 
 /// A plugin runtime: cheap to clone, `Send + Sync`.
@@ -123,9 +164,9 @@ impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Runtime, LoadError> {
         let mut wc = Config::new();
         wc.consume_fuel(cfg.fuel);
-        wc.epoch_interruption(true);
+        wc.epoch_interruption(cfg.epoch);
         wc.max_wasm_stack(cfg.max_wasm_stack);
-        wc.memory_init_cow(true);
+        wc.memory_init_cow(cfg.memory_init_cow);
         if cfg.pooling {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_core_instances(cfg.max_instances)
@@ -134,16 +175,19 @@ impl Runtime {
                 .max_memory_size(cfg.max_plugin_memory_bytes as usize)
                 .table_elements(helios_plugin_schema::limits::DEFAULT_MAX_TABLE_ELEMENTS as usize * 2)
                 .max_unused_warm_slots(cfg.max_instances.min(100))
-                .linear_memory_keep_resident(64 << 10)
+                .linear_memory_keep_resident(cfg.linear_memory_keep_resident)
                 .table_keep_resident(16 << 10);
             wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wc).map_err(|e| LoadError::Runtime(format!("engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
         imports::link(&mut linker).map_err(|e| LoadError::Runtime(format!("linker: {e:#}")))?;
-        start_epoch_ticker(&engine, cfg.epoch_tick)
-            .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker that enforces deadlines: {e}")))?;
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cfg, modules: Mutex::default() }) })
+        if cfg.epoch {
+            start_epoch_ticker(&engine, cfg.epoch_tick)
+                .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker that enforces deadlines: {e}")))?;
+        }
+        let disk_cache = cfg.module_cache_dir.as_deref().map(|dir| ModuleCache::new(dir, &engine));
+        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cfg, modules: Mutex::default(), disk_cache }) })
     }
 
     /// The KV backend plugins of this runtime use.
