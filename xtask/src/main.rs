@@ -3,8 +3,11 @@
 //! * `build-examples` — builds every guest (examples/*, crates/host/tests/guests/*) for wasm32.
 //! * `demo` — the main job: builds the guests, then runs the demo over the bundled corpus.
 //! * `test` — everything: builds the guests, then runs every test of the workspace.
+//! * `fuzz --minutes N` — every cargo-fuzz target for N minutes each, then the long load test.
 
+mod bench;
 mod build;
+mod fuzz;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -26,6 +29,7 @@ fn run(args: &[String]) -> Result<()> {
     let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
     match task {
         "build-examples" => build::build_guests(),
+        "bench" => bench::run(rest),
         "demo" => {
             build::build_guests()?;
             cargo(&["run", "--quiet", "-p", "helios-demo", "--"], rest)
@@ -34,11 +38,12 @@ fn run(args: &[String]) -> Result<()> {
             build::build_guests()?;
             cargo(&["test", "--workspace", "--no-fail-fast"], rest)
         }
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build-examples | demo | test> [extra args passed to cargo]");
+            println!("usage: cargo xtask <build-examples | demo | test | fuzz --minutes N> [extra args passed to cargo]");
             Ok(())
         }
-        other => bail!("unknown task {other:?} (tasks: build-examples, demo, test)"),
+        other => bail!("unknown task {other:?} (tasks: build-examples, demo, test, fuzz)"),
     }
 }
 

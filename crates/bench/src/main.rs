@@ -1,0 +1,552 @@
+//! helios-bench: measures the helios-plugin host against the same logic as native Rust and under
+//! Extism, and prints one markdown report (also written, with the raw numbers as JSON, under
+//! target/bench/). Run it through `cargo xtask bench`, which builds the guests and the Extism side
+//! first; run alone it reports Extism as "not run".
+//!
+//! usage: helios-bench [--extism <extism.json>] [--stack-dir <dir with 64 KiB-stack guests>]
+//!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6>]... [--quick]
+
+mod measure;
+mod report;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use helios_plugin_abi::testing;
+use helios_plugin_host::{Chain, InstanceMode, OnError, Plugin, PluginConfig, Runtime, RuntimeConfig};
+use helios_plugin_schema::{GuardRequest, GuardVerdict, PreQueryResult, QueryContext, hooks::spec::PreQuery};
+use serde_json::{Value, json};
+
+use measure::{Timer, rss_kib};
+use report::Report;
+
+const WORKLOADS: &str = include_str!("../workloads.json");
+
+/// The eight first-party plugins, as examples/corpus/proxy.toml names them.
+const PROXY_TOML: &str = "examples/corpus/proxy.toml";
+
+struct Args {
+    extism: Option<PathBuf>,
+    stack_dir: Option<PathBuf>,
+    cycles: u64,
+    timer: Timer,
+    /// Sections to run (1-6); empty = all.
+    only: Vec<u32>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args { extism: None, stack_dir: None, cycles: 1_000_000, timer: Timer::default(), only: Vec::new() };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--extism" => args.extism = Some(it.next().context("--extism needs a path")?.into()),
+            "--stack-dir" => args.stack_dir = Some(it.next().context("--stack-dir needs a path")?.into()),
+            "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
+            "--only" => args.only.push(it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-6")?),
+            "--quick" => {
+                args.timer = Timer::quick();
+                args.cycles = args.cycles.min(50_000);
+            }
+            other => bail!("unknown argument {other:?} (expected --extism, --stack-dir, --cycles, --only, --quick)"),
+        }
+    }
+    Ok(args)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn guest_dir() -> PathBuf {
+    root().join("target/wasm32-unknown-unknown/guest")
+}
+
+fn read_guest(file: &str) -> Result<Vec<u8>> {
+    let path = guest_dir().join(file);
+    std::fs::read(&path).with_context(|| format!("cannot read {} (run `cargo xtask build-examples`)", path.display()))
+}
+
+fn config_of(workload: &Value) -> BTreeMap<String, String> {
+    workload["config"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .unwrap_or_default()
+}
+
+fn set_native_config(config: &BTreeMap<String, String>) {
+    testing::reset();
+    for (k, v) in config {
+        testing::set_config(k, v);
+    }
+}
+
+/// A pre_query plugin that does nothing but answer `{"kind":"continue"}`: the host's own cost.
+fn light_plugin_wat() -> String {
+    let answer = r#"{"kind":"continue"}"#;
+    format!(
+        r#"(module
+  (memory (export "{memory}") 1)
+  (global $next (mut i32) (i32.const 4096))
+  (data (i32.const 1024) "{data}")
+  (func (export "{alloc}") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $n)))
+    (if (i32.gt_u (global.get $next) (i32.const 60000)) (then (global.set $next (i32.const 4096)) (local.set $p (i32.const 4096))))
+    (local.get $p))
+  (func (export "{dealloc}") (param i32 i32))
+  (func (export "{hook}") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {len}))))"#,
+        memory = helios_plugin_schema::abi::MEMORY,
+        alloc = helios_plugin_schema::abi::ALLOC,
+        dealloc = helios_plugin_schema::abi::DEALLOC,
+        hook = helios_plugin_schema::Hook::PreQuery.export_name(),
+        data = answer.replace('"', "\\\""),
+        len = answer.len(),
+    )
+}
+
+/// One `[[plugins]]` entry of proxy.toml, read directly (no trust root is needed to benchmark).
+struct Entry {
+    name: String,
+    source: PathBuf,
+    cfg: PluginConfig,
+}
+
+fn proxy_entries() -> Result<Vec<Entry>> {
+    let path = root().join(PROXY_TOML);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: toml::Table = text.parse().with_context(|| format!("{} is not TOML", path.display()))?;
+    let mut out = Vec::new();
+    for p in doc.get("plugins").and_then(|v| v.as_array()).context("proxy.toml: no [[plugins]]")? {
+        let name = p.get("name").and_then(|v| v.as_str()).context("proxy.toml: a plugin without a name")?.to_owned();
+        // Relative sources resolve from the config file's directory, as the host does.
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(root);
+        let source = base.join(p.get("source").and_then(|v| v.as_str()).context("proxy.toml: a plugin without a source")?);
+        let mut cfg = PluginConfig::new(name.clone());
+        if let Some(t) = p.get("config").and_then(|v| v.as_table()) {
+            cfg = cfg.config_map(t.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect());
+        }
+        if let Some(pr) = p.get("priority").and_then(|v| v.as_integer()) {
+            cfg = cfg.priority(pr as i32);
+        }
+        if let Some(o) = p.get("on_error").and_then(|v| v.as_str()) {
+            cfg = cfg.on_error(if o == "abort" { OnError::Abort } else { OnError::Skip });
+        }
+        out.push(Entry { name, source, cfg });
+    }
+    Ok(out)
+}
+
+fn load_real_chain(rt: &Runtime) -> Result<Option<Vec<Arc<Plugin>>>> {
+    let entries = proxy_entries()?;
+    if entries.iter().any(|e| !e.source.exists()) {
+        return Ok(None);
+    }
+    let mut plugins = Vec::new();
+    for e in entries {
+        plugins.push(rt.load_file(&e.source, e.cfg).with_context(|| format!("loading {}", e.name))?);
+    }
+    Ok(Some(plugins))
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helios-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+    let workloads: Value = serde_json::from_str(WORKLOADS).context("workloads.json")?;
+    let mut report = Report::new();
+    report.machine();
+    let extism: Value = match &args.extism {
+        Some(p) => match std::fs::read(p) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| json!({ "error": format!("{}: not JSON: {e}", p.display()) })),
+            Err(e) => json!({ "error": format!("cannot read {}: {e}", p.display()) }),
+        },
+        None => json!({ "error": "not run (run `cargo xtask bench`)" }),
+    };
+    let on = |n: u32| args.only.is_empty() || args.only.contains(&n);
+    if on(1) {
+        per_call(&args, &workloads, &extism, &mut report)?;
+    }
+    if on(2) {
+        chains(&args, &mut report)?;
+    }
+    if on(3) {
+        input_size(&args, &workloads, &mut report)?;
+    }
+    if on(4) {
+        load(&mut report)?;
+    }
+    if on(5) {
+        instantiation(&args, &workloads, &mut report)?;
+    }
+    if on(6) {
+        memory(&args, &workloads, &mut report)?;
+    }
+    report.finish()?;
+    Ok(())
+}
+
+// ---- 1. per call ----------------------------------------------------------------------------------
+
+fn per_call(args: &Args, workloads: &Value, extism: &Value, report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 1. per call");
+    let t = &args.timer;
+    let rt = Runtime::new(RuntimeConfig::default())?;
+    let mut rows = Vec::new();
+
+    // tool-denylist guard
+    let w = &workloads["tool_denylist"];
+    let config = config_of(w);
+    let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
+    set_native_config(&config);
+    let native_answer = tool_denylist::evaluate(&req);
+    let native = t.ns(|| {
+        let j = serde_json::to_vec(&req).expect("encode");
+        let r: GuardRequest = serde_json::from_slice(&j).expect("decode");
+        let v = tool_denylist::evaluate(&r);
+        let o = serde_json::to_vec(&v).expect("encode");
+        std::hint::black_box(serde_json::from_slice::<GuardVerdict>(&o).expect("decode"));
+    });
+    let wasm = read_guest("tool_denylist.wasm")?;
+    let pooled_p = rt.load(&wasm, PluginConfig::new("tool-denylist").config_map(config.clone()))?;
+    let fresh_p = rt.load(&wasm, PluginConfig::new("tool-denylist-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
+    let same = pooled_p.evaluate(&req) == native_answer && fresh_p.evaluate(&req) == native_answer;
+    let pooled = t.ns(|| {
+        std::hint::black_box(pooled_p.evaluate(&req));
+    });
+    let fresh = t.ns(|| {
+        std::hint::black_box(fresh_p.evaluate(&req));
+    });
+    rows.push(("tool-denylist guard (`evaluate`)", native, pooled, fresh, extism_number(extism, "tool_denylist", &native_answer)?, same));
+
+    // llm-guardrail hook
+    let w = &workloads["llm_guardrail"];
+    let config = config_of(w);
+    let ctx: QueryContext = serde_json::from_value(w["input"].clone())?;
+    set_native_config(&config);
+    let native_answer = llm_guardrail::guard(&ctx);
+    let native = t.ns(|| {
+        let j = serde_json::to_vec(&ctx).expect("encode");
+        let c: QueryContext = serde_json::from_slice(&j).expect("decode");
+        let r = llm_guardrail::guard(&c);
+        let o = serde_json::to_vec(&r).expect("encode");
+        std::hint::black_box(serde_json::from_slice::<PreQueryResult>(&o).expect("decode"));
+    });
+    let wasm = read_guest("llm_guardrail.wasm")?;
+    let pooled_p = rt.load(&wasm, PluginConfig::new("llm-guardrail").config_map(config.clone()))?;
+    let fresh_p = rt.load(&wasm, PluginConfig::new("llm-guardrail-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
+    let same = pooled_p.call::<PreQuery>(&ctx).ok().as_ref() == Some(&native_answer)
+        && fresh_p.call::<PreQuery>(&ctx).ok().as_ref() == Some(&native_answer);
+    let pooled = t.ns(|| {
+        std::hint::black_box(pooled_p.call::<PreQuery>(&ctx).expect("llm-guardrail call"));
+    });
+    let fresh = t.ns(|| {
+        std::hint::black_box(fresh_p.call::<PreQuery>(&ctx).expect("llm-guardrail call"));
+    });
+    rows.push(("llm-guardrail `pre_query` hook", native, pooled, fresh, extism_number(extism, "llm_guardrail", &native_answer)?, same));
+
+    report.per_call(&rows, extism);
+    Ok(())
+}
+
+/// Extism's median ns per call for `key`, or the reason there is none. Its answer must be ours.
+fn extism_number<T: serde::Serialize>(extism: &Value, key: &str, expected: &T) -> Result<Result<(f64, f64), String>> {
+    if let Some(e) = extism["error"].as_str() {
+        return Ok(Err(e.to_owned()));
+    }
+    let r = &extism[key];
+    if let Some(e) = r["error"].as_str() {
+        return Ok(Err(e.to_owned()));
+    }
+    let (Some(call), Some(fresh)) = (r["per_call_ns"].as_f64(), r["fresh_ns"].as_f64()) else {
+        return Ok(Err(format!("no {key} numbers in the Extism output")));
+    };
+    if r["output"] != serde_json::to_value(expected)? {
+        return Ok(Err(format!("Extism answered {} where native answered {}", r["output"], serde_json::to_value(expected)?)));
+    }
+    Ok(Ok((call, fresh)))
+}
+
+// ---- 2. chains ------------------------------------------------------------------------------------
+
+fn chains(args: &Args, report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 2. chains");
+    let rt = Runtime::new(RuntimeConfig::default())?;
+    let light = light_plugin_wat();
+    let ctx: QueryContext = serde_json::from_value(serde_json::from_str::<Value>(WORKLOADS)?["llm_guardrail"]["input"].clone())?;
+    let mut rows = Vec::new();
+    for n in [1usize, 8, 32] {
+        let plugins = (0..n)
+            .map(|i| rt.load(light.as_bytes(), PluginConfig::new(format!("light-{i}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chain = Chain::new(plugins);
+        let out = chain.pre_query(&ctx);
+        if out.result != PreQueryResult::Continue || !out.skipped.is_empty() {
+            bail!("the light chain of {n} did not continue: {out:?}");
+        }
+        let ns = args.timer.ns(|| {
+            std::hint::black_box(chain.pre_query(&ctx));
+        });
+        rows.push((format!("{n} × light plugin (answers `continue`)"), n, ns, String::new()));
+    }
+    match load_real_chain(&rt)? {
+        Some(plugins) => {
+            let serving = plugins.iter().filter(|p| p.serves(helios_plugin_schema::Hook::PreQuery)).count();
+            let chain = Chain::new(plugins);
+            let out = chain.pre_query(&ctx);
+            let note = match (&out.result, &out.decided_by) {
+                (PreQueryResult::Continue, _) => "every plugin ran; result `continue`".to_owned(),
+                (other, by) => format!("stopped early: {other:?} by {by:?}"),
+            };
+            let ns = args.timer.ns(|| {
+                std::hint::black_box(chain.pre_query(&ctx));
+            });
+            rows.push((format!("the 8 first-party plugins ({serving} serve `pre_query`)"), serving, ns, note));
+        }
+        None => rows.push(("the 8 first-party plugins".into(), 0, f64::NAN, "not built (run `cargo xtask build-examples`)".into())),
+    }
+    report.chains(&rows);
+    Ok(())
+}
+
+// ---- 3. input size --------------------------------------------------------------------------------
+
+/// A valid, allowed statement of about `bytes` bytes: a long IN list on a small table.
+fn sql_of_size(bytes: usize) -> String {
+    let head = "SELECT id, name, email FROM users WHERE tenant_id = 42 AND id IN (";
+    let mut s = String::with_capacity(bytes + 16);
+    s.push_str(head);
+    let mut i = 1u64;
+    while s.len() + 10 < bytes {
+        if i > 1 {
+            s.push_str(", ");
+        }
+        s.push_str(&i.to_string());
+        i += 1;
+    }
+    if i == 1 {
+        s.push('1');
+    }
+    s.push(')');
+    s
+}
+
+fn input_size(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 3. input size");
+    let w = &workloads["llm_guardrail"];
+    let config = config_of(w);
+    let base: QueryContext = serde_json::from_value(w["input"].clone())?;
+    let rt = Runtime::new(RuntimeConfig::default())?;
+    let wasm = read_guest("llm_guardrail.wasm")?;
+    // Large statements need more than the default budgets; the recycle threshold is raised so the
+    // number is the per-byte cost of the call, not of re-instantiating after a memory-heavy call.
+    let p = rt.load(
+        &wasm,
+        PluginConfig::new("llm-guardrail")
+            .config_map(config.clone())
+            .fuel(None)
+            .deadline(Duration::from_secs(30))
+            .max_memory_bytes(helios_plugin_host::DEFAULT_MAX_PLUGIN_MEMORY_BYTES)
+            .recycle_memory_bytes(helios_plugin_host::DEFAULT_MAX_PLUGIN_MEMORY_BYTES),
+    )?;
+    set_native_config(&config);
+    let mut rows = Vec::new();
+    for size in [100usize, 10_000, 1_000_000] {
+        let mut ctx = base.clone();
+        ctx.query = sql_of_size(size);
+        let bytes = serde_json::to_vec(&ctx)?.len();
+        let expected = llm_guardrail::guard(&ctx);
+        let got = p.call::<PreQuery>(&ctx).with_context(|| format!("llm-guardrail on {size} bytes"))?;
+        if got != expected || expected != PreQueryResult::Continue {
+            bail!("llm-guardrail on {size} bytes: native {expected:?}, wasm {got:?} (expected both `continue`)");
+        }
+        let timer = if size >= 1_000_000 { args.timer.slow() } else { args.timer.clone() };
+        let native = timer.ns(|| {
+            let j = serde_json::to_vec(&ctx).expect("encode");
+            let c: QueryContext = serde_json::from_slice(&j).expect("decode");
+            std::hint::black_box(llm_guardrail::guard(&c));
+        });
+        let ours = timer.ns(|| {
+            std::hint::black_box(p.call::<PreQuery>(&ctx).expect("call"));
+        });
+        rows.push((ctx.query.len(), bytes, native, ours));
+    }
+    report.input_size(&rows);
+    Ok(())
+}
+
+// ---- 4. load --------------------------------------------------------------------------------------
+
+fn load(report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 4. load");
+    use helios_plugin_artefact::{PackOptions, PackSigning, TrustRoot, VerifyOptions};
+    let entries = proxy_entries()?;
+    if entries.iter().any(|e| !e.source.exists()) {
+        report.load_missing();
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let key = helios_plugin_artefact::keys::generate_signing_key()?;
+    let trust = TrustRoot::from_keys([("bench-throwaway".to_owned(), key.verifying_key())]);
+    let opts = VerifyOptions::default().trust_root(trust);
+    let mut artefacts = Vec::new();
+    for e in &entries {
+        let wasm = std::fs::read(&e.source)?;
+        let mut po = PackOptions::new(e.name.clone(), "0.1.0");
+        po.signing = PackSigning::Key(Box::new(key.clone()));
+        let packed = helios_plugin_artefact::pack(wasm, po).with_context(|| format!("packing {}", e.name))?;
+        let path = dir.path().join(format!("{}.tar.gz", e.name));
+        helios_plugin_artefact::save_artefact(&packed.artefact, &path)?;
+        artefacts.push((path, e.cfg.clone()));
+    }
+    let verify_all = || -> Result<Vec<(Vec<u8>, PluginConfig)>> {
+        artefacts
+            .iter()
+            .map(|(path, cfg)| {
+                let v = helios_plugin_artefact::verify_path(path, &opts).with_context(|| format!("verifying {}", path.display()))?;
+                Ok((v.wasm, cfg.clone()))
+            })
+            .collect()
+    };
+    let time_load = |rc: RuntimeConfig| -> Result<(f64, f64, f64)> {
+        let t0 = Instant::now();
+        let rt = Runtime::new(rc)?;
+        let t1 = Instant::now();
+        let verified = verify_all()?;
+        let t2 = Instant::now();
+        for (wasm, cfg) in verified {
+            rt.load(&wasm, cfg)?;
+        }
+        let t3 = Instant::now();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok((ms(t1 - t0), ms(t2 - t1), ms(t3 - t2)))
+    };
+    let median = |mut v: Vec<(f64, f64, f64)>| {
+        v.sort_by(|a, b| (a.1 + a.2).total_cmp(&(b.1 + b.2)));
+        v[v.len() / 2]
+    };
+    let cold = median((0..3).map(|_| time_load(RuntimeConfig::default())).collect::<Result<Vec<_>>>()?);
+    let cache = dir.path().join("module-cache");
+    time_load(RuntimeConfig::default().module_cache_dir(&cache))?; // fills the cache
+    let warm = median((0..7).map(|_| time_load(RuntimeConfig::default().module_cache_dir(&cache))).collect::<Result<Vec<_>>>()?);
+    let sizes: u64 = entries.iter().filter_map(|e| std::fs::metadata(&e.source).ok()).map(|m| m.len()).sum();
+    report.load(entries.len(), sizes, cold, warm);
+    Ok(())
+}
+
+// ---- 5. instantiation and limits ------------------------------------------------------------------
+
+fn instantiation(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 5. instantiation and limits");
+    let w = &workloads["tool_denylist"];
+    let config = config_of(w);
+    let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
+    let wasm = read_guest("tool_denylist.wasm")?;
+    let small_stack = args.stack_dir.as_ref().and_then(|d| std::fs::read(d.join("tool_denylist.wasm")).ok());
+    let d = RuntimeConfig::default;
+    let mut variants: Vec<(String, RuntimeConfig, &[u8])> = vec![
+        ("defaults (pooling, CoW, keep 64 KiB resident, fuel, epoch)".into(), d(), &wasm),
+        ("pooling allocator off (on-demand mmap)".into(), d().pooling(false), &wasm),
+        ("memory_init_cow off".into(), d().memory_init_cow(false), &wasm),
+        ("linear_memory_keep_resident 0".into(), d().linear_memory_keep_resident(0), &wasm),
+        ("linear_memory_keep_resident 1 MiB".into(), d().linear_memory_keep_resident(1 << 20), &wasm),
+        ("fuel off".into(), d().fuel(false), &wasm),
+        ("epoch deadline off".into(), d().epoch_interruption(false), &wasm),
+        ("fuel and epoch off".into(), d().fuel(false).epoch_interruption(false), &wasm),
+    ];
+    if let Some(s) = &small_stack {
+        variants.push(("guest built with a 64 KiB stack (`-zstack-size=65536`)".into(), d(), s));
+    }
+    let mut rows = Vec::new();
+    for (name, rc, bytes) in variants {
+        let rt = Runtime::new(rc)?;
+        let pooled = rt.load(bytes, PluginConfig::new("tool-denylist").config_map(config.clone()))?;
+        let fresh = rt.load(bytes, PluginConfig::new("tool-denylist-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
+        if !pooled.evaluate(&req).is_allow() || !fresh.evaluate(&req).is_allow() {
+            bail!("{name}: tool-denylist did not allow the benchmark request");
+        }
+        let p = args.timer.ns(|| {
+            std::hint::black_box(pooled.evaluate(&req));
+        });
+        let f = args.timer.ns(|| {
+            std::hint::black_box(fresh.evaluate(&req));
+        });
+        let initial_pages = initial_memory_pages(bytes);
+        rows.push((name, p, f, initial_pages));
+    }
+    report.instantiation(&rows, small_stack.is_some());
+    Ok(())
+}
+
+/// The module's initial memory size in 64 KiB pages (what each fresh instance maps).
+fn initial_memory_pages(wasm: &[u8]) -> u64 {
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        if let Ok(wasmparser::Payload::MemorySection(reader)) = payload {
+            return reader.into_iter().flatten().next().map(|m| m.initial).unwrap_or(0);
+        }
+    }
+    0
+}
+
+// ---- 6. memory ------------------------------------------------------------------------------------
+
+fn memory(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 6. memory");
+    let w = &workloads["tool_denylist"];
+    let config = config_of(w);
+    let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
+    let wasm = read_guest("tool_denylist.wasm")?;
+    let rt = Runtime::new(RuntimeConfig::default())?;
+    let base = rss_kib();
+
+    // Distinct modules: the 8 first-party plugins (each compiled).
+    let real = load_real_chain(&rt)?;
+    let after_real = rss_kib();
+    let per_real = real.as_ref().map(|v| (after_real - base) as f64 / v.len() as f64);
+
+    // The same module under 200 names: per plugin without compiling, then one warm instance each.
+    const N: usize = 200;
+    let before = rss_kib();
+    let copies = (0..N)
+        .map(|i| rt.load(&wasm, PluginConfig::new(format!("copy-{i}")).config_map(config.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loaded = rss_kib();
+    for p in &copies {
+        p.evaluate(&req);
+    }
+    let live = rss_kib();
+    let per_plugin = (loaded - before) as f64 / N as f64;
+    let per_instance = (live - loaded) as f64 / N as f64;
+    drop(copies);
+
+    // Create/call/destroy cycles: a fresh-instance plugin.
+    let fresh = rt.load(&wasm, PluginConfig::new("cycles").config_map(config).mode(InstanceMode::Fresh))?;
+    for _ in 0..10_000 {
+        fresh.evaluate(&req);
+    }
+    let rss_before = rss_kib();
+    let t = Instant::now();
+    for _ in 0..args.cycles {
+        std::hint::black_box(fresh.evaluate(&req));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rss_after = rss_kib();
+    let stats = fresh.stats();
+    drop(real);
+    report.memory(per_real, per_plugin, per_instance, args.cycles, rss_before, rss_after, secs, stats.instances_created);
+    Ok(())
+}
