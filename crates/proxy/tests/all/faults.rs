@@ -196,3 +196,67 @@ fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 'again';", &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "again");
 }
+
+#[test]
+fn a_node_restart_under_load_gives_errors_not_hangs_and_every_session_recovers() {
+    let mut db = PgCluster::start();
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "shutdown_timeout_ms = 20000\n"), Arc::new(NoHooks));
+    let port = proxy.port();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        db.stop();
+        std::thread::sleep(Duration::from_millis(1000));
+        db.start_again();
+        db
+    });
+    let results = rt().block_on(async move {
+        let mut tasks = Vec::new();
+        for worker in 0..4 {
+            tasks.push(tokio::spawn(async move {
+                let c = connect(port).await;
+                let (mut ok, mut errors, mut last_ok) = (0u32, 0u32, false);
+                let end = Instant::now() + Duration::from_secs(6);
+                let mut i = 0i32;
+                while Instant::now() < end {
+                    i += 1;
+                    let q = async {
+                        if i % 2 == 0 {
+                            c.query_one("SELECT $1::int", &[&i]).await.map(|r| r.get::<_, i32>(0) == i)
+                        } else {
+                            c.simple_query("SELECT 1").await.map(|_| true)
+                        }
+                    };
+                    match tokio::time::timeout(Duration::from_secs(10), q).await {
+                        Err(_) => panic!("worker {worker}: a statement hung during the restart"),
+                        Ok(Ok(true)) => {
+                            ok += 1;
+                            last_ok = true;
+                        }
+                        Ok(Ok(false)) => panic!("worker {worker}: wrong result"),
+                        Ok(Err(e)) => {
+                            assert!(e.as_db_error().is_some(), "worker {worker}: not an ErrorResponse: {e}");
+                            errors += 1;
+                            last_ok = false;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                (ok, errors, last_ok)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("worker"));
+        }
+        out
+    });
+    let db = restarter.join().unwrap();
+    for (w, (ok, errors, last_ok)) in results.iter().enumerate() {
+        assert!(*ok > 0 && *errors > 0, "worker {w}: {ok} ok, {errors} errors: the restart must be seen and survived");
+        assert!(*last_ok, "worker {w} did not recover");
+    }
+    let started = Instant::now();
+    proxy.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited {:?}: a session hung", started.elapsed());
+    assert_eq!(db.psql("SELECT 1;").trim(), "1");
+}
