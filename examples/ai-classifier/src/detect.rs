@@ -88,11 +88,10 @@ pub fn signals(cfg: &DetectConfig, ctx: &QueryContext) -> Vec<Signal> {
             }
         }
     }
-    if let Some(v) = ctx.hook_context.attr(AI_TRAFFIC_ATTRIBUTE) {
-        if matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes") {
+    if let Some(v) = ctx.hook_context.attr(AI_TRAFFIC_ATTRIBUTE)
+        && matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes") {
             found.push(Signal::Attribute);
         }
-    }
     if let Some(m) = comment_marker(cfg, &ctx.query) {
         found.push(Signal::Comment(m));
     }

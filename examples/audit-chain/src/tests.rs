@@ -8,12 +8,12 @@ fn env(i: usize, query: &str) -> PostQueryEnvelope {
     e.query_context.hook_context.identity = Some(["alice", "bob"][i % 2].to_owned());
     e.query_context.hook_context.database = Some("app".to_owned());
     e.outcome = QueryOutcome {
-        success: i % 5 != 0,
+        success: !i.is_multiple_of(5),
         target_node: Some("pg-eu-1".into()),
         elapsed_us: 100 + i as u64,
         response_bytes: 10 * i as u64,
         rows: Some(i as u64),
-        error: (i % 5 == 0).then(|| "relation \"nope\" does not exist".to_owned()),
+        error: i.is_multiple_of(5).then(|| "relation \"nope\" does not exist".to_owned()),
     };
     e
 }

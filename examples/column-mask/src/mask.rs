@@ -437,11 +437,10 @@ impl<'a> Masker<'a> {
                 } else {
                     Rel::Base { name, alias: alias_ident }
                 };
-                if let Some(a) = alias.as_ref().filter(|a| !a.columns.is_empty()) {
-                    if let Some(err) = self.whole_row_error(&rel, &format!("the column aliases of {a}")) {
+                if let Some(a) = alias.as_ref().filter(|a| !a.columns.is_empty())
+                    && let Some(err) = self.whole_row_error(&rel, &format!("the column aliases of {a}")) {
                         return Err(err);
                     }
-                }
                 scope.push(rel);
                 Ok(false)
             }
@@ -612,13 +611,11 @@ impl VisitorMut for ExprMasker<'_, '_, '_> {
                     // Not a masked column: is it a whole-row reference to a masked table?
                     let current = self.chain.last().map(Vec::as_slice).unwrap_or(&[]);
                     let is_column = current.iter().any(|rel| self.m.known_to_have(rel, &i.value));
-                    if !is_column {
-                        if let Some(rel) = self.m.resolve_rel(self.chain, std::slice::from_ref(i)) {
-                            if let Some(err) = self.m.whole_row_error(rel, &format!("the whole-row reference {i}")) {
+                    if !is_column
+                        && let Some(rel) = self.m.resolve_rel(self.chain, std::slice::from_ref(i))
+                            && let Some(err) = self.m.whole_row_error(rel, &format!("the whole-row reference {i}")) {
                                 return ControlFlow::Break(err);
                             }
-                        }
-                    }
                 }
                 r
             }

@@ -177,7 +177,7 @@ fn unmask_roles_see_their_columns() {
         Ok(Some("SELECT email, mask_ssn(ssn) AS ssn FROM users".into()))
     );
     untouched("SELECT card_number FROM payments", "billing_admin");
-    assert_eq!(rewrite(&cfg(), None, "SELECT ssn FROM users").unwrap().is_some(), true, "no identity: masked");
+    assert!(rewrite(&cfg(), None, "SELECT ssn FROM users").unwrap().is_some(), "no identity: masked");
 }
 
 #[test]

@@ -102,13 +102,11 @@ fn is_top_k_read(q: &Query) -> bool {
                 self.writes = true;
                 return ControlFlow::Break(());
             }
-            if has_limit(q) {
-                if let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) = &q.order_by {
-                    if exprs.iter().any(|o| uses_vector_op(&o.expr)) {
+            if has_limit(q)
+                && let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) = &q.order_by
+                    && exprs.iter().any(|o| uses_vector_op(&o.expr)) {
                         self.top_k = true;
                     }
-                }
-            }
             ControlFlow::Continue(())
         }
         fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
@@ -255,7 +253,7 @@ mod tests {
         let sql = format!("SELECT id FROM items WHERE kind IS OF (text) ORDER BY embedding <=> {V} LIMIT 5");
         assert!(Parser::parse_sql(&PostgreSqlDialect {}, &sql).is_err(), "the example must not parse");
         assert_eq!(detect(&sql), Detection::Tokens);
-        assert!(tokens_say_top_k(&format!("SELECT ORDER BY (a <-> b) LIMIT 5 garbage (")));
+        assert!(tokens_say_top_k("SELECT ORDER BY (a <-> b) LIMIT 5 garbage ("));
         assert!(!tokens_say_top_k("SELECT '<-> LIMIT' ORDER BY x garbage ("));
         assert!(!tokens_say_top_k("SELECT x ORDER BY a -- <-> LIMIT 5\n garbage ("));
         assert!(!tokens_say_top_k("SELECT (SELECT 1 ORDER BY a <-> b) LIMIT 5 garbage ("));
