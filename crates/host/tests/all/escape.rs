@@ -657,3 +657,32 @@ fn log_lines_with_levels_outside_0_to_4_are_dropped() {
     assert_eq!(p.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::Allow);
     assert_eq!(logged(&sink, "raw-log_bad_levels"), ["hostile-raw: levels done"]);
 }
+
+// ---- config ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_plugin_reads_only_its_own_config_and_never_past_its_buffer() {
+    let (rt, _) = runtime();
+    // Denies with whatever `get_config("secret")` wrote into an 8-byte buffer; allows when missing.
+    let imports = r#"(import "chio" "get_config" (func $cfg (param i32 i32 i32 i32) (result i32)))"#;
+    let extra = format!(
+        r#"{} (global $n (mut i32) (i32.const 0))
+        (func (export "chio_deny_reason") (param $b i32) (param $l i32) (result i32)
+          (memory.copy (local.get $b) (i32.const 2048) (i32.const 8)) (i32.const 8))
+        (func (export "probe") (param i32 i32) (result i32)
+          (i64.store (i32.const 2048) (i64.const 0x2e2e2e2e2e2e2e2e))
+          (i64.store (i32.const 2056) (i64.const 0x2121212121212121))
+          (global.set $n (call $cfg (i32.const 1024) (i32.const 6) (i32.const 2048) (i32.const 8)))
+          (if (result i32) (i32.lt_s (global.get $n) (i32.const 0)) (then (i32.const 0))
+            (else (if (result i32) (i64.ne (i64.load (i32.const 2056)) (i64.const 0x2121212121212121)) (then unreachable) (else (i32.const 1))))))"#,
+        data(1024, "secret")
+    );
+    let wat = both(imports, &extra, "").replace(r#"(func (export "evaluate") (param i32 i32) (result i32) (call $body) (i32.const 0))"#, "");
+    let wat = wat.replace(r#"(export "probe")"#, r#"(export "evaluate")"#);
+    let b = rt.load(wat.as_bytes(), PluginConfig::new("b").config("secret", "b-secret-longer-than-8-bytes")).unwrap();
+    let a = rt.load(wat.as_bytes(), PluginConfig::new("a")).unwrap();
+    // b sees the first 8 bytes of its own value, and not a byte more is written.
+    assert_eq!(b.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::deny("b-secret"));
+    // a, same module, same runtime: nothing.
+    assert_eq!(a.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::Allow);
+}
