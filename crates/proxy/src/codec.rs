@@ -134,10 +134,7 @@ impl Conn {
             return true;
         }
         let mut b = [0u8; 1];
-        match self.stream.try_read(&mut b) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            _ => true,
-        }
+        !matches!(self.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     fn io(&self, e: std::io::Error) -> ProtocolError {

@@ -61,7 +61,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn attr<'a>(msg: &'a str, name: char) -> Option<&'a str> {
+fn attr(msg: &str, name: char) -> Option<&str> {
     msg.split(',').find_map(|p| p.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
 }
 

@@ -421,9 +421,7 @@ impl Session {
 
     /// Handles further frames already buffered from the server, flushing the client at pauses.
     async fn pump_server(&mut self) -> Result<(), ProtocolError> {
-        loop {
-            let Some(cur) = self.current else { break };
-            let Some(p) = self.conns[cur].as_mut() else { break };
+        while let Some(p) = self.current.and_then(|cur| self.conns[cur].as_mut()) {
             match p.server.conn.try_frame() {
                 Ok(Some(f)) => {
                     self.on_server(f);
@@ -513,12 +511,11 @@ impl Session {
                     }
                 }
             }
-            b'I' | b's' => {
-                if self.inflight.front().is_some_and(|i| !i.simple) {
+            b'I' | b's'
+                if self.inflight.front().is_some_and(|i| !i.simple) => {
                     let i = self.inflight.pop_front().expect("front exists");
                     self.report(i, None);
                 }
-            }
             b'E' => {
                 let e = codec::parse_error_fields(f.body());
                 if let Some(front) = self.inflight.front_mut() {
@@ -1097,8 +1094,8 @@ impl Session {
     async fn finish(mut self) {
         self.shared.unregister_cancel(self.backend_key);
         let busy = !self.quiet() || self.tx_status != b'I';
-        if busy && let Some(cur) = self.current {
-            if let Some(p) = self.conns[cur].take() {
+        if busy && let Some(cur) = self.current
+            && let Some(p) = self.conns[cur].take() {
                 let (addr, pid, secret) = (p.server.addr, p.server.backend_pid, p.server.backend_secret);
                 debug!("cancelling the running statement of a departed client");
                 tokio::spawn(async move {
@@ -1106,7 +1103,6 @@ impl Session {
                     drop(p);
                 });
             }
-        }
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         for slot in self.conns.iter_mut() {
             let Some(mut p) = slot.take() else { continue };

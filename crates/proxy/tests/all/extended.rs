@@ -129,10 +129,10 @@ fn scram_clients_reach_md5_and_scram_upstream_users() {
             let c = connect_as(proxy.port(), user, Some(pg::PASSWORD)).await.unwrap_or_else(|e| panic!("{user}: {e}"));
             let who: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
             assert_eq!(who, user);
-            let err = connect_as(proxy.port(), user, Some("wrong")).await.err().expect("a wrong password is refused");
+            let err = connect_as(proxy.port(), user, Some("wrong")).await.expect_err("a wrong password is refused");
             assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"), "{err}");
         }
-        let err = connect_as(proxy.port(), "nobody", Some("x")).await.err().expect("an unknown user is refused");
+        let err = connect_as(proxy.port(), "nobody", Some("x")).await.expect_err("an unknown user is refused");
         assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"), "{err}");
     });
 }

@@ -120,7 +120,7 @@ fn a_node_that_is_down_at_login_gives_a_postgres_error() {
     let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), Arc::new(NoHooks));
     db.stop();
     rt().block_on(async {
-        let err = connect_as(proxy.port(), pg::SUPERUSER, None).await.err().expect("login fails");
+        let err = connect_as(proxy.port(), pg::SUPERUSER, None).await.expect_err("login fails");
         let dbe = err.as_db_error().expect("an ErrorResponse");
         assert_eq!(dbe.code().code(), "08001");
         assert!(dbe.message().contains("node \"primary\""), "{dbe:?}");

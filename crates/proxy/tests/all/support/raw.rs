@@ -22,7 +22,7 @@ impl RawClient {
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut c = RawClient { sock };
         let mut b = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", "postgres")].into_iter(), &mut b).unwrap();
+        frontend::startup_message([("user", user), ("database", "postgres")], &mut b).unwrap();
         c.send(&b);
         c.read_until_ready();
         c
