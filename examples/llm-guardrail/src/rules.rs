@@ -5,7 +5,8 @@
 //! 1. does not parse (fail-closed: PostgreSQL reads `DR/**/OP TABLE t` as `DR OP TABLE t`, a syntax
 //!    error, and SQL we cannot read we cannot vouch for),
 //! 2. is several statements in one query (`SELECT 1; DROP TABLE t`),
-//! 3. is any `DROP ...`, a `TRUNCATE`, or an `ALTER TABLE ... DROP ...`,
+//! 3. is any `DROP ...`, a `TRUNCATE`, an `ALTER TABLE ... DROP ...`, or a `COPY ... PROGRAM` (a shell
+//!    command on the server),
 //! 4. is a `DELETE` or `UPDATE` without a `WHERE`, or whose `WHERE` is trivially true (it references
 //!    no column outside subqueries, compares an expression with itself, or has such an `OR` branch),
 //!    including when nested in a data-modifying CTE,
@@ -23,7 +24,7 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, CopySource, Expr, FromTable, Ident, JoinConstraint, JoinOperator, LimitClause,
+    AlterTableOperation, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, Ident, JoinConstraint, JoinOperator, LimitClause,
     ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableAlias, TableFactor, TableWithJoins, UpdateTableFromKind,
     Value, Visit, Visitor,
 };
@@ -174,6 +175,9 @@ impl Visitor for Checker<'_> {
                     scope.extend(f.iter());
                 }
                 self.tenant_check(&scope, u.selection.as_ref())?;
+            }
+            Statement::Copy { target: CopyTarget::Program { .. }, .. } => {
+                return fail("COPY ... PROGRAM runs a shell command on the database server and is not allowed".into());
             }
             Statement::Copy { source: CopySource::Table { table_name, .. }, to: true, .. } => {
                 if let Some(t) = self.rules.large(table_name) {
@@ -445,6 +449,11 @@ mod tests {
         blocked("TRUNCATE users", "TRUNCATE users");
         blocked("truncate table events restart identity", "TRUNCATE");
         blocked("ALTER TABLE users DROP COLUMN ssn", "drops data");
+        blocked("COPY t FROM PROGRAM 'rm -rf /'", "PROGRAM");
+        blocked("copy (select 1) to program 'curl x'", "PROGRAM");
+        blocked("EXPLAIN ANALYZE DELETE FROM t", "DELETE FROM t without");
+        blocked("PREPARE p AS DELETE FROM t", "DELETE FROM t without");
+        blocked("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$", "does not parse");
         allowed("ALTER TABLE users ADD COLUMN nickname text");
     }
 
