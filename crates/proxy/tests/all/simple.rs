@@ -188,3 +188,35 @@ fn a_block_inside_a_transaction_fails_the_transaction_as_postgres_would() {
     assert!(err.contains("25P02"), "the statement after the block must meet an aborted transaction: {err}");
     assert_eq!(stdout(&out), "next|0", "the transaction was rolled back: {err}");
 }
+
+#[test]
+fn pooled_connections_are_reused_and_reset_between_clients() {
+    let db = PgCluster::start();
+    for mode in ["session", "transaction"] {
+        let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], &format!("pool_mode = \"{mode}\"\n")), Arc::new(NoHooks));
+        let first = psql(proxy.port(), "SET work_mem = '7MB';\nSELECT pg_backend_pid();");
+        // Session mode resets the connection (DISCARD ALL) in the background after the client leaves.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let second = psql(proxy.port(), "SELECT pg_backend_pid();\nSHOW work_mem;");
+        let second_lines: Vec<String> = stdout(&second).lines().map(str::to_string).collect();
+        assert_eq!(stdout(&first), second_lines[0], "{mode}: the second client reuses the first one's server connection");
+        if mode == "session" {
+            assert_eq!(second_lines[1], "4MB", "session mode resets settings between clients");
+        }
+    }
+}
+
+#[test]
+fn transaction_mode_lends_an_idle_clients_server_connection_to_another_client() {
+    let db = PgCluster::start();
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "pool_mode = \"transaction\"\n"), Arc::new(NoHooks));
+    let port = proxy.port();
+    // A stays connected but idle (psql runs a shell sleep) while B runs a statement.
+    let a = std::thread::spawn(move || psql(port, "SELECT pg_backend_pid();\n\\! sleep 2\nSELECT pg_backend_pid();"));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let b = psql(port, "SELECT pg_backend_pid();");
+    let a = a.join().unwrap();
+    let a_pids: Vec<String> = stdout(&a).lines().map(str::to_string).collect();
+    assert_eq!(a_pids.len(), 2, "{}", stderr(&a));
+    assert_eq!(stdout(&b), a_pids[0], "B ran on the connection A had released");
+}
