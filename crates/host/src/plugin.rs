@@ -547,9 +547,11 @@ impl Plugin {
 
     /// Sets the per-call budgets on a store.
     fn arm(&self, store: &mut Store<HostState>) {
-        let fuel = self.shared.limits.fuel.unwrap_or(u64::MAX);
-        // Fails only when the engine does not meter fuel, which the runtime then allows.
-        let _ = store.set_fuel(fuel);
+        // Only a metering engine takes fuel: asking another one builds an error on every call.
+        if self.runtime.inner.cfg.fuel {
+            let fuel = self.shared.limits.fuel.unwrap_or(u64::MAX);
+            let _ = store.set_fuel(fuel);
+        }
         store.set_epoch_deadline(self.runtime.epoch_ticks(self.shared.limits.deadline));
         store.data_mut().call = Default::default();
     }

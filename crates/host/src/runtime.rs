@@ -41,7 +41,7 @@ pub struct RuntimeConfig {
     epoch_tick: Duration,
     max_wasm_stack: usize,
     pooling: bool,
-    fuel: bool,
+    pub(crate) fuel: bool,
     epoch: bool,
     memory_init_cow: bool,
     linear_memory_keep_resident: usize,
