@@ -501,6 +501,7 @@ fn instantiation(args: &Args, workloads: &Value, report: &mut Report) -> Result<
         ("pooling allocator off (on-demand mmap)".into(), d().pooling(false), &wasm),
         ("memory_init_cow off".into(), d().memory_init_cow(false), &wasm),
         ("linear_memory_keep_resident 0".into(), d().linear_memory_keep_resident(0), &wasm),
+        ("linear_memory_keep_resident 256 KiB".into(), d().linear_memory_keep_resident(256 << 10), &wasm),
         ("linear_memory_keep_resident 1 MiB".into(), d().linear_memory_keep_resident(1 << 20), &wasm),
         ("fuel off".into(), d().fuel(false), &wasm),
         ("epoch deadline off".into(), d().epoch_interruption(false), &wasm),
