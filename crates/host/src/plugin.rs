@@ -292,7 +292,7 @@ impl Runtime {
             let allowed = abi::IMPORTS.iter().map(|s| format!("{}.{}", s.module, s.name)).collect::<Vec<_>>().join(", ");
             return Err(LoadError::ForbiddenImport { plugin: name, module: imp.module.clone(), field: imp.name.clone(), allowed });
         }
-        let module = self.compile(&name, wasm)?;
+        let module = self.compile(&name, wasm, &info.sha256)?;
         check_import_types(&name, &module)?;
         let mut exports = index_exports(&name, &module)?;
         let mut served: Vec<Hook> = Hook::ALL.iter().copied().filter(|h| exports.hooks[h.index()].is_some()).collect();
@@ -353,8 +353,12 @@ impl Runtime {
         self.load(&bytes, cfg)
     }
 
-    fn compile(&self, name: &str, wasm: &[u8]) -> Result<Module, LoadError> {
-        let key: [u8; 32] = Sha256::digest(wasm).into();
+    /// `sha256_hex` is the digest `ModuleInfo::parse` already took of these bytes (not hashed twice).
+    fn compile(&self, name: &str, wasm: &[u8], sha256_hex: &str) -> Result<Module, LoadError> {
+        let key: [u8; 32] = match hex::decode(sha256_hex).ok().and_then(|v| <[u8; 32]>::try_from(v).ok()) {
+            Some(k) => k,
+            None => Sha256::digest(wasm).into(),
+        };
         if let Some(m) = self.inner.modules.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(m);
         }
