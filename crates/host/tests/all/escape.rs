@@ -381,13 +381,13 @@ fn a_correctly_signed_module_gets_no_more_than_an_unsigned_one() {
     let mut opts = PackOptions::new("signed-wasi", "1.0.0");
     opts.signing = PackSigning::Key(Box::new(key));
     opts.packed_at = Some("2026-01-01T00:00:00Z".into());
-    if let Ok(packed) = pack(wasi, opts) {
-        let path = dir.path().join("signed-wasi-1.0.0.tar.gz");
-        save_artefact(&packed.artefact, &path).unwrap();
-        let verified = verify_path(&path, &VerifyOptions::default().trust_root(trust)).unwrap();
-        let err = rt.load(&verified.wasm, PluginConfig::new(&verified.name)).unwrap_err();
-        assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
-    }
+    let packed = pack(wasi, opts).expect("packing does not judge imports");
+    let path = dir.path().join("signed-wasi-1.0.0.tar.gz");
+    save_artefact(&packed.artefact, &path).unwrap();
+    let verified = verify_path(&path, &VerifyOptions::default().trust_root(trust)).expect("the signed WASI module verifies");
+    let err = rt.load(&verified.wasm, PluginConfig::new(&verified.name)).unwrap_err();
+    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
+    assert!(err.to_string().contains("signed-wasi") && err.to_string().contains("wasi_snapshot_preview1.fd_write"), "{err}");
     host_intact(&rt);
 }
 
