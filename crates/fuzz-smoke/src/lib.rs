@@ -184,22 +184,24 @@ pub mod targets {
     fn wasm_smith_config(u: &mut arbitrary::Unstructured<'_>, shaped: bool) -> wasm_smith::Config {
         static SURFACE: OnceLock<Vec<u8>> = OnceLock::new();
         static SHAPE: OnceLock<Vec<u8>> = OnceLock::new();
-        let mut c = wasm_smith::Config::default();
-        c.max_memories = 1;
-        c.max_tables = 2;
-        c.max_funcs = 20;
-        c.max_imports = 10;
-        c.max_memory32_bytes = 1 << 24;
-        c.memory64_enabled = false;
-        c.simd_enabled = false;
-        c.threads_enabled = false;
-        c.exceptions_enabled = false;
-        c.gc_enabled = false;
-        c.tail_call_enabled = false;
-        c.custom_page_sizes_enabled = false;
-        c.wide_arithmetic_enabled = false;
-        c.relaxed_simd_enabled = false;
-        c.canonicalize_nans = u.arbitrary().unwrap_or(false);
+        let mut c = wasm_smith::Config {
+            max_memories: 1,
+            max_tables: 2,
+            max_funcs: 20,
+            max_imports: 10,
+            max_memory32_bytes: 1 << 24,
+            memory64_enabled: false,
+            simd_enabled: false,
+            threads_enabled: false,
+            exceptions_enabled: false,
+            gc_enabled: false,
+            tail_call_enabled: false,
+            custom_page_sizes_enabled: false,
+            wide_arithmetic_enabled: false,
+            relaxed_simd_enabled: false,
+            canonicalize_nans: u.arbitrary().unwrap_or(false),
+            ..Default::default()
+        };
         if shaped {
             c.available_imports = Some(SURFACE.get_or_init(host_surface).clone());
             c.exports = Some(SHAPE.get_or_init(plugin_shape).clone());
@@ -273,6 +275,9 @@ pub fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// A fuzz target: arbitrary bytes in, how far they got out.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// Every target by name, for the smoke tests and `cargo xtask fuzz`.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] =
+pub const TARGETS: &[(&str, Target)] =
     &[("manifest", targets::manifest), ("config", targets::config), ("unpack", targets::unpack), ("abi", targets::abi)];
