@@ -592,3 +592,40 @@ fn memory(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
     report.memory(per_real, per_plugin, per_instance, args.cycles, rss_before, rss_after, secs, stats.instances_created);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_sql_has_the_requested_size_and_passes_the_guardrail_as_ai_traffic() {
+        let w: Value = serde_json::from_str(WORKLOADS).expect("workloads.json");
+        let mut ctx: QueryContext = serde_json::from_value(w["llm_guardrail"]["input"].clone()).expect("a QueryContext");
+        set_native_config(&config_of(&w["llm_guardrail"]));
+        for size in [100usize, 10_000] {
+            ctx.query = sql_of_size(size);
+            assert!(ctx.query.len() <= size && ctx.query.len() + 12 >= size, "{size}: got {} bytes", ctx.query.len());
+            assert_eq!(llm_guardrail::guard(&ctx), PreQueryResult::Continue, "{size}");
+        }
+        // The same context with a destructive statement is judged, so the input really is AI traffic.
+        ctx.query = "DROP TABLE users".into();
+        assert!(matches!(llm_guardrail::guard(&ctx), PreQueryResult::Block { .. }));
+    }
+
+    #[test]
+    fn the_guard_workload_is_allowed_and_a_listed_tool_is_denied() {
+        let w: Value = serde_json::from_str(WORKLOADS).expect("workloads.json");
+        let mut req: GuardRequest = serde_json::from_value(w["tool_denylist"]["input"].clone()).expect("a GuardRequest");
+        set_native_config(&config_of(&w["tool_denylist"]));
+        assert!(tool_denylist::evaluate(&req).is_allow());
+        req.tool_name = "curl".into();
+        assert!(!tool_denylist::evaluate(&req).is_allow());
+    }
+
+    #[test]
+    fn the_light_plugin_answers_continue_through_the_host() {
+        let rt = Runtime::new(RuntimeConfig::default()).expect("runtime");
+        let p = rt.load(light_plugin_wat().as_bytes(), PluginConfig::new("light")).expect("the light plugin loads");
+        assert_eq!(p.call::<PreQuery>(&QueryContext::default()).expect("call"), PreQueryResult::Continue);
+    }
+}
