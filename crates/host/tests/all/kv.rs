@@ -34,7 +34,8 @@ fn kv_guard() -> String {
 }
 
 fn kv_plugin(rt: &Runtime, name: &str, op: &str, value: &str) -> Arc<Plugin> {
-    rt.load(kv_guard().as_bytes(), PluginConfig::new(name).config("op", op).config("value", value)).unwrap()
+    // A generous deadline: this test is about namespaces, and runs hundreds of calls on loaded CI machines.
+    rt.load(kv_guard().as_bytes(), PluginConfig::new(name).config("op", op).config("value", value).deadline(std::time::Duration::from_secs(10))).unwrap()
 }
 
 #[test]
