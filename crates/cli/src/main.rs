@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use helios_plugin_cli as cli;
 
+mod audit;
 mod call;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Verify(cli::VerifyArgs),
     /// Run one hook or guard of a module on a JSON input.
     Call(call::CallArgs),
+    /// Check an exported audit-chain trail and name the first broken link.
+    Audit(audit::AuditArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect(a),
         Command::Verify(a) => cli::verify(a),
         Command::Call(a) => call::run(a),
+        Command::Audit(a) => audit::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
