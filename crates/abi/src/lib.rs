@@ -53,52 +53,8 @@ pub mod testing;
 #[doc(hidden)]
 pub mod __private;
 
-/// Severity of a log line sent to the host (`chio.log`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    /// The level code on the wire ([`abi::LOG_TRACE`]..=[`abi::LOG_ERROR`]).
-    pub const fn code(self) -> i32 {
-        match self {
-            Level::Trace => abi::LOG_TRACE,
-            Level::Debug => abi::LOG_DEBUG,
-            Level::Info => abi::LOG_INFO,
-            Level::Warn => abi::LOG_WARN,
-            Level::Error => abi::LOG_ERROR,
-        }
-    }
-
-    /// The level of a wire code, or `None` for a code the host drops.
-    pub const fn from_code(code: i32) -> Option<Level> {
-        match code {
-            abi::LOG_TRACE => Some(Level::Trace),
-            abi::LOG_DEBUG => Some(Level::Debug),
-            abi::LOG_INFO => Some(Level::Info),
-            abi::LOG_WARN => Some(Level::Warn),
-            abi::LOG_ERROR => Some(Level::Error),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        })
-    }
-}
+/// Severity of a log line sent to the host (`chio.log`); defined once, in the schema.
+pub use helios_plugin_schema::abi::Level;
 
 /// A host import refused a request or answered outside its contract.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -127,7 +127,7 @@ fn sha256_hex(mut caller: Caller<'_, HostState>, ip: i32, il: i32, op: i32) -> w
 fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> wasmtime::Result<()> {
     let (mem, state) = memory(&mut caller, LOG)?;
     let r = range(LOG, "message", mem.len(), ptr, len)?;
-    let Some(level) = Level::from_abi(level) else {
+    let Some(level) = Level::from_code(level) else {
         return Ok(());
     };
     let bytes = &mem[r];

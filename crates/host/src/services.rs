@@ -47,30 +47,8 @@ impl Clock for ManualClock {
     }
 }
 
-/// Guest log levels (`chio.log` levels 0..=4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    /// Maps a `chio.log` level; out-of-range levels are dropped (`None`).
-    pub fn from_abi(level: i32) -> Option<Level> {
-        use helios_plugin_schema::abi::*;
-        Some(match level {
-            LOG_TRACE => Level::Trace,
-            LOG_DEBUG => Level::Debug,
-            LOG_INFO => Level::Info,
-            LOG_WARN => Level::Warn,
-            LOG_ERROR => Level::Error,
-            _ => return None,
-        })
-    }
-}
+/// Guest log levels (`chio.log` levels 0..=4), as the schema defines them.
+pub use helios_plugin_schema::abi::Level;
 
 /// Receives every guest log line (after the per-call caps), besides `tracing`.
 pub trait LogSink: Send + Sync + std::fmt::Debug {

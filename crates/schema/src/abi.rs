@@ -74,6 +74,53 @@ pub const LOG_INFO: i32 = 2;
 pub const LOG_WARN: i32 = 3;
 pub const LOG_ERROR: i32 = 4;
 
+/// Severity of a log line sent to the host (`chio.log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    /// The level code on the wire ([`LOG_TRACE`]..=[`LOG_ERROR`]).
+    pub const fn code(self) -> i32 {
+        match self {
+            Level::Trace => LOG_TRACE,
+            Level::Debug => LOG_DEBUG,
+            Level::Info => LOG_INFO,
+            Level::Warn => LOG_WARN,
+            Level::Error => LOG_ERROR,
+        }
+    }
+
+    /// The level of a wire code, or `None` for a code the host drops.
+    pub const fn from_code(code: i32) -> Option<Level> {
+        match code {
+            LOG_TRACE => Some(Level::Trace),
+            LOG_DEBUG => Some(Level::Debug),
+            LOG_INFO => Some(Level::Info),
+            LOG_WARN => Some(Level::Warn),
+            LOG_ERROR => Some(Level::Error),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        })
+    }
+}
+
 /// Prefix of the log line the SDK's panic hook sends, so a host can attach it to the trap it causes.
 pub const PANIC_LOG_PREFIX: &str = "guest panicked: ";
 
