@@ -50,9 +50,12 @@ fn ensure_target() -> Result<()> {
         Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == GUEST_TARGET) => Ok(()),
         Ok(_) => {
             eprintln!("xtask: adding the {GUEST_TARGET} target with rustup");
-            let st = Command::new("rustup").args(["target", "add", GUEST_TARGET]).status().context("cannot run rustup")?;
+            let st =
+                Command::new("rustup").args(["target", "add", GUEST_TARGET]).status().context("cannot run rustup")?;
             if !st.success() {
-                bail!("`rustup target add {GUEST_TARGET}` failed: guests cannot be built without it (install it by hand, or check the network access to the Rust distribution server)");
+                bail!(
+                    "`rustup target add {GUEST_TARGET}` failed: guests cannot be built without it (install it by hand, or check the network access to the Rust distribution server)"
+                );
             }
             Ok(())
         }

@@ -34,7 +34,9 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             "--target" => only = Some(it.next().context("--target needs a name")?.clone()),
             "--no-load" => load = false,
-            other => bail!("fuzz: unknown argument {other:?} (usage: cargo xtask fuzz --minutes N [--target NAME] [--no-load])"),
+            other => bail!(
+                "fuzz: unknown argument {other:?} (usage: cargo xtask fuzz --minutes N [--target NAME] [--no-load])"
+            ),
         }
     }
     if minutes == 0 {
@@ -65,7 +67,10 @@ pub fn run(args: &[String]) -> Result<()> {
             .status()
             .context("cannot run cargo fuzz")?;
         let crashes = count_files(&root.join("fuzz/artifacts").join(t));
-        let line = format!("{t}: {minutes} min, {status}, {} inputs in the working corpus, {crashes} files in fuzz/artifacts/{t}", count_files(&work));
+        let line = format!(
+            "{t}: {minutes} min, {status}, {} inputs in the working corpus, {crashes} files in fuzz/artifacts/{t}",
+            count_files(&work)
+        );
         summary.push((line, status.success() && crashes == 0));
     }
     if load {
@@ -100,7 +105,10 @@ fn ensure_cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing cargo-fuzz from crates.io");
-    let status = Command::new(cargo()).args(["install", "cargo-fuzz", "--locked"]).status().context("cannot run cargo install")?;
+    let status = Command::new(cargo())
+        .args(["install", "cargo-fuzz", "--locked"])
+        .status()
+        .context("cannot run cargo install")?;
     if !status.success() {
         bail!("`cargo install cargo-fuzz --locked` failed ({status})");
     }

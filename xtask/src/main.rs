@@ -40,7 +40,9 @@ fn run(args: &[String]) -> Result<()> {
         }
         "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build-examples | demo | test | fuzz --minutes N> [extra args passed to cargo]");
+            println!(
+                "usage: cargo xtask <build-examples | demo | test | fuzz --minutes N> [extra args passed to cargo]"
+            );
             Ok(())
         }
         other => bail!("unknown task {other:?} (tasks: build-examples, demo, test, fuzz)"),

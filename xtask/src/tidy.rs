@@ -26,7 +26,11 @@ mod tests {
             for e in entries.flatten() {
                 let lib = e.path().join("src/lib.rs");
                 if let Ok(text) = std::fs::read_to_string(&lib) {
-                    assert!(text.trim_start().starts_with("//!"), "{} does not open with a //! role doc", lib.display());
+                    assert!(
+                        text.trim_start().starts_with("//!"),
+                        "{} does not open with a //! role doc",
+                        lib.display()
+                    );
                 }
             }
         }
@@ -39,7 +43,12 @@ mod tests {
             rust_files(&root().join(dir), &mut files);
         }
         assert!(!files.is_empty());
-        let banned = [concat!("#[", "ignore"), concat!("#[", "should_panic"), concat!("todo", "!("), concat!("unimplemented", "!(")];
+        let banned = [
+            concat!("#[", "ignore"),
+            concat!("#[", "should_panic"),
+            concat!("todo", "!("),
+            concat!("unimplemented", "!("),
+        ];
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap_or_default();
             for b in banned {

@@ -9,7 +9,6 @@ use helios_plugin_schema::guard::DenyReason;
 pub use helios_plugin_schema::hooks::{HookSpec, spec};
 pub use helios_plugin_schema::{GuardRequest, GuardVerdict};
 
-
 /// Implemented by `()` only: a hook function without a return type must serve a hook whose output is
 /// `()`, and the message says what to declare otherwise.
 #[diagnostic::on_unimplemented(
@@ -115,12 +114,7 @@ unsafe fn input<'a>(ptr: i32, len: i32) -> Option<&'a [u8]> {
 ///
 /// # Safety
 /// As for the inputs of a hook export: the host wrote `len` bytes at `ptr`.
-pub unsafe fn run_hook<S: HookSpec>(
-    export: &str,
-    ptr: i32,
-    len: i32,
-    f: impl FnOnce(S::Input) -> S::Output,
-) -> i64 {
+pub unsafe fn run_hook<S: HookSpec>(export: &str, ptr: i32, len: i32, f: impl FnOnce(S::Input) -> S::Output) -> i64 {
     init();
     // SAFETY: forwarded from the caller.
     let Some(bytes) = (unsafe { input(ptr, len) }) else {

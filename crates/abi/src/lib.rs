@@ -37,13 +37,13 @@ use std::fmt;
 use helios_plugin_schema::abi;
 use helios_plugin_schema::limits::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 
-pub use helios_plugin_schema::{
-    GuardRequest, GuardVerdict, Hook, HookContext, PostQueryEnvelope, PreQueryResult, QueryContext,
-    QueryOutcome, RouteResult,
-};
-pub use helios_plugin_sdk_macros::{chio_guard, hook};
 /// The shared schema (ABI names, limits, wire types), for what the prelude above does not name.
 pub use helios_plugin_schema as schema;
+pub use helios_plugin_schema::{
+    GuardRequest, GuardVerdict, Hook, HookContext, PostQueryEnvelope, PreQueryResult, QueryContext, QueryOutcome,
+    RouteResult,
+};
+pub use helios_plugin_sdk_macros::{chio_guard, hook};
 
 pub mod alloc_exports;
 mod sys;

@@ -142,10 +142,7 @@ pub(crate) mod sys {
 
     pub(crate) fn get_time_unix_secs() -> i64 {
         with(|h| h.time).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
         })
     }
 }

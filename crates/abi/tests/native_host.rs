@@ -38,10 +38,7 @@ fn kv_caps_are_errors_that_name_the_problem() {
 
 #[test]
 fn sha256_is_real_lowercase_hex() {
-    assert_eq!(
-        sha256_digest_hex("abc").unwrap(),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
+    assert_eq!(sha256_digest_hex("abc").unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 #[test]

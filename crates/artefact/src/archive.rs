@@ -52,7 +52,11 @@ impl Default for UnpackLimits {
 impl UnpackLimits {
     /// Decompressed bytes read, at most: every entry at its cap plus the tar headers and padding.
     pub fn max_decompressed_bytes(&self) -> u64 {
-        self.max_module_bytes + MAX_MANIFEST_BYTES + MAX_SIDECAR_BYTES + MAX_MANIFEST_SIGNATURE_BYTES + ARTEFACT_TAR_OVERHEAD_BYTES
+        self.max_module_bytes
+            + MAX_MANIFEST_BYTES
+            + MAX_SIDECAR_BYTES
+            + MAX_MANIFEST_SIGNATURE_BYTES
+            + ARTEFACT_TAR_OVERHEAD_BYTES
     }
 
     fn entry_cap(&self, name: &str) -> u64 {
@@ -138,7 +142,10 @@ pub fn unpack(reader: impl Read, file: &str, limits: &UnpackLimits) -> Result<Ar
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
             let what = if kind.is_symlink() { "symlink" } else { "hard link" };
-            return Err(malformed(file, format!("entry {raw_path:?} is a {what} (to {target:?}); only regular files are allowed")));
+            return Err(malformed(
+                file,
+                format!("entry {raw_path:?} is a {what} (to {target:?}); only regular files are allowed"),
+            ));
         }
         let name = entry_name(&raw_path).map_err(|reason| malformed(file, format!("entry {raw_path:?}: {reason}")))?;
         let Some(name) = name else {
@@ -148,7 +155,10 @@ pub fn unpack(reader: impl Read, file: &str, limits: &UnpackLimits) -> Result<Ar
             return Err(malformed(file, format!("entry {raw_path:?} is not a file name")));
         };
         if !kind.is_file() {
-            return Err(malformed(file, format!("entry {raw_path:?} is not a regular file (type {:?})", kind.as_byte() as char)));
+            return Err(malformed(
+                file,
+                format!("entry {raw_path:?} is not a regular file (type {:?})", kind.as_byte() as char),
+            ));
         }
         let Some(&known) = ARTEFACT_ENTRIES.iter().find(|k| **k == name) else {
             return Err(malformed(
@@ -353,21 +363,36 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
         config: opts.config,
     };
     let artefact = match opts.signing {
-        PackSigning::Unsigned => Artefact { manifest: artefact_manifest_bytes(&manifest), wasm, sidecar: None, manifest_signature: None },
+        PackSigning::Unsigned => {
+            Artefact { manifest: artefact_manifest_bytes(&manifest), wasm, sidecar: None, manifest_signature: None }
+        }
         PackSigning::Sidecar(bytes) => {
             let sc = signing::parse_sidecar(&bytes, ARTEFACT_SIDECAR)?;
             if sc.module_hash != sha {
                 return Err(err(
                     ErrorKind::HashMismatch,
-                    format!("plugin {}: sidecar field module_hash: expected {sha} (SHA-256 of the module), found {}", opts.name, sc.module_hash),
+                    format!(
+                        "plugin {}: sidecar field module_hash: expected {sha} (SHA-256 of the module), found {}",
+                        opts.name, sc.module_hash
+                    ),
                 ));
             }
             signing::check_sidecar_names(&sc, &opts.name, &opts.version, "given sidecar")?;
             manifest.signature_sha256 = Some(sha256_hex(&bytes));
-            Artefact { manifest: artefact_manifest_bytes(&manifest), wasm, sidecar: Some(bytes), manifest_signature: None }
+            Artefact {
+                manifest: artefact_manifest_bytes(&manifest),
+                wasm,
+                sidecar: Some(bytes),
+                manifest_signature: None,
+            }
         }
         PackSigning::Key(key) => {
-            let unsigned = Artefact { manifest: artefact_manifest_bytes(&manifest), wasm, sidecar: None, manifest_signature: None };
+            let unsigned = Artefact {
+                manifest: artefact_manifest_bytes(&manifest),
+                wasm,
+                sidecar: None,
+                manifest_signature: None,
+            };
             let signed = sign_artefact(&unsigned, &key)?;
             manifest = parse_artefact_manifest(&signed.manifest, ARTEFACT_MANIFEST)?;
             signed
@@ -378,7 +403,8 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
 
 /// Every declared hook must be exported by the module.
 pub fn check_hooks_exported(hooks: &[Hook], module: &ModuleInfo, plugin: &str) -> Result<()> {
-    let missing: Vec<_> = hooks.iter().filter(|h| !module.exports_func(h.export_name())).map(|h| h.export_name()).collect();
+    let missing: Vec<_> =
+        hooks.iter().filter(|h| !module.exports_func(h.export_name())).map(|h| h.export_name()).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -402,7 +428,10 @@ pub fn sign_artefact(artefact: &Artefact, key: &SigningKey) -> Result<Artefact> 
     if manifest.wasm_sha256 != sha {
         return Err(err(
             ErrorKind::HashMismatch,
-            format!("plugin {}: manifest field wasm_sha256: expected {sha} (SHA-256 of {ARTEFACT_MODULE}), found {}", manifest.name, manifest.wasm_sha256),
+            format!(
+                "plugin {}: manifest field wasm_sha256: expected {sha} (SHA-256 of {ARTEFACT_MODULE}), found {}",
+                manifest.name, manifest.wasm_sha256
+            ),
         ));
     }
     let sidecar = signing::sidecar_bytes(&signing::sign_module(key, &artefact.wasm, &manifest.name, &manifest.version));
@@ -410,15 +439,20 @@ pub fn sign_artefact(artefact: &Artefact, key: &SigningKey) -> Result<Artefact> 
     manifest.signature_algorithm = SIGNATURE_ALGORITHM.into();
     let manifest_bytes = artefact_manifest_bytes(&manifest);
     let manifest_signature = signing::sign_manifest(key, &manifest_bytes);
-    Ok(Artefact { manifest: manifest_bytes, wasm: artefact.wasm.clone(), sidecar: Some(sidecar), manifest_signature: Some(manifest_signature) })
+    Ok(Artefact {
+        manifest: manifest_bytes,
+        wasm: artefact.wasm.clone(),
+        sidecar: Some(sidecar),
+        manifest_signature: Some(manifest_signature),
+    })
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible builds) or the current time, as RFC 3339 UTC.
 pub fn packed_at_now() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+    let secs =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        });
     rfc3339_utc(secs)
 }
 

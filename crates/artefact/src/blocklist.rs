@@ -28,7 +28,9 @@ impl Blocklist {
             let hex = entry
                 .strip_prefix(DIGEST_PREFIX)
                 .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-                .ok_or_else(|| bad(format!("digests[{i}]: expected \"{DIGEST_PREFIX}<64 lowercase hex>\", found {entry:?}")))?;
+                .ok_or_else(|| {
+                    bad(format!("digests[{i}]: expected \"{DIGEST_PREFIX}<64 lowercase hex>\", found {entry:?}"))
+                })?;
             digests.insert(hex.to_owned());
         }
         Ok(Blocklist { digests, origin: file.to_owned() })
@@ -37,7 +39,10 @@ impl Blocklist {
     /// Reads a blocklist file.
     pub fn load(path: &Path) -> Result<Blocklist> {
         let bytes = crate::error::read_capped(path, MAX_BLOCKLIST_BYTES, |n| {
-            err(ErrorKind::BlocklistInvalid, format!("blocklist {}: {n} bytes (limit: {MAX_BLOCKLIST_BYTES})", path.display()))
+            err(
+                ErrorKind::BlocklistInvalid,
+                format!("blocklist {}: {n} bytes (limit: {MAX_BLOCKLIST_BYTES})", path.display()),
+            )
         })?;
         Blocklist::parse(&bytes, &shown(path))
     }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use helios_plugin_schema::manifest::{ARTEFACT_MANIFEST, hook_names};
 use helios_plugin_schema::Hook;
+use helios_plugin_schema::manifest::{ARTEFACT_MANIFEST, hook_names};
 use serde::Serialize;
 
 use crate::archive::{UnpackLimits, read_artefact};
@@ -125,7 +125,11 @@ pub fn inspect_artefact(path: &Path, limits: &UnpackLimits) -> Result<Inspection
 impl std::fmt::Display for Inspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let list = |hooks: &[Hook]| {
-            if hooks.is_empty() { "-".to_string() } else { hooks.iter().map(|h| h.export_name()).collect::<Vec<_>>().join(", ") }
+            if hooks.is_empty() {
+                "-".to_string()
+            } else {
+                hooks.iter().map(|h| h.export_name()).collect::<Vec<_>>().join(", ")
+            }
         };
         writeln!(f, "artefact     {}", self.file)?;
         writeln!(f, "name         {}", self.name)?;
@@ -145,7 +149,11 @@ impl std::fmt::Display for Inspection {
         if !self.missing_exports.is_empty() {
             writeln!(f, "             DECLARED BUT NOT EXPORTED: {}", list(&self.missing_exports))?;
         }
-        writeln!(f, "imports      {}", if self.imports.is_empty() { "-".to_string() } else { self.imports.join(", ") })?;
+        writeln!(
+            f,
+            "imports      {}",
+            if self.imports.is_empty() { "-".to_string() } else { self.imports.join(", ") }
+        )?;
         if !self.foreign_imports.is_empty() {
             writeln!(f, "             OUTSIDE THE HOST SURFACE: {}", self.foreign_imports.join(", "))?;
         }
@@ -155,7 +163,12 @@ impl std::fmt::Display for Inspection {
             Some(n) => writeln!(f, ", sidecar {n} B")?,
             None => writeln!(f)?,
         }
-        writeln!(f, "sha256       {}{}", self.sha256, if self.sha256_matches_manifest { "" } else { " (DOES NOT MATCH the manifest)" })?;
+        writeln!(
+            f,
+            "sha256       {}{}",
+            self.sha256,
+            if self.sha256_matches_manifest { "" } else { " (DOES NOT MATCH the manifest)" }
+        )?;
         match &self.signature {
             None => writeln!(f, "signature    none (unsigned)")?,
             Some(sig) => {
@@ -164,7 +177,11 @@ impl std::fmt::Display for Inspection {
                 if !sig.module_hash_matches || !sig.sidecar_sha256_matches {
                     writeln!(f, "             SIGNATURE DOES NOT MATCH the module or the manifest")?;
                 }
-                writeln!(f, "manifest     {}", if sig.manifest_signed { "signed" } else { "NOT signed (run helios-plugin sign on the artefact)" })?;
+                writeln!(
+                    f,
+                    "manifest     {}",
+                    if sig.manifest_signed { "signed" } else { "NOT signed (run helios-plugin sign on the artefact)" }
+                )?;
             }
         }
         if !self.config.is_empty() {

@@ -222,7 +222,8 @@ impl TrustRoot {
     /// a subdirectory, a private key, a typo — is an error naming it. An empty directory is an
     /// error: it would trust nothing and fail every verification with a less useful message.
     pub fn load(dir: &Path) -> Result<TrustRoot> {
-        let trust_err = |reason: String| err(ErrorKind::TrustRootInvalid, format!("trust root {}: {reason}", dir.display()));
+        let trust_err =
+            |reason: String| err(ErrorKind::TrustRootInvalid, format!("trust root {}: {reason}", dir.display()));
         let entries = std::fs::read_dir(dir).map_err(|e| trust_err(format!("cannot read directory: {e}")))?;
         let mut paths = Vec::new();
         for entry in entries {
@@ -250,7 +251,8 @@ impl TrustRoot {
 
     /// A trust root from keys in memory (labels as given).
     pub fn from_keys(keys: impl IntoIterator<Item = (String, VerifyingKey)>) -> TrustRoot {
-        let keys = keys.into_iter().map(|(label, key)| TrustedKey { file: PathBuf::from(&label), label, key }).collect();
+        let keys =
+            keys.into_iter().map(|(label, key)| TrustedKey { file: PathBuf::from(&label), label, key }).collect();
         TrustRoot { keys, origin: "keys in memory".into() }
     }
 

@@ -29,7 +29,9 @@ pub mod module_info;
 pub mod signing;
 pub mod verify;
 
-pub use archive::{Artefact, PackOptions, PackSigning, Packed, UnpackLimits, pack, read_artefact, save_artefact, sign_artefact, unpack};
+pub use archive::{
+    Artefact, PackOptions, PackSigning, Packed, UnpackLimits, pack, read_artefact, save_artefact, sign_artefact, unpack,
+};
 pub use blocklist::Blocklist;
 pub use error::{Error, ErrorKind};
 pub use inspect::{Inspection, inspect_artefact};

@@ -2,7 +2,8 @@
 //! field.
 
 use helios_plugin_schema::manifest::{
-    ARTEFACT_SCHEMA_VERSION, ArtefactManifest, GUARD_WIT_WORLD, GuardManifest, SIGNATURE_ALGORITHM, SUPPORTED_ABI_VERSIONS,
+    ARTEFACT_SCHEMA_VERSION, ArtefactManifest, GUARD_WIT_WORLD, GuardManifest, SIGNATURE_ALGORITHM,
+    SUPPORTED_ABI_VERSIONS,
 };
 
 use crate::error::{Error, ErrorKind, Result, err};
@@ -38,7 +39,11 @@ pub fn check_version(version: &str, file: &str, field: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(field_err(file, field, format!("{version:?} is not a version (1 to {MAX_VERSION_LEN} of A-Z a-z 0-9 . + - _)")))
+        Err(field_err(
+            file,
+            field,
+            format!("{version:?} is not a version (1 to {MAX_VERSION_LEN} of A-Z a-z 0-9 . + - _)"),
+        ))
     }
 }
 
@@ -53,8 +58,8 @@ pub fn check_sha256(value: &str, file: &str, field: &str) -> Result<()> {
 
 /// Parses and checks a `guard-manifest.yaml`.
 pub fn parse_guard_manifest(bytes: &[u8], file: &str) -> Result<GuardManifest> {
-    let m: GuardManifest =
-        serde_norway::from_slice(bytes).map_err(|e| err(ErrorKind::ManifestInvalid, format!("manifest {file}: {e}")))?;
+    let m: GuardManifest = serde_norway::from_slice(bytes)
+        .map_err(|e| err(ErrorKind::ManifestInvalid, format!("manifest {file}: {e}")))?;
     check_name(&m.name, file, "name")?;
     check_version(&m.version, file, "version")?;
     if !SUPPORTED_ABI_VERSIONS.contains(&m.abi_version.as_str()) {

@@ -34,8 +34,7 @@ pub fn sidecar_bytes(sidecar: &Sidecar) -> Vec<u8> {
 
 /// Parses a sidecar's bytes; `file` names it in errors.
 pub fn parse_sidecar(bytes: &[u8], file: &str) -> Result<Sidecar> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| err(ErrorKind::SignatureInvalid, format!("sidecar {file}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| err(ErrorKind::SignatureInvalid, format!("sidecar {file}: {e}")))
 }
 
 /// Who signed a verified plugin.
@@ -69,7 +68,10 @@ impl Anchors<'_> {
         {
             return Err(err(
                 ErrorKind::SignerUntrusted,
-                format!("plugin {plugin}: signed by {shown}, but the manifest pins signer_public_key {}", public_key_hex(pinned)),
+                format!(
+                    "plugin {plugin}: signed by {shown}, but the manifest pins signer_public_key {}",
+                    public_key_hex(pinned)
+                ),
             ));
         }
         let label = match self.trust_root {
@@ -78,13 +80,19 @@ impl Anchors<'_> {
                 None => {
                     return Err(err(
                         ErrorKind::SignerUntrusted,
-                        format!("plugin {plugin}: signed by {shown}, which is not a key of trust root {}", root.origin()),
+                        format!(
+                            "plugin {plugin}: signed by {shown}, which is not a key of trust root {}",
+                            root.origin()
+                        ),
                     ));
                 }
             },
             None if self.pinned.is_some() => "pinned".into(),
             None => {
-                return Err(err(ErrorKind::SignerUntrusted, format!("plugin {plugin}: signed by {shown}, but no key is trusted")));
+                return Err(err(
+                    ErrorKind::SignerUntrusted,
+                    format!("plugin {plugin}: signed by {shown}, but no key is trusted"),
+                ));
             }
         };
         Ok(Signer { public_key: shown, label })
@@ -101,7 +109,13 @@ fn bad_sig(plugin: &str, file: &str, reason: impl std::fmt::Display) -> Error {
 ///
 /// Name and version are *not* compared here (the caller holds the manifest): see
 /// [`check_sidecar_names`].
-pub fn verify_sidecar(sidecar: &Sidecar, module_sha256: &str, anchors: &Anchors<'_>, plugin: &str, file: &str) -> Result<Signer> {
+pub fn verify_sidecar(
+    sidecar: &Sidecar,
+    module_sha256: &str,
+    anchors: &Anchors<'_>,
+    plugin: &str,
+    file: &str,
+) -> Result<Signer> {
     let key = public_key_from_hex(&sidecar.signer_public_key, &format!("sidecar {file} field signer_public_key"))
         .map_err(|e| bad_sig(plugin, file, e.message()))?;
     let signer = anchors.check(&key, plugin)?;
@@ -114,7 +128,8 @@ pub fn verify_sidecar(sidecar: &Sidecar, module_sha256: &str, anchors: &Anchors<
             ),
         ));
     }
-    let signature = decode_signature(&sidecar.signature).map_err(|reason| bad_sig(plugin, file, format!("field signature: {reason}")))?;
+    let signature = decode_signature(&sidecar.signature)
+        .map_err(|reason| bad_sig(plugin, file, format!("field signature: {reason}")))?;
     let message = manifest::signed_module_message(
         &sidecar.module_hash,
         &sidecar.module_name,
@@ -129,11 +144,15 @@ pub fn verify_sidecar(sidecar: &Sidecar, module_sha256: &str, anchors: &Anchors<
 /// The sidecar must name the manifest's plugin and version, or a signature of another plugin (or an
 /// older, vulnerable version) could be swapped in.
 pub fn check_sidecar_names(sidecar: &Sidecar, name: &str, version: &str, file: &str) -> Result<()> {
-    for (field, found, expected) in [("module_name", &sidecar.module_name, name), ("version", &sidecar.version, version)] {
+    for (field, found, expected) in
+        [("module_name", &sidecar.module_name, name), ("version", &sidecar.version, version)]
+    {
         if found != expected {
             return Err(err(
                 ErrorKind::SidecarMismatch,
-                format!("plugin {name}: sidecar {file} field {field}: expected {expected:?} (from the manifest), found {found:?}"),
+                format!(
+                    "plugin {name}: sidecar {file} field {field}: expected {expected:?} (from the manifest), found {found:?}"
+                ),
             ));
         }
     }
@@ -145,7 +164,8 @@ fn decode_signature(s: &str) -> std::result::Result<Signature, String> {
     if s.len() != 128 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(format!("expected 128 lowercase hex digits (64 bytes), found {} characters", s.len()));
     }
-    let bytes: [u8; 64] = hex::decode(s).map_err(|e| e.to_string())?.try_into().map_err(|_| "not 64 bytes".to_string())?;
+    let bytes: [u8; 64] =
+        hex::decode(s).map_err(|e| e.to_string())?.try_into().map_err(|_| "not 64 bytes".to_string())?;
     Ok(Signature::from_bytes(&bytes))
 }
 
@@ -156,21 +176,41 @@ pub fn sign_manifest(key: &SigningKey, manifest_json: &[u8]) -> Vec<u8> {
 }
 
 /// Checks `manifest.sig` against the exact manifest bytes and the (already trusted) key.
-pub fn verify_manifest_signature(manifest_json: &[u8], signature: &[u8], key: &VerifyingKey, plugin: &str) -> Result<()> {
+pub fn verify_manifest_signature(
+    manifest_json: &[u8],
+    signature: &[u8],
+    key: &VerifyingKey,
+    plugin: &str,
+) -> Result<()> {
     let file = manifest::ARTEFACT_MANIFEST_SIGNATURE;
     let text = std::str::from_utf8(signature).map_err(|_| bad_sig(plugin, file, "not UTF-8"))?;
     let text = text.strip_suffix('\n').unwrap_or(text);
     let signature = decode_signature(text).map_err(|reason| bad_sig(plugin, file, reason))?;
     let message = manifest::signed_manifest_message(&sha256_hex(manifest_json), &public_key_hex(key));
     key.verify_strict(&message, &signature).map_err(|_| {
-        bad_sig(plugin, file, format!("Ed25519 signature of {} does not verify under {}", manifest::ARTEFACT_MANIFEST, public_key_hex(key)))
+        bad_sig(
+            plugin,
+            file,
+            format!(
+                "Ed25519 signature of {} does not verify under {}",
+                manifest::ARTEFACT_MANIFEST,
+                public_key_hex(key)
+            ),
+        )
     })
 }
 
 /// Builds a sidecar from a signature made elsewhere (openssl, signify, an HSM) over
 /// [`manifest::signed_module_message`]. `signature` may be the raw 64 bytes, their hex or base64, or
 /// a signify signature file. The signature is verified before the sidecar is returned.
-pub fn sidecar_from_signature(wasm: &[u8], name: &str, version: &str, key: &VerifyingKey, signature: &[u8], file: &str) -> Result<Sidecar> {
+pub fn sidecar_from_signature(
+    wasm: &[u8],
+    name: &str,
+    version: &str,
+    key: &VerifyingKey,
+    signature: &[u8],
+    file: &str,
+) -> Result<Sidecar> {
     let raw = decode_external_signature(signature).ok_or_else(|| {
         err(
             ErrorKind::SignatureInvalid,
@@ -220,7 +260,14 @@ mod tests {
         let key = SigningKey::from_bytes(&[1; 32]);
         let sc = sign_module(&key, b"\0asm", "p", "1.0.0");
         let root = root(&key);
-        let signer = verify_sidecar(&sc, &sha256_hex(b"\0asm"), &Anchors { pinned: None, trust_root: Some(&root) }, "p", "p.sig").unwrap();
+        let signer = verify_sidecar(
+            &sc,
+            &sha256_hex(b"\0asm"),
+            &Anchors { pinned: None, trust_root: Some(&root) },
+            "p",
+            "p.sig",
+        )
+        .unwrap();
         assert_eq!(signer.label, "ops");
         assert_eq!(signer.public_key, sc.signer_public_key);
     }
@@ -231,7 +278,9 @@ mod tests {
         let root = root(&key);
         let anchors = Anchors { pinned: None, trust_root: Some(&root) };
         let sc = sign_module(&key, b"m", "p", "1.0.0");
-        for moved in [Sidecar { module_name: "q".into(), ..sc.clone() }, Sidecar { version: "1.0.1".into(), ..sc.clone() }] {
+        for moved in
+            [Sidecar { module_name: "q".into(), ..sc.clone() }, Sidecar { version: "1.0.1".into(), ..sc.clone() }]
+        {
             let e = verify_sidecar(&moved, &sha256_hex(b"m"), &anchors, "p", "p.sig").unwrap_err();
             assert_eq!(e.kind(), ErrorKind::SignatureInvalid, "{e}");
         }
@@ -244,7 +293,14 @@ mod tests {
         let sc = sign_module(&a, b"m", "p", "1");
         let root_a = root(&a);
         let pin_b = b.verifying_key();
-        let e = verify_sidecar(&sc, &sha256_hex(b"m"), &Anchors { pinned: Some(&pin_b), trust_root: Some(&root_a) }, "p", "s").unwrap_err();
+        let e = verify_sidecar(
+            &sc,
+            &sha256_hex(b"m"),
+            &Anchors { pinned: Some(&pin_b), trust_root: Some(&root_a) },
+            "p",
+            "s",
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::SignerUntrusted);
         assert!(e.to_string().contains("pins"), "{e}");
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
 use helios_plugin_schema::manifest::{
-    ARTEFACT_MANIFEST, ARTEFACT_MANIFEST_SIGNATURE, ARTEFACT_MODULE, ARTEFACT_SIDECAR, GUARD_MANIFEST_FILE, MAX_MANIFEST_BYTES,
-    MAX_SIDECAR_BYTES, SIDECAR_SUFFIX,
+    ARTEFACT_MANIFEST, ARTEFACT_MANIFEST_SIGNATURE, ARTEFACT_MODULE, ARTEFACT_SIDECAR, GUARD_MANIFEST_FILE,
+    MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX,
 };
 use serde::Serialize;
 
@@ -38,7 +38,12 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { trust_root: None, blocklist: None, max_module_bytes: DEFAULT_MAX_MODULE_BYTES, allow_unsigned: false }
+        VerifyOptions {
+            trust_root: None,
+            blocklist: None,
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            allow_unsigned: false,
+        }
     }
 }
 
@@ -86,7 +91,9 @@ pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<VerifiedPlugin> 
     if path.is_dir() {
         return verify_guard_manifest(&path.join(GUARD_MANIFEST_FILE), opts);
     }
-    if path.file_name().is_some_and(|n| n == GUARD_MANIFEST_FILE) || path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+    if path.file_name().is_some_and(|n| n == GUARD_MANIFEST_FILE)
+        || path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+    {
         return verify_guard_manifest(path, opts);
     }
     if path.extension().is_some_and(|e| e == "wasm") {
@@ -103,11 +110,18 @@ fn too_large(plugin: &str, file: &str, size: u64, limit: u64) -> Error {
 }
 
 fn hash_mismatch(plugin: &str, file: &str, field: &str, expected: &str, found: &str) -> Error {
-    err(ErrorKind::HashMismatch, format!("plugin {plugin}: {file} field {field}: expected {expected} (SHA-256 of the bytes), found {found}"))
+    err(
+        ErrorKind::HashMismatch,
+        format!("plugin {plugin}: {file} field {field}: expected {expected} (SHA-256 of the bytes), found {found}"),
+    )
 }
 
 fn warn_unsigned(plugin: &str, source: &str, why: &str) {
-    tracing::warn!(plugin, source, "loading unsigned plugin {plugin} from {source}: {why} (allow_unsigned is set; development only)");
+    tracing::warn!(
+        plugin,
+        source,
+        "loading unsigned plugin {plugin} from {source}: {why} (allow_unsigned is set; development only)"
+    );
 }
 
 /// Verifies an unpacked artefact; `file` names it in errors.
@@ -160,13 +174,17 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         (Some(_), None) => {
             return Err(err(
                 ErrorKind::SignatureInvalid,
-                format!("plugin {plugin}: {file} holds {ARTEFACT_SIDECAR} but {ARTEFACT_MANIFEST} has no signature_sha256 binding it"),
+                format!(
+                    "plugin {plugin}: {file} holds {ARTEFACT_SIDECAR} but {ARTEFACT_MANIFEST} has no signature_sha256 binding it"
+                ),
             ));
         }
         (None, Some(_)) => {
             return Err(err(
                 ErrorKind::SignatureMissing,
-                format!("plugin {plugin}: {ARTEFACT_MANIFEST} names a signature (signature_sha256) but {file} has no {ARTEFACT_SIDECAR}"),
+                format!(
+                    "plugin {plugin}: {ARTEFACT_MANIFEST} names a signature (signature_sha256) but {file} has no {ARTEFACT_SIDECAR}"
+                ),
             ));
         }
         (None, None) if opts.allow_unsigned => {
@@ -176,7 +194,9 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         (None, None) => {
             return Err(err(
                 ErrorKind::SignatureMissing,
-                format!("plugin {plugin}: {file} is unsigned (no {ARTEFACT_SIDECAR}); sign it with helios-plugin sign, or allow unsigned plugins explicitly"),
+                format!(
+                    "plugin {plugin}: {file} is unsigned (no {ARTEFACT_SIDECAR}); sign it with helios-plugin sign, or allow unsigned plugins explicitly"
+                ),
             ));
         }
     };
@@ -205,7 +225,8 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
     let wasm_file = shown(wasm_path);
     let stem = wasm_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     // 1. size cap
-    let wasm = read_capped(wasm_path, opts.max_module_bytes, |n| too_large(&stem, &wasm_file, n, opts.max_module_bytes))?;
+    let wasm =
+        read_capped(wasm_path, opts.max_module_bytes, |n| too_large(&stem, &wasm_file, n, opts.max_module_bytes))?;
     // 2. SHA-256 (there is no manifest digest to compare; the sidecar's is checked with the signature)
     let sha = sha256_hex(&wasm);
     // 3. blocklist
@@ -217,7 +238,10 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
     let sidecar_file = shown(&sidecar_path);
     let (name, version, signer) = if sidecar_path.exists() && opts.trust_root.is_some() {
         let bytes = read_capped(&sidecar_path, MAX_SIDECAR_BYTES, |n| {
-            err(ErrorKind::SignatureInvalid, format!("plugin {stem}: sidecar {sidecar_file}: {n} bytes (limit: {MAX_SIDECAR_BYTES})"))
+            err(
+                ErrorKind::SignatureInvalid,
+                format!("plugin {stem}: sidecar {sidecar_file}: {n} bytes (limit: {MAX_SIDECAR_BYTES})"),
+            )
         })?;
         let sidecar = signing::parse_sidecar(&bytes, &sidecar_file)?;
         let anchors = Anchors { pinned: None, trust_root: opts.trust_root.as_ref() };
@@ -227,25 +251,42 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
             .map_err(|e| err(ErrorKind::SignatureInvalid, e.message().to_string()))?;
         (sidecar.module_name, sidecar.version, Some(signer))
     } else if opts.allow_unsigned {
-        warn_unsigned(&stem, &wasm_file, if sidecar_path.exists() { "no trust root to check its sidecar against" } else { "no sidecar" });
+        warn_unsigned(
+            &stem,
+            &wasm_file,
+            if sidecar_path.exists() { "no trust root to check its sidecar against" } else { "no sidecar" },
+        );
         (stem, "0.0.0".to_string(), None)
     } else if opts.trust_root.is_none() {
         return Err(err(
             ErrorKind::SignerUntrusted,
-            format!("plugin {stem}: no trust root to verify module {wasm_file} against (configure one, or allow unsigned plugins explicitly)"),
+            format!(
+                "plugin {stem}: no trust root to verify module {wasm_file} against (configure one, or allow unsigned plugins explicitly)"
+            ),
         ));
     } else {
         return Err(err(
             ErrorKind::SignatureMissing,
-            format!("plugin {stem}: no sidecar {sidecar_file}; sign the module: helios-plugin sign --key KEY --input {wasm_file} --name NAME --version VERSION"),
+            format!(
+                "plugin {stem}: no sidecar {sidecar_file}; sign the module: helios-plugin sign --key KEY --input {wasm_file} --name NAME --version VERSION"
+            ),
         ));
     };
     // 6. hooks
-    let module =
-        ModuleInfo::parse(&wasm).map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {name}: module {wasm_file}: {e}")))?;
+    let module = ModuleInfo::parse(&wasm)
+        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {name}: module {wasm_file}: {e}")))?;
     let hooks = if module.declared_hooks.is_empty() { module.exported_hooks() } else { module.declared_hooks.clone() };
     check_hooks_exported(&hooks, &module, &name)?;
-    Ok(VerifiedPlugin { name, version, hooks, config: BTreeMap::new(), wasm, sha256: sha, signer, source: wasm_path.to_path_buf() })
+    Ok(VerifiedPlugin {
+        name,
+        version,
+        hooks,
+        config: BTreeMap::new(),
+        wasm,
+        sha256: sha,
+        signer,
+        source: wasm_path.to_path_buf(),
+    })
 }
 
 /// Verifies a `guard-manifest.yaml`, its module and the module's `.sig` sidecar.
@@ -264,7 +305,8 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
     let wasm_path = resolve(dir, &manifest.wasm_path);
     let wasm_file = shown(&wasm_path);
     // 1. size cap (before reading more than the cap)
-    let wasm = read_capped(&wasm_path, opts.max_module_bytes, |n| too_large(plugin, &wasm_file, n, opts.max_module_bytes))?;
+    let wasm =
+        read_capped(&wasm_path, opts.max_module_bytes, |n| too_large(plugin, &wasm_file, n, opts.max_module_bytes))?;
     // 2. SHA-256
     let sha = sha256_hex(&wasm);
     if manifest.wasm_sha256 != sha {
@@ -278,7 +320,10 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
     let sidecar_path = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", wasm_path.display()));
     let sidecar_file = shown(&sidecar_path);
     let sidecar_bytes = match read_capped(&sidecar_path, MAX_SIDECAR_BYTES, |n| {
-        err(ErrorKind::SignatureInvalid, format!("plugin {plugin}: sidecar {sidecar_file}: {n} bytes (limit: {MAX_SIDECAR_BYTES})"))
+        err(
+            ErrorKind::SignatureInvalid,
+            format!("plugin {plugin}: sidecar {sidecar_file}: {n} bytes (limit: {MAX_SIDECAR_BYTES})"),
+        )
     }) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == ErrorKind::Io && !sidecar_path.exists() => None,
@@ -306,17 +351,25 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
         None => {
             return Err(err(
                 ErrorKind::SignatureMissing,
-                format!("plugin {plugin}: no sidecar {sidecar_file}; sign the module (helios-plugin sign) or set allow_unsigned: true for development"),
+                format!(
+                    "plugin {plugin}: no sidecar {sidecar_file}; sign the module (helios-plugin sign) or set allow_unsigned: true for development"
+                ),
             ));
         }
         Some(_) if !anchors.any() && allow_unsigned => {
-            warn_unsigned(plugin, &file, "its sidecar is not checked because no key is trusted (no signer_public_key, no trust root)");
+            warn_unsigned(
+                plugin,
+                &file,
+                "its sidecar is not checked because no key is trusted (no signer_public_key, no trust root)",
+            );
             None
         }
         Some(_) if !anchors.any() => {
             return Err(err(
                 ErrorKind::SignerUntrusted,
-                format!("plugin {plugin}: no trusted key to check sidecar {sidecar_file} against (pin signer_public_key in {file} or configure a trust root)"),
+                format!(
+                    "plugin {plugin}: no trusted key to check sidecar {sidecar_file} against (pin signer_public_key in {file} or configure a trust root)"
+                ),
             ));
         }
         Some(bytes) => {
@@ -328,8 +381,8 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
         }
     };
     // 6. hooks
-    let module =
-        ModuleInfo::parse(&wasm).map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
+    let module = ModuleInfo::parse(&wasm)
+        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
     check_hooks_exported(&manifest.hooks, &module, plugin)?;
     Ok(VerifiedPlugin {
         name: manifest.name,
@@ -342,4 +395,3 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
         source: manifest_path.to_path_buf(),
     })
 }
-

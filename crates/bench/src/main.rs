@@ -47,7 +47,9 @@ fn parse_args() -> Result<Args> {
             "--extism" => args.extism = Some(it.next().context("--extism needs a path")?.into()),
             "--stack-dir" => args.stack_dir = Some(it.next().context("--stack-dir needs a path")?.into()),
             "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
-            "--only" => args.only.push(it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-6")?),
+            "--only" => args.only.push(
+                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-6")?,
+            ),
             "--quick" => {
                 args.timer = Timer::quick();
                 args.cycles = args.cycles.min(50_000);
@@ -127,10 +129,15 @@ fn proxy_entries() -> Result<Vec<Entry>> {
         let name = p.get("name").and_then(|v| v.as_str()).context("proxy.toml: a plugin without a name")?.to_owned();
         // Relative sources resolve from the config file's directory, as the host does.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_else(root);
-        let source = base.join(p.get("source").and_then(|v| v.as_str()).context("proxy.toml: a plugin without a source")?);
+        let source =
+            base.join(p.get("source").and_then(|v| v.as_str()).context("proxy.toml: a plugin without a source")?);
         let mut cfg = PluginConfig::new(name.clone());
         if let Some(t) = p.get("config").and_then(|v| v.as_table()) {
-            cfg = cfg.config_map(t.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect());
+            cfg = cfg.config_map(
+                t.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                    .collect(),
+            );
         }
         if let Some(pr) = p.get("priority").and_then(|v| v.as_integer()) {
             cfg = cfg.priority(pr as i32);
@@ -172,7 +179,8 @@ fn run() -> Result<()> {
     report.machine();
     let extism: Value = match &args.extism {
         Some(p) => match std::fs::read(p) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| json!({ "error": format!("{}: not JSON: {e}", p.display()) })),
+            Ok(b) => serde_json::from_slice(&b)
+                .unwrap_or_else(|e| json!({ "error": format!("{}: not JSON: {e}", p.display()) })),
             Err(e) => json!({ "error": format!("cannot read {}: {e}", p.display()) }),
         },
         None => json!({ "error": "not run (run `cargo xtask bench`)" }),
@@ -216,12 +224,19 @@ fn run() -> Result<()> {
         let w = &workloads["tool_denylist"];
         let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
         let rt = Runtime::new(RuntimeConfig::default())?;
-        let p = rt.load(&read_guest("tool_denylist.wasm")?, PluginConfig::new("fresh").config_map(config_of(w)).mode(InstanceMode::Fresh))?;
+        let p = rt.load(
+            &read_guest("tool_denylist.wasm")?,
+            PluginConfig::new("fresh").config_map(config_of(w)).mode(InstanceMode::Fresh),
+        )?;
         let t = Instant::now();
         for _ in 0..args.cycles {
             std::hint::black_box(p.evaluate(&req));
         }
-        eprintln!("helios-bench: {} fresh calls, {:.2} µs each", args.cycles, t.elapsed().as_secs_f64() * 1e6 / args.cycles as f64);
+        eprintln!(
+            "helios-bench: {} fresh calls, {:.2} µs each",
+            args.cycles,
+            t.elapsed().as_secs_f64() * 1e6 / args.cycles as f64
+        );
     }
     report.finish()?;
     Ok(())
@@ -250,7 +265,8 @@ fn per_call(args: &Args, workloads: &Value, extism: &Value, report: &mut Report)
     });
     let wasm = read_guest("tool_denylist.wasm")?;
     let pooled_p = rt.load(&wasm, PluginConfig::new("tool-denylist").config_map(config.clone()))?;
-    let fresh_p = rt.load(&wasm, PluginConfig::new("tool-denylist-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
+    let fresh_p =
+        rt.load(&wasm, PluginConfig::new("tool-denylist-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
     let same = pooled_p.evaluate(&req) == native_answer && fresh_p.evaluate(&req) == native_answer;
     let pooled = t.ns(|| {
         std::hint::black_box(pooled_p.evaluate(&req));
@@ -258,7 +274,14 @@ fn per_call(args: &Args, workloads: &Value, extism: &Value, report: &mut Report)
     let fresh = t.ns(|| {
         std::hint::black_box(fresh_p.evaluate(&req));
     });
-    rows.push(("tool-denylist guard (`evaluate`)", native, pooled, fresh, extism_number(extism, "tool_denylist", &native_answer)?, same));
+    rows.push((
+        "tool-denylist guard (`evaluate`)",
+        native,
+        pooled,
+        fresh,
+        extism_number(extism, "tool_denylist", &native_answer)?,
+        same,
+    ));
 
     // llm-guardrail hook
     let w = &workloads["llm_guardrail"];
@@ -275,7 +298,8 @@ fn per_call(args: &Args, workloads: &Value, extism: &Value, report: &mut Report)
     });
     let wasm = read_guest("llm_guardrail.wasm")?;
     let pooled_p = rt.load(&wasm, PluginConfig::new("llm-guardrail").config_map(config.clone()))?;
-    let fresh_p = rt.load(&wasm, PluginConfig::new("llm-guardrail-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
+    let fresh_p =
+        rt.load(&wasm, PluginConfig::new("llm-guardrail-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
     let same = pooled_p.call::<PreQuery>(&ctx).ok().as_ref() == Some(&native_answer)
         && fresh_p.call::<PreQuery>(&ctx).ok().as_ref() == Some(&native_answer);
     let pooled = t.ns(|| {
@@ -284,7 +308,14 @@ fn per_call(args: &Args, workloads: &Value, extism: &Value, report: &mut Report)
     let fresh = t.ns(|| {
         std::hint::black_box(fresh_p.call::<PreQuery>(&ctx).expect("llm-guardrail call"));
     });
-    rows.push(("llm-guardrail `pre_query` hook", native, pooled, fresh, extism_number(extism, "llm_guardrail", &native_answer)?, same));
+    rows.push((
+        "llm-guardrail `pre_query` hook",
+        native,
+        pooled,
+        fresh,
+        extism_number(extism, "llm_guardrail", &native_answer)?,
+        same,
+    ));
 
     report.per_call(&rows, extism);
     Ok(())
@@ -303,7 +334,11 @@ fn extism_number<T: serde::Serialize>(extism: &Value, key: &str, expected: &T) -
         return Ok(Err(format!("no {key} numbers in the Extism output")));
     };
     if r["output"] != serde_json::to_value(expected)? {
-        return Ok(Err(format!("Extism answered {} where native answered {}", r["output"], serde_json::to_value(expected)?)));
+        return Ok(Err(format!(
+            "Extism answered {} where native answered {}",
+            r["output"],
+            serde_json::to_value(expected)?
+        )));
     }
     Ok(Ok((call, fresh)))
 }
@@ -314,7 +349,8 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
     eprintln!("helios-bench: 2. chains");
     let rt = Runtime::new(RuntimeConfig::default())?;
     let light = light_plugin_wat();
-    let ctx: QueryContext = serde_json::from_value(serde_json::from_str::<Value>(WORKLOADS)?["llm_guardrail"]["input"].clone())?;
+    let ctx: QueryContext =
+        serde_json::from_value(serde_json::from_str::<Value>(WORKLOADS)?["llm_guardrail"]["input"].clone())?;
     let mut rows = Vec::new();
     for n in [1usize, 8, 32] {
         let plugins = (0..n)
@@ -352,10 +388,20 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
                 });
             }
             for (name, d) in best {
-                rows.push((format!("… of which `{name}`"), 1, d.as_nanos() as f64, "fastest of 200 calls in the chain".into()));
+                rows.push((
+                    format!("… of which `{name}`"),
+                    1,
+                    d.as_nanos() as f64,
+                    "fastest of 200 calls in the chain".into(),
+                ));
             }
         }
-        None => rows.push(("the 8 first-party plugins".into(), 0, f64::NAN, "not built (run `cargo xtask build-examples`)".into())),
+        None => rows.push((
+            "the 8 first-party plugins".into(),
+            0,
+            f64::NAN,
+            "not built (run `cargo xtask build-examples`)".into(),
+        )),
     }
     report.chains(&rows);
     Ok(())
@@ -455,7 +501,8 @@ fn load(report: &mut Report) -> Result<()> {
         artefacts
             .iter()
             .map(|(path, cfg)| {
-                let v = helios_plugin_artefact::verify_path(path, &opts).with_context(|| format!("verifying {}", path.display()))?;
+                let v = helios_plugin_artefact::verify_path(path, &opts)
+                    .with_context(|| format!("verifying {}", path.display()))?;
                 Ok((v.wasm, cfg.clone()))
             })
             .collect()
@@ -480,7 +527,9 @@ fn load(report: &mut Report) -> Result<()> {
     let cold = median((0..3).map(|_| time_load(RuntimeConfig::default())).collect::<Result<Vec<_>>>()?);
     let cache = dir.path().join("module-cache");
     time_load(RuntimeConfig::default().module_cache_dir(&cache))?; // fills the cache
-    let warm = median((0..7).map(|_| time_load(RuntimeConfig::default().module_cache_dir(&cache))).collect::<Result<Vec<_>>>()?);
+    let warm = median(
+        (0..7).map(|_| time_load(RuntimeConfig::default().module_cache_dir(&cache))).collect::<Result<Vec<_>>>()?,
+    );
     let sizes: u64 = entries.iter().filter_map(|e| std::fs::metadata(&e.source).ok()).map(|m| m.len()).sum();
     report.load(entries.len(), sizes, cold, warm);
     Ok(())
@@ -510,14 +559,25 @@ fn instantiation(args: &Args, workloads: &Value, report: &mut Report) -> Result<
     if let Some(s) = &small_stack {
         variants.push(("64 KiB guest stack (`-zstack-size=65536`)".into(), d(), s));
         variants.push(("64 KiB guest stack, keep_resident 0".into(), d().linear_memory_keep_resident(0), s));
-        variants.push(("64 KiB guest stack, keep_resident 256 KiB".into(), d().linear_memory_keep_resident(256 << 10), s));
-        variants.push(("64 KiB guest stack, keep_resident 256 KiB, epoch off".into(), d().linear_memory_keep_resident(256 << 10).epoch_interruption(false), s));
+        variants.push((
+            "64 KiB guest stack, keep_resident 256 KiB".into(),
+            d().linear_memory_keep_resident(256 << 10),
+            s,
+        ));
+        variants.push((
+            "64 KiB guest stack, keep_resident 256 KiB, epoch off".into(),
+            d().linear_memory_keep_resident(256 << 10).epoch_interruption(false),
+            s,
+        ));
     }
     let mut rows = Vec::new();
     for (name, rc, bytes) in variants {
         let rt = Runtime::new(rc)?;
         let pooled = rt.load(bytes, PluginConfig::new("tool-denylist").config_map(config.clone()))?;
-        let fresh = rt.load(bytes, PluginConfig::new("tool-denylist-fresh").config_map(config.clone()).mode(InstanceMode::Fresh))?;
+        let fresh = rt.load(
+            bytes,
+            PluginConfig::new("tool-denylist-fresh").config_map(config.clone()).mode(InstanceMode::Fresh),
+        )?;
         if !pooled.evaluate(&req).is_allow() || !fresh.evaluate(&req).is_allow() {
             bail!("{name}: tool-denylist did not allow the benchmark request");
         }
@@ -589,7 +649,16 @@ fn memory(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
     let rss_after = rss_kib();
     let stats = fresh.stats();
     drop(real);
-    report.memory(per_real, per_plugin, per_instance, args.cycles, rss_before, rss_after, secs, stats.instances_created);
+    report.memory(
+        per_real,
+        per_plugin,
+        per_instance,
+        args.cycles,
+        rss_before,
+        rss_after,
+        secs,
+        stats.instances_created,
+    );
     Ok(())
 }
 
@@ -600,7 +669,8 @@ mod tests {
     #[test]
     fn generated_sql_has_the_requested_size_and_passes_the_guardrail_as_ai_traffic() {
         let w: Value = serde_json::from_str(WORKLOADS).expect("workloads.json");
-        let mut ctx: QueryContext = serde_json::from_value(w["llm_guardrail"]["input"].clone()).expect("a QueryContext");
+        let mut ctx: QueryContext =
+            serde_json::from_value(w["llm_guardrail"]["input"].clone()).expect("a QueryContext");
         set_native_config(&config_of(&w["llm_guardrail"]));
         for size in [100usize, 10_000] {
             ctx.query = sql_of_size(size);
@@ -615,7 +685,8 @@ mod tests {
     #[test]
     fn the_guard_workload_is_allowed_and_a_listed_tool_is_denied() {
         let w: Value = serde_json::from_str(WORKLOADS).expect("workloads.json");
-        let mut req: GuardRequest = serde_json::from_value(w["tool_denylist"]["input"].clone()).expect("a GuardRequest");
+        let mut req: GuardRequest =
+            serde_json::from_value(w["tool_denylist"]["input"].clone()).expect("a GuardRequest");
         set_native_config(&config_of(&w["tool_denylist"]));
         assert!(tool_denylist::evaluate(&req).is_allow());
         req.tool_name = "curl".into();

@@ -27,11 +27,16 @@ fn per_sec(ns: f64) -> String {
 }
 
 fn first_line(path: &str, prefix: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()?.lines().find_map(|l| l.strip_prefix(prefix).map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned()))
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned()))
 }
 
 pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 impl Report {
@@ -54,7 +59,8 @@ impl Report {
             .unwrap_or_else(|| "unknown".into());
         let load = loadavg();
         let _ = writeln!(self.md, "Machine: {nproc} cores ({cpu}); {rustc}; load average at start {load}.\n");
-        self.json.insert("machine".into(), json!({ "nproc": nproc, "cpu": cpu, "rustc": rustc, "loadavg_start": load }));
+        self.json
+            .insert("machine".into(), json!({ "nproc": nproc, "cpu": cpu, "rustc": rustc, "loadavg_start": load }));
     }
 
     #[allow(clippy::type_complexity)]
@@ -92,9 +98,15 @@ impl Report {
             match (&guard.4, &hook.4) {
                 (Ok((g, _)), Ok((h, _))) => {
                     let (rg, rh) = (g / guard.2, h / hook.2);
-                    self.goal("Extism ≥ 10× slower than ours", format!("guard {rg:.1}×, llm-guardrail {rh:.1}×"), rg >= 10.0 && rh >= 10.0);
+                    self.goal(
+                        "Extism ≥ 10× slower than ours",
+                        format!("guard {rg:.1}×, llm-guardrail {rh:.1}×"),
+                        rg >= 10.0 && rh >= 10.0,
+                    );
                 }
-                (Err(e), _) | (_, Err(e)) => self.goal("Extism ≥ 10× slower than ours", format!("not measured: {e}"), false),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.goal("Extism ≥ 10× slower than ours", format!("not measured: {e}"), false)
+                }
             }
         }
         self.json.insert("per_call".into(), json!(j));
@@ -114,17 +126,28 @@ impl Report {
         let _ = writeln!(self.md);
         if let Some(r) = rows.iter().find(|r| r.0.starts_with("8 ×")) {
             // (rows starting with "…" break the real chain down by plugin)
-            self.goal("≥ 100,000 statements/s through 8 plugins", format!("{} /s (8 light plugins)", per_sec(r.2)), 1e9 / r.2 >= 100_000.0);
+            self.goal(
+                "≥ 100,000 statements/s through 8 plugins",
+                format!("{} /s (8 light plugins)", per_sec(r.2)),
+                1e9 / r.2 >= 100_000.0,
+            );
         }
         if let Some(r) = rows.iter().find(|r| r.0.starts_with("the 8 first-party") && !r.2.is_nan()) {
-            self.goal("≥ 100,000 statements/s through the real chain", format!("{} /s", per_sec(r.2)), 1e9 / r.2 >= 100_000.0);
+            self.goal(
+                "≥ 100,000 statements/s through the real chain",
+                format!("{} /s", per_sec(r.2)),
+                1e9 / r.2 >= 100_000.0,
+            );
         }
         self.json.insert("chains".into(), json!(j));
     }
 
     pub fn input_size(&mut self, rows: &[(usize, usize, f64, f64)]) {
         let _ = writeln!(self.md, "### 3. Input size through llm-guardrail (AI traffic: parsed and judged)\n");
-        let _ = writeln!(self.md, "| SQL | JSON input | native | ours, pooled | native ns/byte | ours ns/byte | ours ÷ native |");
+        let _ = writeln!(
+            self.md,
+            "| SQL | JSON input | native | ours, pooled | native ns/byte | ours ns/byte | ours ÷ native |"
+        );
         let _ = writeln!(self.md, "|---:|---:|---:|---:|---:|---:|---:|");
         let mut j = Vec::new();
         for (sql, json_bytes, native, ours) in rows {
@@ -143,13 +166,20 @@ impl Report {
         let _ = writeln!(self.md);
         if let [_, mid, big] = rows {
             let (a, b) = (mid.3 / mid.1 as f64, big.3 / big.1 as f64);
-            self.goal("per-byte cost linear (10 KB vs 1 MB ns/byte within 1.5×)", format!("{a:.2} vs {b:.2} ns/byte"), b / a <= 1.5 && a / b <= 1.5);
+            self.goal(
+                "per-byte cost linear (10 KB vs 1 MB ns/byte within 1.5×)",
+                format!("{a:.2} vs {b:.2} ns/byte"),
+                b / a <= 1.5 && a / b <= 1.5,
+            );
         }
         self.json.insert("input_size".into(), json!(j));
     }
 
     pub fn load_missing(&mut self) {
-        let _ = writeln!(self.md, "### 4. Load\n\nNot measured: the first-party wasm is not built (run `cargo xtask build-examples`).\n");
+        let _ = writeln!(
+            self.md,
+            "### 4. Load\n\nNot measured: the first-party wasm is not built (run `cargo xtask build-examples`).\n"
+        );
         self.goal("8 plugins warm-loaded ≤ 50 ms", "not measured".into(), false);
     }
 
@@ -159,7 +189,10 @@ impl Report {
             "### 4. Loading the {n} first-party plugins ({:.1} MiB of wasm, signed .tar.gz artefacts, throw-away Ed25519 key)\n",
             bytes as f64 / (1 << 20) as f64
         );
-        let _ = writeln!(self.md, "| load | new Runtime | verify (unpack, hash, signature) | compile or cache + link | verify + load |");
+        let _ = writeln!(
+            self.md,
+            "| load | new Runtime | verify (unpack, hash, signature) | compile or cache + link | verify + load |"
+        );
         let _ = writeln!(self.md, "|---|---:|---:|---:|---:|");
         for (name, (rt, v, l)) in [("cold (compile)", cold), ("warm (module cache on disk)", warm)] {
             let _ = writeln!(self.md, "| {name} | {rt:.1} ms | {v:.1} ms | {l:.1} ms | **{:.1} ms** |", v + l);
@@ -176,7 +209,10 @@ impl Report {
 
     pub fn instantiation(&mut self, rows: &[(String, f64, f64, u64)], small_stack: bool) {
         let _ = writeln!(self.md, "### 5. Instantiation and limits (tool-denylist guard, one call)\n");
-        let _ = writeln!(self.md, "| runtime setting | pooled | fresh instance | fresh − pooled (instantiate + drop) | guest initial memory |");
+        let _ = writeln!(
+            self.md,
+            "| runtime setting | pooled | fresh instance | fresh − pooled (instantiate + drop) | guest initial memory |"
+        );
         let _ = writeln!(self.md, "|---|---:|---:|---:|---:|");
         let mut j = Vec::new();
         for (name, p, f, pages) in rows {
@@ -184,7 +220,8 @@ impl Report {
             j.push(json!({ "setting": name, "pooled_ns": p, "fresh_ns": f, "initial_memory_pages": pages }));
         }
         if !small_stack {
-            let _ = writeln!(self.md, "\n(The 64 KiB-stack guest variant was not built: run through `cargo xtask bench`.)");
+            let _ =
+                writeln!(self.md, "\n(The 64 KiB-stack guest variant was not built: run through `cargo xtask bench`.)");
         }
         let _ = writeln!(self.md);
         self.json.insert("instantiation".into(), json!(j));
@@ -207,13 +244,17 @@ impl Report {
         let _ = writeln!(self.md, "|---|---:|");
         match per_real {
             Some(r) => {
-                let _ = writeln!(self.md, "| per first-party plugin loaded (its compiled code included) | {r:.0} KiB |");
+                let _ =
+                    writeln!(self.md, "| per first-party plugin loaded (its compiled code included) | {r:.0} KiB |");
             }
             None => {
                 let _ = writeln!(self.md, "| per first-party plugin loaded | not built |");
             }
         }
-        let _ = writeln!(self.md, "| per extra plugin of an already-compiled module (tool-denylist ×200) | {per_plugin:.1} KiB |");
+        let _ = writeln!(
+            self.md,
+            "| per extra plugin of an already-compiled module (tool-denylist ×200) | {per_plugin:.1} KiB |"
+        );
         let _ = writeln!(self.md, "| per live warm instance (tool-denylist ×200) | {per_instance:.1} KiB |");
         let _ = writeln!(
             self.md,
@@ -224,7 +265,11 @@ impl Report {
         );
         let _ = writeln!(self.md);
         let flat = after - before <= 1024;
-        self.goal("flat memory over create/call/destroy cycles (≤ 1 MiB growth)", format!("{:+} KiB over {cycles}", after - before), flat);
+        self.goal(
+            "flat memory over create/call/destroy cycles (≤ 1 MiB growth)",
+            format!("{:+} KiB over {cycles}", after - before),
+            flat,
+        );
         self.json.insert(
             "memory".into(),
             json!({ "per_first_party_plugin_kib": per_real, "per_plugin_kib": per_plugin, "per_instance_kib": per_instance,
@@ -245,12 +290,16 @@ impl Report {
         let load = loadavg();
         let _ = writeln!(self.md, "Load average at the end: {load}.");
         self.json.insert("loadavg_end".into(), json!(load));
-        self.json.insert("goals".into(), json!(self.goals.iter().map(|(w, f, m)| json!({"goal": w, "measured": f, "met": m})).collect::<Vec<_>>()));
+        self.json.insert(
+            "goals".into(),
+            json!(self.goals.iter().map(|(w, f, m)| json!({"goal": w, "measured": f, "met": m})).collect::<Vec<_>>()),
+        );
         let md = format!("{head}{}", self.md);
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         std::fs::write(dir.join("results.md"), &md).context("writing results.md")?;
-        std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&Value::Object(self.json))?).context("writing results.json")?;
+        std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&Value::Object(self.json))?)
+            .context("writing results.json")?;
         println!("{md}");
         eprintln!("helios-bench: wrote {}/results.{{md,json}}", dir.display());
         Ok(())

@@ -56,7 +56,8 @@ fn call(args: &CallArgs) -> Result<(String, i32)> {
     } else {
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
     };
-    serde_json::from_slice::<serde_json::Value>(&input).with_context(|| format!("{} is not JSON", args.input.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&input)
+        .with_context(|| format!("{} is not JSON", args.input.display()))?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.wasm.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into())
     });

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use helios_plugin_artefact::{
-    self as artefact, Blocklist, ErrorKind, PackOptions, PackSigning, TrustRoot, UnpackLimits, VerifyOptions, keys, manifests,
-    signing,
+    self as artefact, Blocklist, ErrorKind, PackOptions, PackSigning, TrustRoot, UnpackLimits, VerifyOptions, keys,
+    manifests, signing,
 };
 use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
@@ -110,13 +110,21 @@ pub fn sign(args: SignArgs) -> Result<i32> {
         if args.name.is_some() {
             bail!("--name/--version apply to modules; an artefact's name and version come from its manifest");
         }
-        let Some(key_path) = &args.key else { bail!("signing an artefact needs --key (it signs the module and the manifest)") };
+        let Some(key_path) = &args.key else {
+            bail!("signing an artefact needs --key (it signs the module and the manifest)")
+        };
         let key = keys::read_signing_key(key_path)?;
         let signed = artefact::sign_artefact(&artefact::read_artefact(&args.input, &limits)?, &key)?;
         let out = args.out.clone().unwrap_or_else(|| args.input.clone());
         artefact::save_artefact(&signed, &out)?;
         let m = manifests::parse_artefact_manifest(&signed.manifest, "manifest.json")?;
-        println!("signed {} {} with {} -> {}", m.name, m.version, keys::public_key_hex(&key.verifying_key()), out.display());
+        println!(
+            "signed {} {} with {} -> {}",
+            m.name,
+            m.version,
+            keys::public_key_hex(&key.verifying_key()),
+            out.display()
+        );
         return Ok(0);
     }
     let wasm = read_module(&args.input)?;
@@ -126,7 +134,8 @@ pub fn sign(args: SignArgs) -> Result<i32> {
     };
     manifests::check_name(&name, "--name", "name")?;
     manifests::check_version(&version, "--version", "version")?;
-    let sidecar_out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}{SIDECAR_SUFFIX}", args.input.display())));
+    let sidecar_out =
+        args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{}{SIDECAR_SUFFIX}", args.input.display())));
     let sidecar = if let Some(key_path) = &args.key {
         signing::sign_module(&keys::read_signing_key(key_path)?, &wasm, &name, &version)
     } else {
@@ -150,7 +159,12 @@ pub fn sign(args: SignArgs) -> Result<i32> {
         signing::sidecar_from_signature(&wasm, &name, &version, &vk, &sig, &sig_path.display().to_string())?
     };
     write_file(&sidecar_out, &signing::sidecar_bytes(&sidecar))?;
-    println!("signed {name} {version} ({}) with {} -> {}", sidecar.module_hash, sidecar.signer_public_key, sidecar_out.display());
+    println!(
+        "signed {name} {version} ({}) with {} -> {}",
+        sidecar.module_hash,
+        sidecar.signer_public_key,
+        sidecar_out.display()
+    );
     Ok(0)
 }
 
@@ -166,7 +180,12 @@ fn name_from_guard_manifest(wasm: &Path) -> Result<(String, String)> {
     let described = dir.join(&m.wasm_path);
     let same = std::fs::canonicalize(&described).ok() == std::fs::canonicalize(wasm).ok();
     if !same {
-        bail!("sign needs --name and --version ({} describes {}, not {})", mpath.display(), m.wasm_path, wasm.display());
+        bail!(
+            "sign needs --name and --version ({} describes {}, not {})",
+            mpath.display(),
+            m.wasm_path,
+            wasm.display()
+        );
     }
     Ok((m.name, m.version))
 }
@@ -260,13 +279,26 @@ pub fn pack(args: PackArgs) -> Result<i32> {
     artefact::save_artefact(&packed.artefact, &args.out)?;
     let m = &packed.manifest;
     let hooks: Vec<_> = m.hooks.iter().map(|h| h.export_name()).collect();
-    println!("packed {} {} [{}] sha256 {} -> {}", m.name, m.version, hooks.join(", "), m.wasm_sha256, args.out.display());
+    println!(
+        "packed {} {} [{}] sha256 {} -> {}",
+        m.name,
+        m.version,
+        hooks.join(", "),
+        m.wasm_sha256,
+        args.out.display()
+    );
     if !packed.undeclared_exports.is_empty() {
         let extra: Vec<_> = packed.undeclared_exports.iter().map(|h| h.export_name()).collect();
-        eprintln!("warning: the module exports hooks that are not declared and will never be called: {}", extra.join(", "));
+        eprintln!(
+            "warning: the module exports hooks that are not declared and will never be called: {}",
+            extra.join(", ")
+        );
     }
     if sidecar_only {
-        eprintln!("note: the manifest is not signed yet; run: helios-plugin sign --key KEY --input {}", args.out.display());
+        eprintln!(
+            "note: the manifest is not signed yet; run: helios-plugin sign --key KEY --input {}",
+            args.out.display()
+        );
     }
     if unsigned {
         eprintln!("note: unsigned artefact; sign it with: helios-plugin sign --key KEY --input {}", args.out.display());

@@ -12,7 +12,11 @@ mod audit;
 mod call;
 
 #[derive(Debug, Parser)]
-#[command(name = "helios-plugin", version, about = "Sign, pack, inspect, verify and call helios-plugin WebAssembly plugins")]
+#[command(
+    name = "helios-plugin",
+    version,
+    about = "Sign, pack, inspect, verify and call helios-plugin WebAssembly plugins"
+)]
 #[command(after_help = cli::exit_code_table())]
 struct Cli {
     #[command(subcommand)]

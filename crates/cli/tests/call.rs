@@ -26,7 +26,11 @@ struct Out {
 
 fn run(args: &[&str]) -> Out {
     let o = bin().args(args).output().unwrap();
-    Out { code: o.status.code().unwrap(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+    Out {
+        code: o.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
 }
 
 #[test]

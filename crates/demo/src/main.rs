@@ -27,7 +27,13 @@ fn main() -> Result<()> {
     println!("  key      {}", signed.public_key_hex);
     println!("  trust    {}", signed.trust_dir.display());
     for a in &signed.artefacts {
-        println!("  packed   {:<18} {} ({} bytes, sha256 {}…)", a.name, a.path.display(), a.wasm_bytes, &a.sha256[..16]);
+        println!(
+            "  packed   {:<18} {} ({} bytes, sha256 {}…)",
+            a.name,
+            a.path.display(),
+            a.wasm_bytes,
+            &a.sha256[..16]
+        );
     }
 
     report::heading("2. Load them through proxy.toml (verify before compile)");
@@ -47,6 +53,10 @@ fn main() -> Result<()> {
     report::summary(&loaded.chain, &stats);
     report::audit(&loaded);
 
-    println!("\ndone in {:.1} s; artefacts, trust root and proxy.toml were in {}", started.elapsed().as_secs_f64(), work.path().display());
+    println!(
+        "\ndone in {:.1} s; artefacts, trust root and proxy.toml were in {}",
+        started.elapsed().as_secs_f64(),
+        work.path().display()
+    );
     Ok(())
 }

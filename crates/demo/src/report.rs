@@ -86,7 +86,9 @@ fn route_label(r: &Result<RouteResult, helios_plugin_host::PluginError>) -> &'st
 pub fn tool_calls(chain: &Chain, calls: &[GuardRequest], stats: &mut Stats) {
     let (mut allowed, mut denied) = (0, 0);
     for (i, req) in calls.iter().enumerate() {
-        let v = chain.evaluate_observed(req, &mut |p, took, v| stats.record(p, took, if v.is_allow() { "allow" } else { "deny" }));
+        let v = chain.evaluate_observed(req, &mut |p, took, v| {
+            stats.record(p, took, if v.is_allow() { "allow" } else { "deny" })
+        });
         let shown = match &v {
             GuardVerdict::Allow => {
                 allowed += 1;
@@ -97,7 +99,13 @@ pub fn tool_calls(chain: &Chain, calls: &[GuardRequest], stats: &mut Stats) {
                 format!("DENY  {}", clip(reason, 60))
             }
         };
-        println!("  {:>3} {:<22} {:<16} {}", i + 1, clip(&format!("{:?}", req.tool_name), 22), clip(&req.agent_id, 16), shown);
+        println!(
+            "  {:>3} {:<22} {:<16} {}",
+            i + 1,
+            clip(&format!("{:?}", req.tool_name), 22),
+            clip(&req.agent_id, 16),
+            shown
+        );
     }
     println!("  → {allowed} allowed, {denied} denied");
 }
@@ -108,7 +116,8 @@ fn context(i: usize, st: &Statement) -> QueryContext {
         query: st.sql.clone(),
         normalized: String::new(),
         tables: Vec::new(),
-        is_read_only: upper.starts_with("SELECT") || upper.starts_with("WITH") && !upper.contains("DELETE") && !upper.contains("UPDATE"),
+        is_read_only: upper.starts_with("SELECT")
+            || upper.starts_with("WITH") && !upper.contains("DELETE") && !upper.contains("UPDATE"),
         hook_context: HookContext {
             request_id: format!("demo-{:04}", i + 1),
             client_id: Some("127.0.0.1:50000".into()),
@@ -130,14 +139,20 @@ pub fn statements(loaded: &Loaded, statements: &[Statement], notes: bool, stats:
         let pre = chain.pre_query_observed(&ctx, &mut |p, took, r| stats.record(p, took, pre_label(r)));
         let who = |d: &Option<std::sync::Arc<str>>| d.as_deref().unwrap_or("?").to_owned();
         let (label, shown) = match &pre.result {
-            PreQueryResult::Block { reason } => ("blocked", format!("BLOCK by {}: {}", who(&pre.decided_by), clip(reason, 70))),
-            PreQueryResult::Cached { bytes } => ("cached", format!("CACHED by {} ({} bytes)", who(&pre.decided_by), bytes.len())),
+            PreQueryResult::Block { reason } => {
+                ("blocked", format!("BLOCK by {}: {}", who(&pre.decided_by), clip(reason, 70)))
+            }
+            PreQueryResult::Cached { bytes } => {
+                ("cached", format!("CACHED by {} ({} bytes)", who(&pre.decided_by), bytes.len()))
+            }
             _ => {
                 let mut run = ctx.clone();
                 run.query = pre.query(&ctx).to_owned();
                 let route = chain.route_observed(&run, &mut |p, took, r| stats.record(p, took, route_label(r)));
                 match &route.result {
-                    RouteResult::Block { reason } => ("blocked", format!("BLOCK by {} (route): {}", who(&route.decided_by), clip(reason, 60))),
+                    RouteResult::Block { reason } => {
+                        ("blocked", format!("BLOCK by {} (route): {}", who(&route.decided_by), clip(reason, 60)))
+                    }
                     r => {
                         // No database in this part of the demo: a deterministic, plausible outcome.
                         let outcome = QueryOutcome {
@@ -153,9 +168,10 @@ pub fn statements(loaded: &Loaded, statements: &[Statement], notes: bool, stats:
                             error: None,
                         };
                         let node = outcome.target_node.clone().unwrap_or_default();
-                        chain.post_query_observed(&PostQueryEnvelope { query_context: run.clone(), outcome }, &mut |p, took, r| {
-                            stats.record(p, took, if r.is_ok() { "observed" } else { "error" })
-                        });
+                        chain.post_query_observed(
+                            &PostQueryEnvelope { query_context: run.clone(), outcome },
+                            &mut |p, took, r| stats.record(p, took, if r.is_ok() { "observed" } else { "error" }),
+                        );
                         let mut s = format!("ok → {node}");
                         if !pre.rewritten_by.is_empty() {
                             s.push_str(&format!("  REWRITTEN: {}", clip(&run.query, 70)));
@@ -170,7 +186,13 @@ pub fn statements(loaded: &Loaded, statements: &[Statement], notes: bool, stats:
             }
         };
         *totals.entry(label).or_default() += 1;
-        println!("  {:>3} {:<12} {:<58} {}", i + 1, clip(st.identity.as_deref().unwrap_or("-"), 12), clip(&st.sql, 58), shown);
+        println!(
+            "  {:>3} {:<12} {:<58} {}",
+            i + 1,
+            clip(st.identity.as_deref().unwrap_or("-"), 12),
+            clip(&st.sql, 58),
+            shown
+        );
         if notes && !st.note.is_empty() {
             println!("      expected: {}", st.note);
         }
@@ -205,7 +227,9 @@ pub fn summary(chain: &Chain, stats: &Stats) {
             decisions.join(", ")
         );
     }
-    println!("  (times include JSON both ways and the instance checkout; the first call of each plugin creates its instance)");
+    println!(
+        "  (times include JSON both ways and the instance checkout; the first call of each plugin creates its instance)"
+    );
 }
 
 /// The audit trail the audit-chain plugin logged.

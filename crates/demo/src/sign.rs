@@ -74,8 +74,9 @@ pub fn sign_examples(corpus_toml: &Path, work: &Path) -> Result<Signed> {
         let t = entry.as_table_mut().context("a [[plugins]] entry is not a table")?;
         let name = str_field(t, "name", "[[plugins]]")?.to_owned();
         let source = base.join(str_field(t, "source", &name)?);
-        let wasm = std::fs::read(&source)
-            .with_context(|| format!("plugin {name}: reading {} (run `cargo xtask build-examples`)", source.display()))?;
+        let wasm = std::fs::read(&source).with_context(|| {
+            format!("plugin {name}: reading {} (run `cargo xtask build-examples`)", source.display())
+        })?;
         let hooks = match t.get("hooks").and_then(|h| h.as_array()) {
             Some(list) => Some(
                 list.iter()
@@ -93,7 +94,12 @@ pub fn sign_examples(corpus_toml: &Path, work: &Path) -> Result<Signed> {
         let packed = pack(wasm, opts)?;
         let path = artefact_dir.join(format!("{name}-1.0.0.tar.gz"));
         save_artefact(&packed.artefact, &path)?;
-        artefacts.push(ArtefactInfo { name: name.clone(), path: path.clone(), wasm_bytes: packed.artefact.wasm.len(), sha256: packed.manifest.wasm_sha256.clone() });
+        artefacts.push(ArtefactInfo {
+            name: name.clone(),
+            path: path.clone(),
+            wasm_bytes: packed.artefact.wasm.len(),
+            sha256: packed.manifest.wasm_sha256.clone(),
+        });
         t.insert("source".into(), path.display().to_string().into());
         t.insert("verify_with".into(), trust_dir.display().to_string().into());
     }

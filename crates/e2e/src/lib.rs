@@ -42,7 +42,10 @@ pub fn wasm_path(package: &str) -> PathBuf {
 pub fn wasm(package: &str) -> Result<Vec<u8>, String> {
     let path = wasm_path(package);
     std::fs::read(&path).map_err(|e| {
-        format!("{}: cannot read the wasm build of plugin {package} ({e}); run `cargo xtask build-examples` first", path.display())
+        format!(
+            "{}: cannot read the wasm build of plugin {package} ({e}); run `cargo xtask build-examples` first",
+            path.display()
+        )
     })
 }
 
@@ -61,8 +64,9 @@ impl Host {
         let clock = ManualClock::new(now);
         let logs = MemoryLogSink::new();
         let cache = target_dir().join("e2e-module-cache");
-        let runtime = Runtime::new(RuntimeConfig::default().clock(clock.clone()).log_sink(logs.clone()).module_cache_dir(cache))
-            .unwrap_or_else(|e| panic!("cannot build the runtime: {e}"));
+        let runtime =
+            Runtime::new(RuntimeConfig::default().clock(clock.clone()).log_sink(logs.clone()).module_cache_dir(cache))
+                .unwrap_or_else(|e| panic!("cannot build the runtime: {e}"));
         Host { runtime, clock, logs }
     }
 

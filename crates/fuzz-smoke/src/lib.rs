@@ -103,7 +103,11 @@ pub mod targets {
         let limits = UnpackLimits { max_module_bytes: UNPACK_MAX_MODULE_BYTES };
         match unpack_artefact(data, "fuzz.tar.gz", &limits) {
             Ok(a) => {
-                assert!(a.wasm.len() as u64 <= UNPACK_MAX_MODULE_BYTES, "plugin.wasm of {} bytes passed the cap", a.wasm.len());
+                assert!(
+                    a.wasm.len() as u64 <= UNPACK_MAX_MODULE_BYTES,
+                    "plugin.wasm of {} bytes passed the cap",
+                    a.wasm.len()
+                );
                 assert!(a.manifest.len() as u64 <= helios_plugin_schema::manifest::MAX_MANIFEST_BYTES);
                 let opts = VerifyOptions::default().allow_unsigned(true).max_module_bytes(UNPACK_MAX_MODULE_BYTES);
                 if let Err(e) = verify_artefact(&a, "fuzz.tar.gz", &opts) {
@@ -245,7 +249,8 @@ pub mod targets {
                 }
                 let _ = plugin.evaluate(&Default::default());
             }
-            for (hook, input) in [(Hook::PreQuery, &query[..]), (Hook::Route, &query[..]), (Hook::PostQuery, &post[..])] {
+            for (hook, input) in [(Hook::PreQuery, &query[..]), (Hook::Route, &query[..]), (Hook::PostQuery, &post[..])]
+            {
                 if plugin.serves(hook)
                     && let Err(e) = plugin.call_json(hook, input)
                 {

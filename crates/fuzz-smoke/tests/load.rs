@@ -32,7 +32,8 @@ fn hostile_sdk() -> Vec<u8> {
         .status()
         .expect("cargo could not be started");
     assert!(status.success(), "building hostile-sdk for wasm32 failed: {status}");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("wasm32-unknown-unknown/guest/hostile_sdk.wasm");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -58,7 +59,11 @@ const MAX_RSS_GROWTH_BYTES: u64 = 16 << 20;
 
 fn counter(rt: &Runtime, plugin: &str, client: &str) -> Option<u64> {
     let key = format!("count:{client}");
-    rt.kv().entries(plugin).into_iter().find(|(k, _)| k == key.as_bytes()).map(|(_, v)| u64::from_le_bytes(v[..8].try_into().unwrap()))
+    rt.kv()
+        .entries(plugin)
+        .into_iter()
+        .find(|(k, _)| k == key.as_bytes())
+        .map(|(_, v)| u64::from_le_bytes(v[..8].try_into().unwrap()))
 }
 
 #[test]

@@ -42,12 +42,16 @@ fn abi_target_over_its_seed_corpus() {
 
 #[test]
 fn the_good_seeds_are_accepted_and_the_hostile_ones_refused() {
-    let get = |t: &str, n: &str| corpus(t).into_iter().find(|(name, _)| name == n).unwrap_or_else(|| panic!("{t}/{n} missing")).1;
+    let get = |t: &str, n: &str| {
+        corpus(t).into_iter().find(|(name, _)| name == n).unwrap_or_else(|| panic!("{t}/{n} missing")).1
+    };
     assert_eq!(targets::manifest(&get("manifest", "manifest.json")), Outcome::Accepted);
     assert_eq!(targets::config(&get("config", "proxy.toml")), Outcome::Accepted);
     assert_eq!(targets::config(&get("config", "typo.toml")), Outcome::Rejected);
     assert_eq!(targets::unpack(&get("unpack", "good.tar.gz")), Outcome::Accepted);
-    for hostile in ["traversal.tar.gz", "symlink.tar.gz", "unknown-entry.tar.gz", "duplicate.tar.gz", "zeros-bomb.tar.gz"] {
+    for hostile in
+        ["traversal.tar.gz", "symlink.tar.gz", "unknown-entry.tar.gz", "duplicate.tar.gz", "zeros-bomb.tar.gz"]
+    {
         assert_eq!(targets::unpack(&get("unpack", hostile)), Outcome::Rejected, "{hostile}");
     }
 }
@@ -64,7 +68,12 @@ fn the_abi_target_runs_hand_written_hostile_modules_without_panicking() {
             (func (export "pre_query") (param i32 i32) (result i64) {b} (drop) (i64.const -1)))"#
         )
     };
-    for b in ["(loop (br 0)) (i32.const 0)", "unreachable", "(call $set (i32.const -1) (i32.const 9) (i32.const 0) (i32.const 0))", "(i32.const 7)"] {
+    for b in [
+        "(loop (br 0)) (i32.const 0)",
+        "unreachable",
+        "(call $set (i32.const -1) (i32.const 9) (i32.const 0) (i32.const 0))",
+        "(i32.const 7)",
+    ] {
         assert_eq!(targets::run_module(body(b).as_bytes()), Outcome::Accepted, "{b}");
     }
     assert_eq!(targets::run_module(b"\0asm\x01\0\0\0\x01"), Outcome::Rejected);

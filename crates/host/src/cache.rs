@@ -158,7 +158,8 @@ mod tests {
     }
 
     fn entries(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
         v.sort();
         v
     }
@@ -223,7 +224,8 @@ mod tests {
     fn an_engine_with_other_settings_uses_its_own_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
         let metered = runtime(dir.path());
-        let unmetered = Runtime::new(RuntimeConfig::default().fuel(false).module_cache_dir(dir.path())).expect("runtime");
+        let unmetered =
+            Runtime::new(RuntimeConfig::default().fuel(false).module_cache_dir(dir.path())).expect("runtime");
         let a = ModuleCache::new(dir.path(), &metered.inner.engine).path(&wasm_sha());
         let b = ModuleCache::new(dir.path(), &unmetered.inner.engine).path(&wasm_sha());
         assert_ne!(a, b, "fuel metering changes the compiled code, so the key must differ");

@@ -82,7 +82,12 @@ impl Chain {
         ctx: &QueryContext,
         observe: &mut dyn FnMut(&Plugin, Duration, &Result<PreQueryResult, PluginError>),
     ) -> PreQueryOutcome {
-        let mut out = PreQueryOutcome { result: PreQueryResult::Continue, decided_by: None, rewritten_by: Vec::new(), skipped: Vec::new() };
+        let mut out = PreQueryOutcome {
+            result: PreQueryResult::Continue,
+            decided_by: None,
+            rewritten_by: Vec::new(),
+            skipped: Vec::new(),
+        };
         let mut current: Option<QueryContext> = None;
         // The input is encoded once and re-encoded only after a rewrite.
         let mut json: Option<Vec<u8>> = None;
@@ -93,7 +98,9 @@ impl Chain {
                 None => json.insert(serde_json::to_vec(c).unwrap_or_default()),
             };
             let t = Instant::now();
-            let r = p.call_with(Hook::PreQuery, bytes, |b| serde_json::from_slice::<PreQueryResult>(b).map_err(|e| e.to_string()));
+            let r = p.call_with(Hook::PreQuery, bytes, |b| {
+                serde_json::from_slice::<PreQueryResult>(b).map_err(|e| e.to_string())
+            });
             observe(p, t.elapsed(), &r);
             match r {
                 Ok(PreQueryResult::Continue) => {}
@@ -144,7 +151,8 @@ impl Chain {
         for p in self.serving(Hook::Route) {
             let bytes = json.get_or_insert_with(|| serde_json::to_vec(ctx).unwrap_or_default());
             let t = Instant::now();
-            let r = p.call_with(Hook::Route, bytes, |b| serde_json::from_slice::<RouteResult>(b).map_err(|e| e.to_string()));
+            let r = p
+                .call_with(Hook::Route, bytes, |b| serde_json::from_slice::<RouteResult>(b).map_err(|e| e.to_string()));
             observe(p, t.elapsed(), &r);
             match r {
                 Ok(RouteResult::Default) => {}

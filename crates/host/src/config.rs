@@ -124,15 +124,16 @@ pub struct VerifiedEntry {
 impl PluginsConfig {
     /// Reads `[[plugins]]` from a config file.
     pub fn load(path: &Path) -> Result<PluginsConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { file: path.display().to_string(), source })?;
         PluginsConfig::from_toml(&text, path)
     }
 
     /// Parses `[[plugins]]` from TOML text; `file` names it and its directory is the base for
     /// relative paths.
     pub fn from_toml(text: &str, file: &Path) -> Result<PluginsConfig, ConfigError> {
-        let parsed: PluginsOnly =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.display().to_string(), message: e.to_string() })?;
+        let parsed: PluginsOnly = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.display().to_string(), message: e.to_string() })?;
         Ok(PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins: parsed.plugins })
     }
 
@@ -160,8 +161,19 @@ impl PluginsConfig {
         let mut out = Vec::with_capacity(self.plugins.len());
         for (index, entry) in self.plugins.iter().enumerate() {
             let name = entry.name.clone();
-            let verr = |source| ConfigError::Verify { file: file.clone(), index, name: name.clone(), source: Box::new(source) };
-            let field = |field: &'static str, message: String| ConfigError::Field { file: file.clone(), index, name: name.clone(), field, message };
+            let verr = |source| ConfigError::Verify {
+                file: file.clone(),
+                index,
+                name: name.clone(),
+                source: Box::new(source),
+            };
+            let field = |field: &'static str, message: String| ConfigError::Field {
+                file: file.clone(),
+                index,
+                name: name.clone(),
+                field,
+                message,
+            };
             let mut opts = VerifyOptions::default()
                 .allow_unsigned(entry.allow_unsigned)
                 .max_module_bytes(entry.max_module_bytes.unwrap_or(DEFAULT_MAX_MODULE_BYTES));
@@ -173,15 +185,26 @@ impl PluginsConfig {
             }
             let plugin = helios_plugin_artefact::verify_path(&self.resolve(&entry.source), &opts).map_err(verr)?;
             if plugin.name != entry.name {
-                return Err(field("name", format!("expected the plugin's own name {:?} (from its signed manifest), found {:?}", plugin.name, entry.name)));
+                return Err(field(
+                    "name",
+                    format!(
+                        "expected the plugin's own name {:?} (from its signed manifest), found {:?}",
+                        plugin.name, entry.name
+                    ),
+                ));
             }
             if let Some(hooks) = &entry.hooks {
-                let undeclared: Vec<_> = hooks.iter().filter(|h| !plugin.hooks.contains(h)).map(|h| h.export_name()).collect();
+                let undeclared: Vec<_> =
+                    hooks.iter().filter(|h| !plugin.hooks.contains(h)).map(|h| h.export_name()).collect();
                 if !undeclared.is_empty() {
                     let declared: Vec<_> = plugin.hooks.iter().map(|h| h.export_name()).collect();
                     return Err(field(
                         "hooks",
-                        format!("{} not declared by the plugin (it declares: {})", undeclared.join(", "), if declared.is_empty() { "none".into() } else { declared.join(", ") }),
+                        format!(
+                            "{} not declared by the plugin (it declares: {})",
+                            undeclared.join(", "),
+                            if declared.is_empty() { "none".into() } else { declared.join(", ") }
+                        ),
                     ));
                 }
             }
@@ -222,9 +245,12 @@ impl PluginsConfig {
             }
             // Serve what the operator asked for, else what the signed manifest declares.
             pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
-            let plugin = runtime
-                .load(&v.plugin.wasm, pc)
-                .map_err(|source| ConfigError::Load { file: file.clone(), index, name: e.name.clone(), source: Box::new(source) })?;
+            let plugin = runtime.load(&v.plugin.wasm, pc).map_err(|source| ConfigError::Load {
+                file: file.clone(),
+                index,
+                name: e.name.clone(),
+                source: Box::new(source),
+            })?;
             tracing::info!(
                 plugin = %e.name,
                 version = %v.plugin.version,
@@ -278,7 +304,10 @@ mod tests {
         std::fs::write(dir.path().join("trusted/ops.pub"), keys::public_key_base64(&key.verifying_key())).unwrap();
         let wasm = wat::parse_str(BLOCKER).unwrap();
         let opts = |signing| PackOptions {
-            config: BTreeMap::from([("mode".to_string(), "strict".to_string()), ("keep".to_string(), "manifest".to_string())]),
+            config: BTreeMap::from([
+                ("mode".to_string(), "strict".to_string()),
+                ("keep".to_string(), "manifest".to_string()),
+            ]),
             signing,
             ..PackOptions::new("blocker", "1.0.0")
         };
@@ -342,7 +371,10 @@ config = { mode = "lenient" }
     #[test]
     fn a_typo_in_an_entry_names_the_field_and_the_file() {
         let f = fixture();
-        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverfy_with = \"trusted\"\n");
+        let path = write_config(
+            &f,
+            "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverfy_with = \"trusted\"\n",
+        );
         let e = PluginsConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("proxy.toml") && e.contains("verfy_with"), "{e}");
         let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\n");
@@ -353,10 +385,14 @@ config = { mode = "lenient" }
     #[test]
     fn an_unsigned_artefact_is_refused_before_compiling_unless_allowed() {
         let f = fixture();
-        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"unsigned.tar.gz\"\nverify_with = \"trusted\"\n");
+        let path = write_config(
+            &f,
+            "[[plugins]]\nname = \"blocker\"\nsource = \"unsigned.tar.gz\"\nverify_with = \"trusted\"\n",
+        );
         let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
         assert!(e.contains("plugins[0] (blocker)") && e.contains("E_SIGNATURE_MISSING"), "{e}");
-        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"unsigned.tar.gz\"\nallow_unsigned = true\n");
+        let path =
+            write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"unsigned.tar.gz\"\nallow_unsigned = true\n");
         let v = PluginsConfig::load(&path).unwrap().verify().unwrap();
         assert!(v[0].plugin.signer.is_none());
     }
@@ -367,7 +403,8 @@ config = { mode = "lenient" }
         std::fs::create_dir(f.dir.path().join("other")).unwrap();
         let other = keys::generate_signing_key().unwrap();
         std::fs::write(f.dir.path().join("other/k.pub"), keys::public_key_base64(&other.verifying_key())).unwrap();
-        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"other\"\n");
+        let path =
+            write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"other\"\n");
         let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
         assert!(e.contains("E_SIGNER_UNTRUSTED"), "{e}");
 
@@ -384,7 +421,10 @@ config = { mode = "lenient" }
     #[test]
     fn name_and_hooks_must_match_the_signed_manifest() {
         let f = fixture();
-        let path = write_config(&f, "[[plugins]]\nname = \"impostor\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\n");
+        let path = write_config(
+            &f,
+            "[[plugins]]\nname = \"impostor\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\n",
+        );
         let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
         assert!(e.contains("field name") && e.contains("\"blocker\""), "{e}");
         let path = write_config(

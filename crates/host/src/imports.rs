@@ -35,7 +35,10 @@ pub(crate) fn checked_range(size: usize, ptr: i32, len: i32) -> Result<Range<usi
 }
 
 /// The guest's memory and the host state, split-borrowed.
-fn memory<'a>(caller: &'a mut Caller<'_, HostState>, import: &'static str) -> wasmtime::Result<(&'a mut [u8], &'a mut HostState)> {
+fn memory<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+    import: &'static str,
+) -> wasmtime::Result<(&'a mut [u8], &'a mut HostState)> {
     let Some(mem) = caller.data().memory else {
         return Err(fault(import, "called before the instance was ready (from a start function)".into()));
     };

@@ -36,8 +36,8 @@ pub use chain::{Chain, PreQueryOutcome, RouteOutcome};
 pub use error::{FailureKind, LoadError, PluginError};
 pub use plugin::{InstanceMode, OnError, Plugin, PluginConfig, PluginStats};
 pub use runtime::{
-    DEFAULT_EPOCH_TICK, DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES, DEFAULT_MAX_WASM_STACK, Runtime,
-    RuntimeConfig,
+    DEFAULT_EPOCH_TICK, DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES,
+    DEFAULT_MAX_WASM_STACK, Runtime, RuntimeConfig,
 };
 pub use services::{Clock, KvBackend, KvError, Level, LogSink, ManualClock, MemoryKv, MemoryLogSink, SystemClock};
 

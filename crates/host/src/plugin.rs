@@ -15,7 +15,9 @@ use helios_plugin_artefact::ModuleInfo;
 use helios_plugin_schema::{
     GuardRequest, GuardVerdict, Hook, HookSpec, Limits, abi,
     guard::DenyReason,
-    limits::{self, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_PRIORITY, DEFAULT_RECYCLE_AFTER_CALLS, DEFAULT_RECYCLE_MEMORY_BYTES},
+    limits::{
+        self, DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_PRIORITY, DEFAULT_RECYCLE_AFTER_CALLS, DEFAULT_RECYCLE_MEMORY_BYTES,
+    },
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -279,18 +281,33 @@ impl Runtime {
             wasm
         } else {
             text_converted = wat::parse_bytes(wasm)
-                .map_err(|e| LoadError::Malformed { plugin: name.clone(), detail: format!("not a wasm binary, nor valid WAT: {e}") })?
+                .map_err(|e| LoadError::Malformed {
+                    plugin: name.clone(),
+                    detail: format!("not a wasm binary, nor valid WAT: {e}"),
+                })?
                 .into_owned();
             &text_converted[..]
         };
         let max_mem = self.inner.cfg.max_plugin_memory_bytes;
         if cfg.limits.max_memory_bytes > max_mem {
-            return Err(LoadError::LimitOverRuntime { plugin: name, what: "max_memory_bytes", value: cfg.limits.max_memory_bytes, max: max_mem });
+            return Err(LoadError::LimitOverRuntime {
+                plugin: name,
+                what: "max_memory_bytes",
+                value: cfg.limits.max_memory_bytes,
+                max: max_mem,
+            });
         }
-        let info = ModuleInfo::parse(wasm).map_err(|e| LoadError::Malformed { plugin: name.clone(), detail: e.to_string() })?;
+        let info = ModuleInfo::parse(wasm)
+            .map_err(|e| LoadError::Malformed { plugin: name.clone(), detail: e.to_string() })?;
         if let Some(imp) = info.imports.iter().find(|i| i.kind != "func" || abi::import(&i.module, &i.name).is_none()) {
-            let allowed = abi::IMPORTS.iter().map(|s| format!("{}.{}", s.module, s.name)).collect::<Vec<_>>().join(", ");
-            return Err(LoadError::ForbiddenImport { plugin: name, module: imp.module.clone(), field: imp.name.clone(), allowed });
+            let allowed =
+                abi::IMPORTS.iter().map(|s| format!("{}.{}", s.module, s.name)).collect::<Vec<_>>().join(", ");
+            return Err(LoadError::ForbiddenImport {
+                plugin: name,
+                module: imp.module.clone(),
+                field: imp.name.clone(),
+                allowed,
+            });
         }
         let module = self.compile(&name, wasm, &info.sha256)?;
         check_import_types(&name, &module)?;
@@ -298,7 +315,11 @@ impl Runtime {
         let mut served: Vec<Hook> = Hook::ALL.iter().copied().filter(|h| exports.hooks[h.index()].is_some()).collect();
         if let Some(wanted) = &cfg.hooks {
             if let Some(missing) = wanted.iter().find(|h| !served.contains(h)) {
-                return Err(LoadError::Export { plugin: name, export: missing.export_name().into(), problem: "is configured to be served but the module does not export it".into() });
+                return Err(LoadError::Export {
+                    plugin: name,
+                    export: missing.export_name().into(),
+                    problem: "is configured to be served but the module does not export it".into(),
+                });
             }
             served.retain(|h| wanted.contains(h));
             for h in Hook::ALL {
@@ -311,14 +332,26 @@ impl Runtime {
             return Err(LoadError::NothingServed { plugin: name });
         }
         if !served.is_empty() && exports.alloc.is_none() {
-            return Err(LoadError::Export { plugin: name, export: abi::ALLOC.into(), problem: "is missing: hook plugins must export it".into() });
+            return Err(LoadError::Export {
+                plugin: name,
+                export: abi::ALLOC.into(),
+                problem: "is missing: hook plugins must export it".into(),
+            });
         }
         for hook in &info.declared_hooks {
             if !served.contains(hook) {
-                return Err(LoadError::Export { plugin: name, export: hook.export_name().into(), problem: "is declared in the helios.plugin section but not exported".into() });
+                return Err(LoadError::Export {
+                    plugin: name,
+                    export: hook.export_name().into(),
+                    problem: "is declared in the helios.plugin section but not exported".into(),
+                });
             }
         }
-        let pre = self.inner.linker.instantiate_pre(&module).map_err(|e| LoadError::Compile { plugin: name.clone(), detail: format!("{e:#}") })?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Compile { plugin: name.clone(), detail: format!("{e:#}") })?;
         let shared = Arc::new(PluginShared {
             name: Arc::from(name.as_str()),
             config: cfg.config.clone(),
@@ -345,11 +378,19 @@ impl Runtime {
     /// Loads a plugin from a `.wasm` (or `.wat`) file.
     pub fn load_file(&self, path: impl AsRef<Path>, cfg: PluginConfig) -> Result<Arc<Plugin>, LoadError> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|source| LoadError::Io { plugin: cfg.name.clone(), path: path.display().to_string(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| LoadError::Io {
+            plugin: cfg.name.clone(),
+            path: path.display().to_string(),
+            source,
+        })?;
         if meta.len() > cfg.limits.max_module_bytes {
             return Err(LoadError::TooLarge { plugin: cfg.name, size: meta.len(), limit: cfg.limits.max_module_bytes });
         }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { plugin: cfg.name.clone(), path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            plugin: cfg.name.clone(),
+            path: path.display().to_string(),
+            source,
+        })?;
         self.load(&bytes, cfg)
     }
 
@@ -372,7 +413,8 @@ impl Runtime {
         let module = match cached {
             Some(m) => m,
             None => {
-                let m = Module::new(&self.inner.engine, wasm).map_err(|e| LoadError::Compile { plugin: name.into(), detail: format!("{e:#}") })?;
+                let m = Module::new(&self.inner.engine, wasm)
+                    .map_err(|e| LoadError::Compile { plugin: name.into(), detail: format!("{e:#}") })?;
                 if let Some(cache) = &self.inner.disk_cache {
                     cache.put(name, &key, &m);
                 }
@@ -406,7 +448,13 @@ fn check_import_types(name: &str, module: &Module) -> Result<(), LoadError> {
             other => format!("{other:?}"),
         };
         if expected != found {
-            return Err(LoadError::ImportType { plugin: name.into(), module: imp.module().into(), field: imp.name().into(), expected, found });
+            return Err(LoadError::ImportType {
+                plugin: name.into(),
+                module: imp.module().into(),
+                field: imp.name().into(),
+                expected,
+                found,
+            });
         }
     }
     Ok(())
@@ -421,7 +469,11 @@ fn index_exports(name: &str, module: &Module) -> Result<ExportIndex, LoadError> 
             _ => "not a function".to_string(),
         };
         if expected != found {
-            return Err(LoadError::Export { plugin: name.into(), export: export.into(), problem: format!("has the wrong type: expected {expected}, found {found}") });
+            return Err(LoadError::Export {
+                plugin: name.into(),
+                export: export.into(),
+                problem: format!("has the wrong type: expected {expected}, found {found}"),
+            });
         }
         Ok(module.get_export_index(export))
     };
@@ -429,7 +481,11 @@ fn index_exports(name: &str, module: &Module) -> Result<ExportIndex, LoadError> 
         Some(wasmtime::ExternType::Memory(_)) => module.get_export_index(abi::MEMORY),
         _ => None,
     }
-    .ok_or_else(|| LoadError::Export { plugin: name.into(), export: abi::MEMORY.into(), problem: "is missing: plugins must export their linear memory".into() })?;
+    .ok_or_else(|| LoadError::Export {
+        plugin: name.into(),
+        export: abi::MEMORY.into(),
+        problem: "is missing: plugins must export their linear memory".into(),
+    })?;
     let mut hooks = Vec::with_capacity(Hook::ALL.len());
     for h in Hook::ALL {
         hooks.push(func(h.export_name(), "II", "L")?);
@@ -646,7 +702,8 @@ impl Plugin {
 
     /// Like [`Plugin::evaluate`] but returns the failure instead of mapping it to a verdict.
     pub fn try_evaluate(&self, request: &GuardRequest) -> Result<GuardVerdict, PluginError> {
-        let json = serde_json::to_vec(request).map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode request: {e}") }))?;
+        let json = serde_json::to_vec(request)
+            .map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode request: {e}") }))?;
         self.evaluate_json(&json)
     }
 
@@ -662,7 +719,8 @@ impl Plugin {
 
     /// Calls a hook with typed input and output.
     pub fn call<S: HookSpec>(&self, input: &S::Input) -> Result<S::Output, PluginError> {
-        let json = serde_json::to_vec(input).map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode input: {e}") }))?;
+        let json = serde_json::to_vec(input)
+            .map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode input: {e}") }))?;
         self.call_with(S::HOOK, &json, |bytes| serde_json::from_slice::<S::Output>(bytes).map_err(|e| e.to_string()))
     }
 
@@ -672,7 +730,12 @@ impl Plugin {
     }
 
     /// Calls a hook and parses the result straight out of guest memory (one copy in, none out).
-    pub fn call_with<R>(&self, hook: Hook, input: &[u8], parse: impl FnOnce(&[u8]) -> Result<R, String>) -> Result<R, PluginError> {
+    pub fn call_with<R>(
+        &self,
+        hook: Hook,
+        input: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<R, String>,
+    ) -> Result<R, PluginError> {
         let export = hook.export_name();
         if !self.serves(hook) {
             return Err(self.err(FailureKind::NotServed { export: export.into() }));
@@ -683,12 +746,18 @@ impl Plugin {
 
 fn write_input(live: &mut Live, export: &str, ptr: i32, input: &[u8]) -> Result<(), CallError> {
     let size = live.memory.data_size(&live.store);
-    let r = checked_range(size, ptr, input.len() as i32).map_err(|e| bad_result(export, format!("returned a buffer that does not fit the input: {e}")))?;
+    let r = checked_range(size, ptr, input.len() as i32)
+        .map_err(|e| bad_result(export, format!("returned a buffer that does not fit the input: {e}")))?;
     live.memory.data_mut(&mut live.store)[r].copy_from_slice(input);
     Ok(())
 }
 
-fn hook_call<R>(live: &mut Live, hook: Hook, input: &[u8], parse: impl FnOnce(&[u8]) -> Result<R, String>) -> Result<R, CallError> {
+fn hook_call<R>(
+    live: &mut Live,
+    hook: Hook,
+    input: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<R, String>,
+) -> Result<R, CallError> {
     let export = hook.export_name();
     let len = i32::try_from(input.len()).map_err(|_| bad_result(export, "input over 2 GiB"))?;
     let Some(alloc) = live.funcs.alloc.clone() else {
@@ -705,7 +774,10 @@ fn hook_call<R>(live: &mut Live, hook: Hook, input: &[u8], parse: impl FnOnce(&[
     let packed = func.call(&mut live.store, (ptr, len))?;
     let (rp, rl) = abi::unpack_ptr_len(packed);
     if rl > limits::MAX_RESULT_BYTES {
-        return Err(bad_result(export, format!("result of {rl} bytes is over the {}-byte cap", limits::MAX_RESULT_BYTES)));
+        return Err(bad_result(
+            export,
+            format!("result of {rl} bytes is over the {}-byte cap", limits::MAX_RESULT_BYTES),
+        ));
     }
     let size = live.memory.data_size(&live.store);
     let r = checked_range(size, rp as i32, rl as i32).map_err(|e| bad_result(export, format!("result {e}")))?;
@@ -803,8 +875,12 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: &Limits) -> F
     }
     let limit = e.downcast_ref::<LimitFault>().or(call.limit.as_ref());
     match limit {
-        Some(LimitFault::Memory { requested, limit }) => return FailureKind::MemoryLimit { requested: *requested, limit: *limit },
-        Some(LimitFault::Table { requested, limit }) => return FailureKind::TableLimit { requested: *requested, limit: *limit },
+        Some(LimitFault::Memory { requested, limit }) => {
+            return FailureKind::MemoryLimit { requested: *requested, limit: *limit };
+        }
+        Some(LimitFault::Table { requested, limit }) => {
+            return FailureKind::TableLimit { requested: *requested, limit: *limit };
+        }
         None => {}
     }
     match e.downcast_ref::<Trap>() {

@@ -183,8 +183,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         imports::link(&mut linker).map_err(|e| LoadError::Runtime(format!("linker: {e:#}")))?;
         if cfg.epoch {
-            start_epoch_ticker(&engine, cfg.epoch_tick)
-                .map_err(|e| LoadError::Runtime(format!("cannot start the epoch ticker that enforces deadlines: {e}")))?;
+            start_epoch_ticker(&engine, cfg.epoch_tick).map_err(|e| {
+                LoadError::Runtime(format!("cannot start the epoch ticker that enforces deadlines: {e}"))
+            })?;
         }
         let disk_cache = cfg.module_cache_dir.as_deref().map(|dir| ModuleCache::new(dir, &engine));
         Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cfg, modules: Mutex::default(), disk_cache }) })

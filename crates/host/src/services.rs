@@ -2,7 +2,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock, atomic::{AtomicI64, Ordering}},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
 };
 
 use helios_plugin_schema::limits::{KV_MAX_KEYS, KV_MAX_TOTAL_BYTES};
@@ -18,10 +21,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix_secs(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
 }
 

@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(parse_helios_set("set session HELIOS.Tenant to acme;"), set("helios.tenant", "acme"));
         assert_eq!(parse_helios_set("SET helios.note='it''s'"), set("helios.note", "it's"));
         assert_eq!(parse_helios_set("RESET helios.region"), Some(HeliosSet::Reset { name: "helios.region".into() }));
-        assert_eq!(parse_helios_set("SET helios.region TO DEFAULT"), Some(HeliosSet::Reset { name: "helios.region".into() }));
+        assert_eq!(
+            parse_helios_set("SET helios.region TO DEFAULT"),
+            Some(HeliosSet::Reset { name: "helios.region".into() })
+        );
     }
 
     #[test]

@@ -111,7 +111,11 @@ impl Conn {
                 }
                 let len = len as usize;
                 if len > MAX_STARTUP_PACKET_BYTES {
-                    return Err(ProtocolError::TooLarge { peer: self.peer.clone(), found: len, limit: MAX_STARTUP_PACKET_BYTES });
+                    return Err(ProtocolError::TooLarge {
+                        peer: self.peer.clone(),
+                        found: len,
+                        limit: MAX_STARTUP_PACKET_BYTES,
+                    });
                 }
                 if self.rbuf.len() >= len {
                     let mut p = self.rbuf.split_to(len);
@@ -275,7 +279,8 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cstr(&mut self, peer: &str) -> Result<&'a str, ProtocolError> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or_else(|| self.err(peer, "string without a NUL terminator"))?;
+        let end =
+            self.buf.iter().position(|&b| b == 0).ok_or_else(|| self.err(peer, "string without a NUL terminator"))?;
         let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| self.err(peer, "string is not UTF-8"))?;
         self.buf = &self.buf[end + 1..];
         Ok(s)
@@ -375,7 +380,10 @@ mod tests {
         error_response(&mut b, Severity::Error, "42000", "blocked: DROP TABLE", None);
         assert_eq!(b[0], b'E');
         let e = parse_error_fields(&b[5..]);
-        assert_eq!((e.severity.as_str(), e.code.as_str(), e.message.as_str()), ("ERROR", "42000", "blocked: DROP TABLE"));
+        assert_eq!(
+            (e.severity.as_str(), e.code.as_str(), e.message.as_str()),
+            ("ERROR", "42000", "blocked: DROP TABLE")
+        );
     }
 
     #[test]

@@ -160,8 +160,8 @@ impl UserConfig {
 impl ProxyConfig {
     /// Parses `text` (the contents of `origin`, used in messages) and checks it.
     pub fn from_toml(text: &str, origin: &str) -> Result<ProxyConfig, ConfigError> {
-        let mut cfg: ProxyConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { file: origin.to_string(), message: e.to_string() })?;
+        let mut cfg: ProxyConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: origin.to_string(), message: e.to_string() })?;
         cfg.base_dir = Path::new(origin).parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.validate(origin)?;
         Ok(cfg)
@@ -175,7 +175,11 @@ impl ProxyConfig {
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid { file: origin.to_string(), field: field.to_string(), message };
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
         if self.listeners.is_empty() {
             return Err(invalid("listeners", "expected at least one [[listeners]] entry, found none".into()));
         }
@@ -185,13 +189,19 @@ impl ProxyConfig {
         let mut names = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if let Some(first) = names.insert(n.name.as_str(), i) {
-                return Err(invalid(&format!("nodes[{i}].name"), format!("node name \"{}\" is already used by nodes[{first}]", n.name)));
+                return Err(invalid(
+                    &format!("nodes[{i}].name"),
+                    format!("node name \"{}\" is already used by nodes[{first}]", n.name),
+                ));
             }
         }
         let mut users = BTreeMap::new();
         for (i, u) in self.users.iter().enumerate() {
             if let Some(first) = users.insert(u.name.as_str(), i) {
-                return Err(invalid(&format!("users[{i}].name"), format!("user \"{}\" is already defined by users[{first}]", u.name)));
+                return Err(invalid(
+                    &format!("users[{i}].name"),
+                    format!("user \"{}\" is already defined by users[{first}]", u.name),
+                ));
             }
             if let Some(v) = &u.scram_verifier {
                 crate::scram::Verifier::parse(v)
@@ -202,7 +212,10 @@ impl ProxyConfig {
             return Err(invalid("pool_size", "expected at least 1, found 0".into()));
         }
         if self.max_message_bytes < 1024 {
-            return Err(invalid("max_message_bytes", format!("expected at least 1024, found {}", self.max_message_bytes)));
+            return Err(invalid(
+                "max_message_bytes",
+                format!("expected at least 1024, found {}", self.max_message_bytes),
+            ));
         }
         Ok(())
     }

@@ -50,7 +50,11 @@ impl Pool {
     pub async fn checkout(&self, target: Target<'_>) -> Result<Pooled, UpstreamError> {
         let slots = {
             let mut map = self.lock();
-            let entry = map.entry(target.key.clone()).or_insert_with(|| Entry { slots_total: self.size, idle: Vec::new(), slots: Arc::new(Semaphore::new(self.size)) });
+            let entry = map.entry(target.key.clone()).or_insert_with(|| Entry {
+                slots_total: self.size,
+                idle: Vec::new(),
+                slots: Arc::new(Semaphore::new(self.size)),
+            });
             while let Some((server, permit, _)) = entry.idle.pop() {
                 if !server.conn.looks_closed() {
                     return Ok(Pooled { server, permit });

@@ -39,7 +39,12 @@ impl Verifier {
         let (stored, server) = keys.split_once(':').ok_or_else(|| bad("found no ':' between the keys"))?;
         let iterations: u32 = iter.parse().map_err(|_| bad(&format!("found iterations \"{iter}\"")))?;
         let dec = |what: &str, v: &str| B64.decode(v).map_err(|_| bad(&format!("{what} is not base64")));
-        let v = Verifier { iterations, salt: dec("salt", salt)?, stored_key: dec("StoredKey", stored)?, server_key: dec("ServerKey", server)? };
+        let v = Verifier {
+            iterations,
+            salt: dec("salt", salt)?,
+            stored_key: dec("StoredKey", stored)?,
+            server_key: dec("ServerKey", server)?,
+        };
         if v.stored_key.len() != 32 || v.server_key.len() != 32 || iterations == 0 {
             return Err(bad("found keys that are not 32 bytes or zero iterations"));
         }
@@ -50,7 +55,12 @@ impl Verifier {
     pub fn from_password(password: &str) -> Verifier {
         let s = postgres_protocol::password::scram_sha_256(password.as_bytes());
         // The library's output always has the shape we parse.
-        Verifier::parse(&s).unwrap_or_else(|_| Verifier { iterations: 1, salt: vec![], stored_key: vec![0; 32], server_key: vec![0; 32] })
+        Verifier::parse(&s).unwrap_or_else(|_| Verifier {
+            iterations: 1,
+            salt: vec![],
+            stored_key: vec![0; 32],
+            server_key: vec![0; 32],
+        })
     }
 }
 
@@ -108,7 +118,8 @@ impl Exchange {
     /// Checks the client-final message; returns the server-final message on success.
     pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
         let msg = std::str::from_utf8(client_final).map_err(|_| ScramError("client-final is not UTF-8".into()))?;
-        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or_else(|| ScramError("client-final has no proof".into()))?;
+        let (without_proof, proof) =
+            msg.rsplit_once(",p=").ok_or_else(|| ScramError("client-final has no proof".into()))?;
         let cb = attr(without_proof, 'c').ok_or_else(|| ScramError("client-final has no channel binding".into()))?;
         if B64.decode(cb).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
             return Err(ScramError("channel binding does not match the GS2 header".into()));

@@ -64,7 +64,8 @@ fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     // Without OS randomness, fall back to the clock: keys only need to be hard to guess remotely.
     if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         return t;
     }
     u32::from_be_bytes(b)
@@ -81,7 +82,8 @@ impl Shared {
 
     /// The next standby, round robin; the default node when there is none.
     pub fn pick_standby(&self) -> usize {
-        let standbys: Vec<usize> = self.nodes.iter().enumerate().filter(|(_, n)| n.role == NodeRole::Standby).map(|(i, _)| i).collect();
+        let standbys: Vec<usize> =
+            self.nodes.iter().enumerate().filter(|(_, n)| n.role == NodeRole::Standby).map(|(i, _)| i).collect();
         if standbys.is_empty() {
             return self.default_node;
         }
@@ -136,12 +138,17 @@ impl Proxy {
     pub async fn bind(config: ProxyConfig, hooks: Arc<dyn StatementHooks>) -> Result<Proxy, ProxyError> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let sock = TcpListener::bind(&l.listen).await.map_err(|source| ProxyError::Bind { listen: l.listen.clone(), source })?;
+            let sock = TcpListener::bind(&l.listen)
+                .await
+                .map_err(|source| ProxyError::Bind { listen: l.listen.clone(), source })?;
             info!(listen = %sock.local_addr().map(|a| a.to_string()).unwrap_or_default(), auth = ?l.auth, "listening");
             listeners.push((sock, l.auth));
         }
-        let nodes: Vec<Node> =
-            config.nodes.iter().map(|n| Node { name: Arc::from(n.name.as_str()), host: n.host.clone(), port: n.port, role: n.role }).collect();
+        let nodes: Vec<Node> = config
+            .nodes
+            .iter()
+            .map(|n| Node { name: Arc::from(n.name.as_str()), host: n.host.clone(), port: n.port, role: n.role })
+            .collect();
         let default_name = config.default_node().name.clone();
         let default_node = nodes.iter().position(|n| *n.name == default_name).unwrap_or(0);
         let mut verifiers = HashMap::new();
@@ -206,7 +213,8 @@ impl Proxy {
         let idle_timeout = self.shared.config.server_idle_timeout();
         let reaper_shared = self.shared.clone();
         acceptors.spawn(async move {
-            let period = (idle_timeout / 2).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(10));
+            let period =
+                (idle_timeout / 2).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(10));
             loop {
                 tokio::time::sleep(period).await;
                 let closed = reaper_shared.pool.reap(idle_timeout);
@@ -233,7 +241,11 @@ impl Proxy {
         let grace = self.shared.config.shutdown_timeout();
         let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            warn!(sessions = sessions.len(), grace_ms = grace.as_millis() as u64, "sessions still busy after the grace period; closing them");
+            warn!(
+                sessions = sessions.len(),
+                grace_ms = grace.as_millis() as u64,
+                "sessions still busy after the grace period; closing them"
+            );
             sessions.abort_all();
             while sessions.join_next().await.is_some() {}
         }

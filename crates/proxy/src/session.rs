@@ -112,7 +112,13 @@ async fn send_error(client: &mut Conn, severity: Severity, code: &str, message: 
     let _ = client.write_all(&b).await;
 }
 
-async fn startup(shared: &Arc<Shared>, mut client: Conn, peer: SocketAddr, auth: ClientAuth, id: u64) -> Result<Option<Session>, ProtocolError> {
+async fn startup(
+    shared: &Arc<Shared>,
+    mut client: Conn,
+    peer: SocketAddr,
+    auth: ClientAuth,
+    id: u64,
+) -> Result<Option<Session>, ProtocolError> {
     let params = loop {
         let body = match client.read_startup().await {
             Ok(b) => b,
@@ -145,7 +151,11 @@ async fn startup(shared: &Arc<Shared>, mut client: Conn, peer: SocketAddr, auth:
                 break params;
             }
             other => {
-                let msg = format!("unsupported frontend protocol {}.{}: helios-proxy speaks 3.0", other >> 16, other & 0xffff);
+                let msg = format!(
+                    "unsupported frontend protocol {}.{}: helios-proxy speaks 3.0",
+                    other >> 16,
+                    other & 0xffff
+                );
                 send_error(&mut client, Severity::Fatal, "0A000", &msg).await;
                 return Ok(None);
             }
@@ -160,7 +170,13 @@ async fn startup(shared: &Arc<Shared>, mut client: Conn, peer: SocketAddr, auth:
 
     if auth == ClientAuth::ScramSha256 && !authenticate_scram(shared, &mut client, &user).await? {
         info!(%user, "client authentication failed");
-        send_error(&mut client, Severity::Fatal, "28P01", &format!("password authentication failed for user \"{user}\"")).await;
+        send_error(
+            &mut client,
+            Severity::Fatal,
+            "28P01",
+            &format!("password authentication failed for user \"{user}\""),
+        )
+        .await;
         return Ok(None);
     }
     let mut out = BytesMut::new();
@@ -378,7 +394,13 @@ impl Session {
 
     async fn shutdown_notice(&mut self) -> Result<(), ProtocolError> {
         info!("closing an idle session: the proxy is shutting down");
-        codec::error_response(&mut self.cout, Severity::Fatal, "57P01", "terminating connection: helios-proxy is shutting down", None);
+        codec::error_response(
+            &mut self.cout,
+            Severity::Fatal,
+            "57P01",
+            "terminating connection: helios-proxy is shutting down",
+            None,
+        );
         self.flush_client().await
     }
 
@@ -492,7 +514,9 @@ impl Session {
                 self.syncs_done += 1;
                 while self.inflight.front().is_some_and(|i| i.seq <= seq) {
                     let i = self.inflight.pop_front().expect("front exists");
-                    let err = i.error.clone().or_else(|| (!i.simple).then(|| "not executed: an earlier message of its batch failed".to_string()));
+                    let err = i.error.clone().or_else(|| {
+                        (!i.simple).then(|| "not executed: an earlier message of its batch failed".to_string())
+                    });
                     self.report(i, err);
                 }
                 if self.pending.pop_front() == Some(Pending::Synthetic) {
@@ -511,11 +535,10 @@ impl Session {
                     }
                 }
             }
-            b'I' | b's'
-                if self.inflight.front().is_some_and(|i| !i.simple) => {
-                    let i = self.inflight.pop_front().expect("front exists");
-                    self.report(i, None);
-                }
+            b'I' | b's' if self.inflight.front().is_some_and(|i| !i.simple) => {
+                let i = self.inflight.pop_front().expect("front exists");
+                self.report(i, None);
+            }
             b'E' => {
                 let e = codec::parse_error_fields(f.body());
                 if let Some(front) = self.inflight.front_mut() {
@@ -589,7 +612,11 @@ impl Session {
             }
             // Switching needs a quiet connection; draining may reveal a transaction just begun.
             if self.make_quiet().await.is_err() {
-                return Err(UpstreamError::Protocol { node: self.shared.nodes[cur].name.to_string(), addr: String::new(), message: "client gone".into() });
+                return Err(UpstreamError::Protocol {
+                    node: self.shared.nodes[cur].name.to_string(),
+                    addr: String::new(),
+                    message: "client gone".into(),
+                });
             }
             if let Some(cur) = self.current {
                 if self.tx_status != b'I' {
@@ -602,7 +629,12 @@ impl Session {
         }
         if self.conns[want].is_none() {
             let node = &self.shared.nodes[want];
-            let key = PoolKey { node: node.name.clone(), user: self.user.clone(), database: self.database.clone(), params: self.pool_params.clone() };
+            let key = PoolKey {
+                node: node.name.clone(),
+                user: self.user.clone(),
+                database: self.database.clone(),
+                params: self.pool_params.clone(),
+            };
             let password = self.shared.config.user(&self.user).and_then(|u| u.upstream_password()).map(str::to_string);
             let target = Target {
                 key: &key,
@@ -644,10 +676,18 @@ impl Session {
         match d.result {
             RouteResult::Default | RouteResult::Primary => Ok(self.shared.default_node),
             RouteResult::Standby => Ok(self.shared.pick_standby()),
-            RouteResult::Node { target } | RouteResult::Branch { target } => self.shared.node_index(&target).ok_or_else(|| {
-                let known: Vec<&str> = self.shared.nodes.iter().map(|n| &*n.name).collect();
-                ("08001".to_string(), format!("plugin \"{by}\" routed to node \"{target}\", which is not configured (nodes: {})", known.join(", ")))
-            }),
+            RouteResult::Node { target } | RouteResult::Branch { target } => {
+                self.shared.node_index(&target).ok_or_else(|| {
+                    let known: Vec<&str> = self.shared.nodes.iter().map(|n| &*n.name).collect();
+                    (
+                        "08001".to_string(),
+                        format!(
+                            "plugin \"{by}\" routed to node \"{target}\", which is not configured (nodes: {})",
+                            known.join(", ")
+                        ),
+                    )
+                })
+            }
             RouteResult::Block { reason } => Err((SQLSTATE_BLOCKED.to_string(), reason)),
         }
     }
@@ -659,8 +699,10 @@ impl Session {
             return None;
         }
         self.seq += 1;
-        let head = sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
-        let is_read_only = matches!(head.as_str(), "select" | "show" | "explain" | "values" | "table") && !sql.to_ascii_lowercase().contains(" into ");
+        let head =
+            sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
+        let is_read_only = matches!(head.as_str(), "select" | "show" | "explain" | "values" | "table")
+            && !sql.to_ascii_lowercase().contains(" into ");
         Some(QueryContext {
             query: sql.to_string(),
             normalized: String::new(),
@@ -696,7 +738,14 @@ impl Session {
     fn report_local(&self, ctx: &QueryContext, error: Option<String>, bytes: u64) {
         let env = PostQueryEnvelope {
             query_context: ctx.clone(),
-            outcome: QueryOutcome { success: error.is_none(), target_node: None, elapsed_us: 0, response_bytes: bytes, rows: None, error },
+            outcome: QueryOutcome {
+                success: error.is_none(),
+                target_node: None,
+                elapsed_us: 0,
+                response_bytes: bytes,
+                rows: None,
+                error,
+            },
         };
         self.shared.hooks.post_query(&env);
     }
@@ -752,7 +801,11 @@ impl Session {
             }
             b'X' => return Ok(Flow::Stop),
             other => {
-                let e = ProtocolError::Malformed { peer: self.client.peer().to_string(), what: "frontend", message: format!("unknown message type '{}'", other as char) };
+                let e = ProtocolError::Malformed {
+                    peer: self.client.peer().to_string(),
+                    what: "frontend",
+                    message: format!("unknown message type '{}'", other as char),
+                };
                 warn!(error = %e, "closing the connection: protocol violation");
                 self.flush_client().await?;
                 send_error(&mut self.client, Severity::Fatal, "08P01", &e.to_string()).await;
@@ -813,7 +866,10 @@ impl Session {
                 PreQueryResult::Cached { bytes } => {
                     let ok = codec::split_messages(&bytes).is_some_and(|m| m.iter().all(|(t, _)| *t != b'Z'));
                     if !ok {
-                        let msg = format!("plugin \"{}\" answered from cache with malformed protocol bytes", d.decided_by.as_deref().unwrap_or("?"));
+                        let msg = format!(
+                            "plugin \"{}\" answered from cache with malformed protocol bytes",
+                            d.decided_by.as_deref().unwrap_or("?")
+                        );
                         self.report_local(c, Some(msg.clone()), 0);
                         return self.local_error("XX000", &msg, true).await;
                     }
@@ -858,7 +914,16 @@ impl Session {
             None => self.send_server(&f.raw),
         }
         if let Some(c) = ctx {
-            self.inflight.push_back(Inflight { ctx: Arc::new(c), simple: true, seq: self.syncs_sent, node, start: Instant::now(), bytes: 0, rows: None, error: None });
+            self.inflight.push_back(Inflight {
+                ctx: Arc::new(c),
+                simple: true,
+                seq: self.syncs_sent,
+                node,
+                start: Instant::now(),
+                bytes: 0,
+                rows: None,
+                error: None,
+            });
         }
         self.pending.push_back(Pending::Client);
         self.syncs_sent += 1;
@@ -912,13 +977,17 @@ impl Session {
                 PreQueryResult::Cached { bytes } => {
                     let ok = codec::split_messages(&bytes).is_some_and(|m| m.iter().all(|(t, _)| *t != b'Z'));
                     if !ok {
-                        let msg = format!("plugin \"{}\" answered from cache with malformed protocol bytes", d.decided_by.as_deref().unwrap_or("?"));
+                        let msg = format!(
+                            "plugin \"{}\" answered from cache with malformed protocol bytes",
+                            d.decided_by.as_deref().unwrap_or("?")
+                        );
                         return self.local_error("XX000", &msg, false).await;
                     }
                     self.make_quiet().await?;
                     codec::parse_complete(&mut self.cout);
                     let node = self.current.unwrap_or(self.shared.default_node);
-                    self.statements.insert(name, Prepared { node, ctx: Some(Arc::new(c.clone())), cached: Some(Arc::new(bytes)) });
+                    self.statements
+                        .insert(name, Prepared { node, ctx: Some(Arc::new(c.clone())), cached: Some(Arc::new(bytes)) });
                     return Ok(());
                 }
             }
@@ -1046,7 +1115,16 @@ impl Session {
         self.unsynced = true;
         if let Some(Prepared { ctx: Some(ctx), .. }) = prepared {
             let node = self.current.unwrap_or(self.shared.default_node);
-            self.inflight.push_back(Inflight { ctx, simple: false, seq: self.syncs_sent, node, start: Instant::now(), bytes: 0, rows: None, error: None });
+            self.inflight.push_back(Inflight {
+                ctx,
+                simple: false,
+                seq: self.syncs_sent,
+                node,
+                start: Instant::now(),
+                bytes: 0,
+                rows: None,
+                error: None,
+            });
         }
         Ok(())
     }
@@ -1094,15 +1172,17 @@ impl Session {
     async fn finish(mut self) {
         self.shared.unregister_cancel(self.backend_key);
         let busy = !self.quiet() || self.tx_status != b'I';
-        if busy && let Some(cur) = self.current
-            && let Some(p) = self.conns[cur].take() {
-                let (addr, pid, secret) = (p.server.addr, p.server.backend_pid, p.server.backend_secret);
-                debug!("cancelling the running statement of a departed client");
-                tokio::spawn(async move {
-                    let _ = crate::upstream::send_cancel(addr, pid, secret).await;
-                    drop(p);
-                });
-            }
+        if busy
+            && let Some(cur) = self.current
+            && let Some(p) = self.conns[cur].take()
+        {
+            let (addr, pid, secret) = (p.server.addr, p.server.backend_pid, p.server.backend_secret);
+            debug!("cancelling the running statement of a departed client");
+            tokio::spawn(async move {
+                let _ = crate::upstream::send_cancel(addr, pid, secret).await;
+                drop(p);
+            });
+        }
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         for slot in self.conns.iter_mut() {
             let Some(mut p) = slot.take() else { continue };

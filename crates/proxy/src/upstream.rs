@@ -64,7 +64,8 @@ impl ServerConn {
 
     async fn connect_inner(t: &Target<'_>, addr_s: &str) -> Result<ServerConn, UpstreamError> {
         let node = t.key.node.to_string();
-        let connect_err = |m: String| UpstreamError::Connect { node: node.clone(), addr: addr_s.to_string(), message: m };
+        let connect_err =
+            |m: String| UpstreamError::Connect { node: node.clone(), addr: addr_s.to_string(), message: m };
         let proto = |m: String| UpstreamError::Protocol { node: node.clone(), addr: addr_s.to_string(), message: m };
         let auth = |m: String| UpstreamError::Auth { node: node.clone(), addr: addr_s.to_string(), message: m };
         let stream = TcpStream::connect(addr_s).await.map_err(|e| connect_err(e.to_string()))?;
@@ -77,7 +78,8 @@ impl ServerConn {
         conn.write_all(&buf).await.map_err(|e| connect_err(e.to_string()))?;
 
         let mut scram: Option<ScramSha256> = None;
-        let mut server = ServerConn { conn, key: t.key.clone(), addr, backend_pid: 0, backend_secret: 0, params: Vec::new() };
+        let mut server =
+            ServerConn { conn, key: t.key.clone(), addr, backend_pid: 0, backend_secret: 0, params: Vec::new() };
         loop {
             let f = server.conn.read_frame().await.map_err(|e| connect_err(e.to_string()))?;
             let peer = server.conn.peer().to_string();
@@ -86,22 +88,42 @@ impl ServerConn {
                     let mut r = Reader::new(f.body(), "Authentication");
                     let code = r.i32(&peer).map_err(|e| proto(e.to_string()))?;
                     buf.clear();
-                    let need_pw = || t.password.ok_or_else(|| auth(format!("the server asks for a password and user \"{}\" has none configured", t.key.user)));
+                    let need_pw = || {
+                        t.password.ok_or_else(|| {
+                            auth(format!(
+                                "the server asks for a password and user \"{}\" has none configured",
+                                t.key.user
+                            ))
+                        })
+                    };
                     match code {
                         0 => continue,
-                        3 => frontend::password_message(need_pw()?.as_bytes(), &mut buf).map_err(|e| proto(e.to_string()))?,
+                        3 => frontend::password_message(need_pw()?.as_bytes(), &mut buf)
+                            .map_err(|e| proto(e.to_string()))?,
                         5 => {
-                            let salt: [u8; 4] = r.rest().get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| proto("md5 request without salt".into()))?;
-                            let hash = postgres_protocol::authentication::md5_hash(t.key.user.as_bytes(), need_pw()?.as_bytes(), salt);
+                            let salt: [u8; 4] = r
+                                .rest()
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| proto("md5 request without salt".into()))?;
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                t.key.user.as_bytes(),
+                                need_pw()?.as_bytes(),
+                                salt,
+                            );
                             frontend::password_message(hash.as_bytes(), &mut buf).map_err(|e| proto(e.to_string()))?;
                         }
                         10 => {
                             let mechs = r.rest();
                             if !mechs.split(|&b| b == 0).any(|m| m == SCRAM_SHA_256.as_bytes()) {
-                                return Err(auth(format!("server offers SASL mechanisms {:?}, expected {SCRAM_SHA_256}", String::from_utf8_lossy(mechs))));
+                                return Err(auth(format!(
+                                    "server offers SASL mechanisms {:?}, expected {SCRAM_SHA_256}",
+                                    String::from_utf8_lossy(mechs)
+                                )));
                             }
                             let s = ScramSha256::new(need_pw()?.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut buf).map_err(|e| proto(e.to_string()))?;
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut buf)
+                                .map_err(|e| proto(e.to_string()))?;
                             scram = Some(s);
                         }
                         11 => {
@@ -132,7 +154,13 @@ impl ServerConn {
                 b'Z' => return Ok(server),
                 b'E' => {
                     let e = codec::parse_error_fields(f.body());
-                    return Err(UpstreamError::Server { node, addr: addr_s.to_string(), severity: e.severity, code: e.code, message: e.message });
+                    return Err(UpstreamError::Server {
+                        node,
+                        addr: addr_s.to_string(),
+                        severity: e.severity,
+                        code: e.code,
+                        message: e.message,
+                    });
                 }
                 b'N' | b'v' => {}
                 other => return Err(proto(format!("unexpected message '{}' during startup", other as char))),

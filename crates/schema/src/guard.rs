@@ -58,10 +58,7 @@ mod tests {
     #[test]
     fn verdicts_match_the_canary_bytes() {
         assert_eq!(serde_json::to_string(&GuardVerdict::Allow).unwrap(), r#"{"decision":"allow"}"#);
-        assert_eq!(
-            serde_json::to_string(&GuardVerdict::deny("x")).unwrap(),
-            r#"{"decision":"deny","reason":"x"}"#
-        );
+        assert_eq!(serde_json::to_string(&GuardVerdict::deny("x")).unwrap(), r#"{"decision":"deny","reason":"x"}"#);
     }
 
     #[test]

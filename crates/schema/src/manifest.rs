@@ -107,7 +107,8 @@ pub const ARTEFACT_SIDECAR: &str = "plugin.sig";
 /// sidecar), hence a separate entry.
 pub const ARTEFACT_MANIFEST_SIGNATURE: &str = "manifest.sig";
 /// Every entry an artefact may hold, in the order `pack` writes them. Anything else is rejected.
-pub const ARTEFACT_ENTRIES: &[&str] = &[ARTEFACT_MANIFEST, ARTEFACT_MODULE, ARTEFACT_SIDECAR, ARTEFACT_MANIFEST_SIGNATURE];
+pub const ARTEFACT_ENTRIES: &[&str] =
+    &[ARTEFACT_MANIFEST, ARTEFACT_MODULE, ARTEFACT_SIDECAR, ARTEFACT_MANIFEST_SIGNATURE];
 
 /// Largest `manifest.json` (and `guard-manifest.yaml`) read. Default: 64 KiB.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 10;

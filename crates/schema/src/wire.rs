@@ -72,11 +72,17 @@ pub enum RouteResult {
     #[default]
     Default,
     /// A named node.
-    Node { target: String },
+    Node {
+        target: String,
+    },
     Primary,
     Standby,
-    Branch { target: String },
-    Block { reason: String },
+    Branch {
+        target: String,
+    },
+    Block {
+        reason: String,
+    },
 }
 
 /// How a statement ended, for `post_query`.
@@ -117,8 +123,7 @@ mod tests {
 
     #[test]
     fn contexts_tolerate_unknown_and_missing_fields() {
-        let q: QueryContext =
-            serde_json::from_str(r#"{"query":"select 1","from_a_newer_host":true}"#).unwrap();
+        let q: QueryContext = serde_json::from_str(r#"{"query":"select 1","from_a_newer_host":true}"#).unwrap();
         assert_eq!(q.query, "select 1");
         assert!(q.tables.is_empty());
     }

@@ -59,7 +59,10 @@ fn parse_hook_name(attr: TokenStream) -> syn::Result<(Hook, syn::Ident)> {
         ));
     }
     let ident: syn::Ident = syn::parse2(attr).map_err(|e| {
-        syn::Error::new(e.span(), format!("#[hook] takes one hook name, e.g. #[hook(PreQuery)] (known: {})", known_hooks()))
+        syn::Error::new(
+            e.span(),
+            format!("#[hook] takes one hook name, e.g. #[hook(PreQuery)] (known: {})", known_hooks()),
+        )
     })?;
     let name = ident.to_string();
     if let Some(h) = Hook::from_variant_name(&name) {
@@ -91,11 +94,16 @@ fn check_signature(f: &ItemFn, what: &str, input: &str) -> syn::Result<Arg> {
     if let Some(abi) = &sig.abi {
         return Err(syn::Error::new_spanned(
             abi,
-            format!("{what} must be a plain Rust `fn`: the macro writes the `extern \"C\"` export itself, remove this ABI"),
+            format!(
+                "{what} must be a plain Rust `fn`: the macro writes the `extern \"C\"` export itself, remove this ABI"
+            ),
         ));
     }
     if let Some(p) = sig.generics.params.iter().find(|p| !matches!(p, syn::GenericParam::Lifetime(_))) {
-        return Err(syn::Error::new_spanned(p, format!("{what} cannot be generic: the host calls one concrete function")));
+        return Err(syn::Error::new_spanned(
+            p,
+            format!("{what} cannot be generic: the host calls one concrete function"),
+        ));
     }
     if let Some(w) = &sig.generics.where_clause {
         return Err(syn::Error::new_spanned(w, format!("{what} cannot have a `where` clause")));
@@ -116,7 +124,10 @@ fn check_signature(f: &ItemFn, what: &str, input: &str) -> syn::Result<Arg> {
     if let Some(extra) = args.next() {
         return Err(syn::Error::new_spanned(
             extra,
-            format!("{what} takes exactly one argument ({input}, by value or by reference), found {}", sig.inputs.len()),
+            format!(
+                "{what} takes exactly one argument ({input}, by value or by reference), found {}",
+                sig.inputs.len()
+            ),
         ));
     }
     let FnArg::Typed(pt) = first else {
@@ -125,7 +136,10 @@ fn check_signature(f: &ItemFn, what: &str, input: &str) -> syn::Result<Arg> {
     Ok(match &*pt.ty {
         Type::Reference(r) if r.mutability.is_none() => Arg::ByRef,
         Type::Reference(r) => {
-            return Err(syn::Error::new_spanned(r, format!("{what} takes its input by value or by shared reference, not by `&mut`")));
+            return Err(syn::Error::new_spanned(
+                r,
+                format!("{what} takes its input by value or by shared reference, not by `&mut`"),
+            ));
         }
         _ => Arg::ByValue,
     })
@@ -181,10 +195,9 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
             quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #input_ty) -> #checked_output = #name;),
             quote!(|input: #input_ty| #name(&input)),
         ),
-        Arg::ByValue => (
-            quote_spanned!(name.span()=> const _: fn(#input_ty) -> #checked_output = #name;),
-            quote!(#name),
-        ),
+        Arg::ByValue => {
+            (quote_spanned!(name.span()=> const _: fn(#input_ty) -> #checked_output = #name;), quote!(#name))
+        }
     };
     let section = section_static(&quote!(::helios_plugin_abi::__private::SECTION_KEY_HOOK), export);
     Ok(quote! {
@@ -212,7 +225,10 @@ fn expand_guard(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream
         return Err(syn::Error::new_spanned(attr, "#[chio_guard] takes no arguments"));
     }
     let f: ItemFn = syn::parse2(item).map_err(|e| {
-        syn::Error::new(e.span(), "#[chio_guard] applies to a function: `fn evaluate(req: GuardRequest) -> GuardVerdict`")
+        syn::Error::new(
+            e.span(),
+            "#[chio_guard] applies to a function: `fn evaluate(req: GuardRequest) -> GuardVerdict`",
+        )
     })?;
     let what = "a chio guard";
     let arg = check_signature(&f, what, "the `GuardRequest`")?;

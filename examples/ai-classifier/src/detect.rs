@@ -89,9 +89,10 @@ pub fn signals(cfg: &DetectConfig, ctx: &QueryContext) -> Vec<Signal> {
         }
     }
     if let Some(v) = ctx.hook_context.attr(AI_TRAFFIC_ATTRIBUTE)
-        && matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes") {
-            found.push(Signal::Attribute);
-        }
+        && matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+    {
+        found.push(Signal::Attribute);
+    }
     if let Some(m) = comment_marker(cfg, &ctx.query) {
         found.push(Signal::Comment(m));
     }
@@ -146,7 +147,11 @@ mod tests {
             ("gpt4-bot", "gpt"),
             ("my agentic tool", "agent"),
         ] {
-            assert_eq!(names(signals(&cfg, &ctx("select 1", &[("application_name", app)]))), vec![format!("application_name:{kw}")], "{app}");
+            assert_eq!(
+                names(signals(&cfg, &ctx("select 1", &[("application_name", app)]))),
+                vec![format!("application_name:{kw}")],
+                "{app}"
+            );
         }
         for app in ["webapp", "psql", "management-console", "DBeaver 24.1", "metabase"] {
             assert!(signals(&cfg, &ctx("select 1", &[("application_name", app)])).is_empty(), "{app}");

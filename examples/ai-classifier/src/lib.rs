@@ -92,10 +92,24 @@ mod tests {
         assert_eq!(classify(&ctx("r1", "DROP TABLE users", "langchain-agent")), PreQueryResult::Continue);
         assert_eq!(classify(&ctx("r2", "SELECT 1", "psql")), PreQueryResult::Continue);
         let f = record::lookup(&mut HostKv, "r1").unwrap().unwrap();
-        assert_eq!(f, record::Finding { request_id: "r1".into(), ai: true, signals: vec!["application_name:langchain".into()], at: 1_700_000_000 });
+        assert_eq!(
+            f,
+            record::Finding {
+                request_id: "r1".into(),
+                ai: true,
+                signals: vec!["application_name:langchain".into()],
+                at: 1_700_000_000
+            }
+        );
         assert!(!record::lookup(&mut HostKv, "r2").unwrap().unwrap().ai);
         let logs = testing::logs();
-        assert!(logs.contains(&(Level::Info, "ai-classifier: request \"r1\" is AI traffic (application_name:langchain)".into())), "{logs:?}");
+        assert!(
+            logs.contains(&(
+                Level::Info,
+                "ai-classifier: request \"r1\" is AI traffic (application_name:langchain)".into()
+            )),
+            "{logs:?}"
+        );
         assert!(logs.contains(&(Level::Debug, "ai-classifier: request \"r2\" is not AI traffic".into())), "{logs:?}");
     }
 
@@ -115,7 +129,11 @@ mod tests {
         testing::reset();
         testing::set_config("max_findings", "100000");
         classify(&ctx("r", "SELECT 1", "psql"));
-        assert!(testing::logs().iter().any(|(l, m)| *l == Level::Error && m.contains("max_findings") && m.contains("\"100000\"")));
+        assert!(
+            testing::logs()
+                .iter()
+                .any(|(l, m)| *l == Level::Error && m.contains("max_findings") && m.contains("\"100000\""))
+        );
         assert!(record::lookup(&mut HostKv, "r").unwrap().is_some());
     }
 }

@@ -55,7 +55,9 @@ pub fn record<S: Store>(store: &mut S, finding: &Finding, max_findings: usize) -
     let key = finding_key(&finding.request_id);
     let mut order: Vec<String> = match store.get(ORDER_KEY)? {
         None => Vec::new(),
-        Some(b) => serde_json::from_slice(&b).map_err(|e| format!("KV key {ORDER_KEY:?} is not a JSON array of keys: {e}"))?,
+        Some(b) => {
+            serde_json::from_slice(&b).map_err(|e| format!("KV key {ORDER_KEY:?} is not a JSON array of keys: {e}"))?
+        }
     };
     order.retain(|k| *k != key);
     while order.len() >= max_findings.max(1) {

@@ -36,8 +36,9 @@ pub fn genesis() -> Result<String, String> {
 fn read_tail() -> Result<chain::Tail, String> {
     match kv_read(chain::TAIL_KEY).map_err(|e| e.to_string())? {
         None => Ok(chain::Tail { seq: 0, hash: genesis()? }),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("KV key {:?}: expected {{\"seq\", \"hash\"}}, found something else ({e})", chain::TAIL_KEY)),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            format!("KV key {:?}: expected {{\"seq\", \"hash\"}}, found something else ({e})", chain::TAIL_KEY)
+        }),
     }
 }
 
@@ -49,7 +50,8 @@ pub fn record_query(env: &PostQueryEnvelope) {
     let result = (|| -> Result<(), String> {
         let tail = read_tail()?;
         let max_line = schema::limits::LOG_MAX_MESSAGE_BYTES;
-        let record = chain::next_record(&tail, env, get_time(), max_line, |b| sha256_digest_hex(b).map_err(|e| e.to_string()))?;
+        let record =
+            chain::next_record(&tail, env, get_time(), max_line, |b| sha256_digest_hex(b).map_err(|e| e.to_string()))?;
         let new_tail = chain::Tail { seq: record.body.seq, hash: record.hash.clone() };
         let bytes = serde_json::to_vec(&new_tail).map_err(|e| e.to_string())?;
         kv_write(chain::TAIL_KEY, bytes).map_err(|e| e.to_string())?;

@@ -170,7 +170,10 @@ fn a_bad_genesis_records_nothing_and_says_why() {
     record_query(&env(1, "SELECT 1"));
     let logs = testing::logs();
     assert_eq!(logs.len(), 1);
-    assert!(logs[0].0 == Level::Error && logs[0].1.contains("config key genesis") && logs[0].1.contains("\"zero\""), "{logs:?}");
+    assert!(
+        logs[0].0 == Level::Error && logs[0].1.contains("config key genesis") && logs[0].1.contains("\"zero\""),
+        "{logs:?}"
+    );
     assert!(testing::kv_snapshot().is_empty());
 }
 

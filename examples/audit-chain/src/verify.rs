@@ -73,7 +73,10 @@ pub fn verify_chain_with(ndjson: &str, opts: &VerifyOptions) -> Result<usize, Br
         if keys != expected_keys {
             let extra: Vec<&str> = keys.iter().filter(|k| !FIELDS.contains(k)).copied().collect();
             let missing: Vec<&str> = FIELDS.iter().filter(|k| !keys.contains(k)).copied().collect();
-            return Err(broken(seq_hint, format!("fields differ from a record's (extra: {extra:?}, missing: {missing:?})")));
+            return Err(broken(
+                seq_hint,
+                format!("fields differ from a record's (extra: {extra:?}, missing: {missing:?})"),
+            ));
         }
         let record: Record =
             serde_json::from_value(value.clone()).map_err(|e| broken(seq_hint, format!("malformed record: {e}")))?;
@@ -98,13 +101,18 @@ pub fn verify_chain_with(ndjson: &str, opts: &VerifyOptions) -> Result<usize, Br
                 )));
             }
             None if !is_hash(&body.prev_hash) => {
-                return Err(broken(format!("prev_hash {:?} of the first record is not 64 lowercase hex digits", body.prev_hash)));
+                return Err(broken(format!(
+                    "prev_hash {:?} of the first record is not 64 lowercase hex digits",
+                    body.prev_hash
+                )));
             }
             _ => {}
         }
         let actual = sha256_hex(&hashed_bytes(&body));
         if hash != actual {
-            return Err(broken(format!("hash {hash} does not match the record's contents (computed {actual}): the record was edited")));
+            return Err(broken(format!(
+                "hash {hash} does not match the record's contents (computed {actual}): the record was edited"
+            )));
         }
         if !body.query_truncated && sha256_hex(body.query.as_bytes()) != body.query_sha256 {
             return Err(broken("query_sha256 does not match the query".into()));

@@ -24,8 +24,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject, TableWithJoins,
-    UpdateTableFromKind, VisitMut, VisitorMut,
+    Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject,
+    TableWithJoins, UpdateTableFromKind, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -126,7 +126,8 @@ enum Roles {
 fn is_function_name(s: &str) -> bool {
     let ident = |p: &str| {
         let mut c = p.chars();
-        c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == '$')
+        c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == '$')
     };
     let ps: Vec<&str> = s.split('.').collect();
     ps.len() <= 2 && ps.iter().all(|p| ident(p))
@@ -198,7 +199,9 @@ impl Rel {
     fn named_by(&self, qualifier: &[Ident]) -> bool {
         let q: Vec<String> = qualifier.iter().map(|i| i.value.to_lowercase()).collect();
         match self {
-            Rel::Base { alias: Some(a), .. } | Rel::Other { alias: Some(a) } => q.len() == 1 && q[0] == a.value.to_lowercase(),
+            Rel::Base { alias: Some(a), .. } | Rel::Other { alias: Some(a) } => {
+                q.len() == 1 && q[0] == a.value.to_lowercase()
+            }
             Rel::Base { name, alias: None } => {
                 let p = parts(name);
                 !q.is_empty() && q.len() <= p.len() && p[p.len() - q.len()..] == q[..]
@@ -265,7 +268,9 @@ impl<'a> Masker<'a> {
     fn known_to_have(&self, rel: &Rel, column: &str) -> bool {
         let c = column.to_lowercase();
         match rel {
-            Rel::Base { name, .. } => self.cfg.columns_of(name).is_some_and(|cols| cols.iter().any(|x| x.to_lowercase() == c)),
+            Rel::Base { name, .. } => {
+                self.cfg.columns_of(name).is_some_and(|cols| cols.iter().any(|x| x.to_lowercase() == c))
+            }
             Rel::Other { .. } => false,
         }
     }
@@ -410,13 +415,21 @@ impl<'a> Masker<'a> {
                 let r = self.process_set_expr(right, chain, ctes)?;
                 Ok(l || r)
             }
-            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => self.process_statement(s, ctes),
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+                self.process_statement(s, ctes)
+            }
             other => self.subqueries(other, chain, ctes),
         }
     }
 
     /// Adds the relations of a FROM item to `scope`, processing derived tables on the way.
-    fn collect(&self, twj: &mut TableWithJoins, scope: &mut Scope, chain: &[Scope], ctes: &[String]) -> Result<bool, String> {
+    fn collect(
+        &self,
+        twj: &mut TableWithJoins,
+        scope: &mut Scope,
+        chain: &[Scope],
+        ctes: &[String],
+    ) -> Result<bool, String> {
         let mut changed = self.collect_factor(&mut twj.relation, scope, chain, ctes)?;
         for j in &mut twj.joins {
             changed |= self.collect_factor(&mut j.relation, scope, chain, ctes)?;
@@ -424,7 +437,13 @@ impl<'a> Masker<'a> {
         Ok(changed)
     }
 
-    fn collect_factor(&self, tf: &mut TableFactor, scope: &mut Scope, chain: &[Scope], ctes: &[String]) -> Result<bool, String> {
+    fn collect_factor(
+        &self,
+        tf: &mut TableFactor,
+        scope: &mut Scope,
+        chain: &[Scope],
+        ctes: &[String],
+    ) -> Result<bool, String> {
         match tf {
             TableFactor::Table { name, alias, .. } => {
                 let (name, alias_ident) = match only_table(name, alias.as_ref()) {
@@ -438,9 +457,10 @@ impl<'a> Masker<'a> {
                     Rel::Base { name, alias: alias_ident }
                 };
                 if let Some(a) = alias.as_ref().filter(|a| !a.columns.is_empty())
-                    && let Some(err) = self.whole_row_error(&rel, &format!("the column aliases of {a}")) {
-                        return Err(err);
-                    }
+                    && let Some(err) = self.whole_row_error(&rel, &format!("the column aliases of {a}"))
+                {
+                    return Err(err);
+                }
                 scope.push(rel);
                 Ok(false)
             }
@@ -459,7 +479,9 @@ impl<'a> Masker<'a> {
                 let mut inner = Vec::new();
                 let changed = self.collect(table_with_joins, &mut inner, chain, ctes)?;
                 if let Some(a) = alias {
-                    if let Some(err) = inner.iter().find_map(|r| self.whole_row_error(r, &format!("the aliased join {}", a.name))) {
+                    if let Some(err) =
+                        inner.iter().find_map(|r| self.whole_row_error(r, &format!("the aliased join {}", a.name)))
+                    {
                         return Err(err);
                     }
                     scope.push(Rel::Other { alias: Some(a.name.clone()) });
@@ -471,9 +493,9 @@ impl<'a> Masker<'a> {
             other => {
                 let changed = self.subqueries(other, chain, ctes)?;
                 let alias = match other {
-                    TableFactor::Function { alias, .. } | TableFactor::UNNEST { alias, .. } | TableFactor::TableFunction { alias, .. } => {
-                        alias.as_ref().map(|a| a.name.clone())
-                    }
+                    TableFactor::Function { alias, .. }
+                    | TableFactor::UNNEST { alias, .. }
+                    | TableFactor::TableFunction { alias, .. } => alias.as_ref().map(|a| a.name.clone()),
                     _ => None,
                 };
                 scope.push(Rel::Other { alias });
@@ -483,7 +505,13 @@ impl<'a> Masker<'a> {
     }
 
     /// Rewrites a projection (or a RETURNING list) whose FROM is `scope`, inside `chain`.
-    fn process_projection(&self, items: &mut Vec<SelectItem>, scope: &Scope, chain: &[Scope], ctes: &[String]) -> Result<bool, String> {
+    fn process_projection(
+        &self,
+        items: &mut Vec<SelectItem>,
+        scope: &Scope,
+        chain: &[Scope],
+        ctes: &[String],
+    ) -> Result<bool, String> {
         let mut full = chain.to_vec();
         full.push(scope.clone());
         let mut changed = false;
@@ -499,7 +527,9 @@ impl<'a> Masker<'a> {
                     let c = self.mask_expr(&mut e, &full, ctes, true)?;
                     changed |= c;
                     match bare {
-                        Some(alias) if c && matches!(e, Expr::Function(_)) => out.push(SelectItem::ExprWithAlias { expr: e, alias }),
+                        Some(alias) if c && matches!(e, Expr::Function(_)) => {
+                            out.push(SelectItem::ExprWithAlias { expr: e, alias })
+                        }
                         _ => out.push(SelectItem::UnnamedExpr(e)),
                     }
                 }
@@ -528,7 +558,10 @@ impl<'a> Masker<'a> {
                             out.extend(self.expand(rel, false)?);
                             changed = true;
                         }
-                        _ => out.push(SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), opts)),
+                        _ => out.push(SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(name),
+                            opts,
+                        )),
                     }
                 }
                 SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::Expr(mut e), opts) => {
@@ -613,9 +646,10 @@ impl VisitorMut for ExprMasker<'_, '_, '_> {
                     let is_column = current.iter().any(|rel| self.m.known_to_have(rel, &i.value));
                     if !is_column
                         && let Some(rel) = self.m.resolve_rel(self.chain, std::slice::from_ref(i))
-                            && let Some(err) = self.m.whole_row_error(rel, &format!("the whole-row reference {i}")) {
-                                return ControlFlow::Break(err);
-                            }
+                        && let Some(err) = self.m.whole_row_error(rel, &format!("the whole-row reference {i}"))
+                    {
+                        return ControlFlow::Break(err);
+                    }
                 }
                 r
             }
@@ -625,7 +659,11 @@ impl VisitorMut for ExprMasker<'_, '_, '_> {
             }
             Expr::QualifiedWildcard(name, _) => {
                 let qualifier: Vec<Ident> = name.0.iter().filter_map(|p| p.as_ident().cloned()).collect();
-                if let Some(err) = self.m.resolve_rel(self.chain, &qualifier).and_then(|rel| self.m.whole_row_error(rel, &format!("{name}.*"))) {
+                if let Some(err) = self
+                    .m
+                    .resolve_rel(self.chain, &qualifier)
+                    .and_then(|rel| self.m.whole_row_error(rel, &format!("{name}.*")))
+                {
                     return ControlFlow::Break(err);
                 }
                 None
@@ -639,8 +677,10 @@ impl VisitorMut for ExprMasker<'_, '_, '_> {
                             continue;
                         };
                         let qualifier: Vec<Ident> = name.0.iter().filter_map(|p| p.as_ident().cloned()).collect();
-                        if let Some(err) =
-                            self.m.resolve_rel(self.chain, &qualifier).and_then(|rel| self.m.whole_row_error(rel, &format!("{name}.*")))
+                        if let Some(err) = self
+                            .m
+                            .resolve_rel(self.chain, &qualifier)
+                            .and_then(|rel| self.m.whole_row_error(rel, &format!("{name}.*")))
                         {
                             return ControlFlow::Break(err);
                         }
@@ -678,7 +718,8 @@ fn names_masked_table(active: &[&Rule], sql: &str) -> Option<String> {
 /// Rewrites `sql` for `identity`. `Ok(None)`: nothing to mask; `Ok(Some(sql))`: the masked SQL;
 /// `Err(reason)`: the statement cannot be masked and must be refused.
 pub fn rewrite(cfg: &Config, identity: Option<&str>, sql: &str) -> Result<Option<String>, String> {
-    let active: Vec<&Rule> = cfg.rules.iter().filter(|r| !identity.is_some_and(|id| r.unmask_roles.iter().any(|u| u == id))).collect();
+    let active: Vec<&Rule> =
+        cfg.rules.iter().filter(|r| !identity.is_some_and(|id| r.unmask_roles.iter().any(|u| u == id))).collect();
     if active.is_empty() {
         return Ok(None);
     }
@@ -686,7 +727,9 @@ pub fn rewrite(cfg: &Config, identity: Option<&str>, sql: &str) -> Result<Option
         Ok(s) => s,
         Err(e) => {
             return match names_masked_table(&active, sql) {
-                Some(t) => Err(format!("column-mask: the statement does not parse ({e}) and names masked table {t}; refused")),
+                Some(t) => {
+                    Err(format!("column-mask: the statement does not parse ({e}) and names masked table {t}; refused"))
+                }
                 None => Ok(None),
             };
         }

@@ -50,7 +50,10 @@ fn refused(sql: &str, needle: &str) {
 
 #[test]
 fn a_projected_column_is_wrapped_and_keeps_its_name() {
-    assert_eq!(masked("SELECT id, name, ssn FROM users WHERE id = 7"), "SELECT id, name, mask_ssn(ssn) AS ssn FROM users WHERE id = 7");
+    assert_eq!(
+        masked("SELECT id, name, ssn FROM users WHERE id = 7"),
+        "SELECT id, name, mask_ssn(ssn) AS ssn FROM users WHERE id = 7"
+    );
     assert_eq!(masked("SELECT ssn AS tax_id FROM users"), "SELECT mask_ssn(ssn) AS tax_id FROM users");
     assert_eq!(masked("SELECT SSN FROM USERS WHERE ID = 7"), "SELECT mask_ssn(SSN) AS SSN FROM USERS WHERE ID = 7");
     assert_eq!(masked("SELECT \"ssn\" FROM \"users\""), "SELECT mask_ssn(\"ssn\") AS \"ssn\" FROM \"users\"");
@@ -58,16 +61,25 @@ fn a_projected_column_is_wrapped_and_keeps_its_name() {
 
 #[test]
 fn qualified_and_aliased_columns_are_wrapped() {
-    assert_eq!(masked("SELECT u.ssn, u.name FROM users u WHERE u.id = 7"), "SELECT mask_ssn(u.ssn) AS ssn, u.name FROM users u WHERE u.id = 7");
+    assert_eq!(
+        masked("SELECT u.ssn, u.name FROM users u WHERE u.id = 7"),
+        "SELECT mask_ssn(u.ssn) AS ssn, u.name FROM users u WHERE u.id = 7"
+    );
     assert_eq!(masked("SELECT users.ssn FROM users"), "SELECT mask_ssn(users.ssn) AS ssn FROM users");
-    assert_eq!(masked("SELECT public.users.ssn FROM public.users"), "SELECT mask_ssn(public.users.ssn) AS ssn FROM public.users");
+    assert_eq!(
+        masked("SELECT public.users.ssn FROM public.users"),
+        "SELECT mask_ssn(public.users.ssn) AS ssn FROM public.users"
+    );
     assert_eq!(masked("SELECT x.ssn FROM users AS x"), "SELECT mask_ssn(x.ssn) AS ssn FROM users AS x");
 }
 
 #[test]
 fn masked_columns_inside_expressions_are_wrapped_too() {
     assert_eq!(masked("SELECT upper(email) FROM users"), "SELECT upper(mask_email(email)) FROM users");
-    assert_eq!(masked("SELECT substr(ssn, 1, 3) AS p FROM users"), "SELECT SUBSTR(mask_ssn(ssn), 1, 3) AS p FROM users");
+    assert_eq!(
+        masked("SELECT substr(ssn, 1, 3) AS p FROM users"),
+        "SELECT SUBSTR(mask_ssn(ssn), 1, 3) AS p FROM users"
+    );
     assert_eq!(
         masked("SELECT email || ' <' || name || '>' AS contact FROM users"),
         "SELECT mask_email(email) || ' <' || name || '>' AS contact FROM users"
@@ -113,7 +125,10 @@ fn subqueries_ctes_and_set_operations_are_masked_recursively() {
         masked("SELECT * FROM (SELECT * FROM users WHERE id < 100) s"),
         "SELECT * FROM (SELECT users.id, users.name, mask_email(users.email) AS email, mask_ssn(users.ssn) AS ssn FROM users WHERE id < 100) s"
     );
-    assert_eq!(masked("WITH u AS (SELECT id, ssn FROM users) SELECT ssn FROM u"), "WITH u AS (SELECT id, mask_ssn(ssn) AS ssn FROM users) SELECT ssn FROM u");
+    assert_eq!(
+        masked("WITH u AS (SELECT id, ssn FROM users) SELECT ssn FROM u"),
+        "WITH u AS (SELECT id, mask_ssn(ssn) AS ssn FROM users) SELECT ssn FROM u"
+    );
     assert_eq!(
         masked("SELECT id, (SELECT ssn FROM users x WHERE x.id = o.customer_id) FROM orders o"),
         "SELECT id, (SELECT mask_ssn(ssn) AS ssn FROM users x WHERE x.id = o.customer_id) FROM orders o"
@@ -123,7 +138,9 @@ fn subqueries_ctes_and_set_operations_are_masked_recursively() {
         "SELECT mask_ssn(ssn) AS ssn FROM users UNION SELECT ssn FROM former_users"
     );
     assert_eq!(
-        masked("SELECT id FROM orders WHERE customer_id IN (SELECT id FROM users WHERE email = 'x') OR EXISTS (SELECT ssn FROM users)"),
+        masked(
+            "SELECT id FROM orders WHERE customer_id IN (SELECT id FROM users WHERE email = 'x') OR EXISTS (SELECT ssn FROM users)"
+        ),
         "SELECT id FROM orders WHERE customer_id IN (SELECT id FROM users WHERE email = 'x') OR EXISTS (SELECT mask_ssn(ssn) AS ssn FROM users)"
     );
 }
@@ -145,11 +162,26 @@ fn correlated_references_resolve_to_the_enclosing_query() {
 
 #[test]
 fn returning_copy_and_create_as_are_masked() {
-    assert_eq!(masked("UPDATE users SET name = 'x' WHERE id = 7 RETURNING ssn"), "UPDATE users SET name = 'x' WHERE id = 7 RETURNING mask_ssn(ssn) AS ssn");
-    assert_eq!(masked("DELETE FROM users u WHERE id = 7 RETURNING u.email"), "DELETE FROM users u WHERE id = 7 RETURNING mask_email(u.email) AS email");
-    assert_eq!(masked("COPY (SELECT id, ssn FROM users) TO STDOUT"), "COPY (SELECT id, mask_ssn(ssn) AS ssn FROM users) TO STDOUT");
-    assert_eq!(masked("CREATE TABLE leak AS SELECT ssn FROM users"), "CREATE TABLE leak AS SELECT mask_ssn(ssn) AS ssn FROM users");
-    assert_eq!(masked("INSERT INTO leak SELECT ssn FROM users"), "INSERT INTO leak SELECT mask_ssn(ssn) AS ssn FROM users");
+    assert_eq!(
+        masked("UPDATE users SET name = 'x' WHERE id = 7 RETURNING ssn"),
+        "UPDATE users SET name = 'x' WHERE id = 7 RETURNING mask_ssn(ssn) AS ssn"
+    );
+    assert_eq!(
+        masked("DELETE FROM users u WHERE id = 7 RETURNING u.email"),
+        "DELETE FROM users u WHERE id = 7 RETURNING mask_email(u.email) AS email"
+    );
+    assert_eq!(
+        masked("COPY (SELECT id, ssn FROM users) TO STDOUT"),
+        "COPY (SELECT id, mask_ssn(ssn) AS ssn FROM users) TO STDOUT"
+    );
+    assert_eq!(
+        masked("CREATE TABLE leak AS SELECT ssn FROM users"),
+        "CREATE TABLE leak AS SELECT mask_ssn(ssn) AS ssn FROM users"
+    );
+    assert_eq!(
+        masked("INSERT INTO leak SELECT ssn FROM users"),
+        "INSERT INTO leak SELECT mask_ssn(ssn) AS ssn FROM users"
+    );
 }
 
 #[test]
@@ -166,7 +198,11 @@ fn what_cannot_be_masked_is_refused() {
     let r = rewrite(&no_columns, None, "SELECT * FROM people").unwrap_err();
     assert!(r.contains("table_columns") && r.contains("people"), "{r}");
     refused("SELEC ssn FROM users", "does not parse");
-    assert_eq!(rewrite(&cfg(), Some("alice"), "SELEC 1 FROM orders"), Ok(None), "unparseable but names no masked table");
+    assert_eq!(
+        rewrite(&cfg(), Some("alice"), "SELEC 1 FROM orders"),
+        Ok(None),
+        "unparseable but names no masked table"
+    );
 }
 
 #[test]
@@ -226,29 +262,49 @@ fn bad_rules_are_refused_with_the_key() {
 #[test]
 fn the_hook_rewrites_blocks_and_continues() {
     testing::reset();
-    testing::set_config("rules", r#"[{"table": "users", "column": "ssn", "mask_function": "mask_ssn", "unmask_role": "auditor"}]"#);
+    testing::set_config(
+        "rules",
+        r#"[{"table": "users", "column": "ssn", "mask_function": "mask_ssn", "unmask_role": "auditor"}]"#,
+    );
     let ctx = |sql: &str, who: &str| {
         let mut c = QueryContext { query: sql.into(), ..Default::default() };
         c.hook_context.identity = Some(who.into());
         c
     };
-    assert_eq!(mask_columns(&ctx("SELECT ssn FROM users", "bob")), PreQueryResult::Rewrite { sql: "SELECT mask_ssn(ssn) AS ssn FROM users".into() });
+    assert_eq!(
+        mask_columns(&ctx("SELECT ssn FROM users", "bob")),
+        PreQueryResult::Rewrite { sql: "SELECT mask_ssn(ssn) AS ssn FROM users".into() }
+    );
     assert_eq!(mask_columns(&ctx("SELECT ssn FROM users", "auditor")), PreQueryResult::Continue);
     assert!(matches!(mask_columns(&ctx("SELECT * FROM users", "bob")), PreQueryResult::Block { .. }));
     testing::set_config("rules", "nope");
-    assert!(matches!(mask_columns(&ctx("SELECT 1", "bob")), PreQueryResult::Block { reason } if reason.contains("config key rules")));
+    assert!(
+        matches!(mask_columns(&ctx("SELECT 1", "bob")), PreQueryResult::Block { reason } if reason.contains("config key rules"))
+    );
 }
 
 #[test]
 fn from_only_and_column_aliases_cannot_hide_a_masked_table() {
     assert_eq!(masked("SELECT ssn FROM ONLY users"), "SELECT mask_ssn(ssn) AS ssn FROM ONLY users");
-    assert_eq!(masked("SELECT users.ssn FROM ONLY users WHERE id = 1"), "SELECT mask_ssn(users.ssn) AS ssn FROM ONLY users WHERE id = 1");
+    assert_eq!(
+        masked("SELECT users.ssn FROM ONLY users WHERE id = 1"),
+        "SELECT mask_ssn(users.ssn) AS ssn FROM ONLY users WHERE id = 1"
+    );
     refused("SELECT d FROM users AS u(a, b, c, d)", "column aliases");
     refused("SELECT (u).ssn FROM users u", "whole-row reference u");
-    assert_eq!(masked("SELECT * FROM users u, LATERAL (SELECT u.ssn) l"), "SELECT u.id, u.name, mask_email(u.email) AS email, mask_ssn(u.ssn) AS ssn, l.* FROM users u, LATERAL (SELECT mask_ssn(u.ssn) AS ssn) l");
+    assert_eq!(
+        masked("SELECT * FROM users u, LATERAL (SELECT u.ssn) l"),
+        "SELECT u.id, u.name, mask_email(u.email) AS email, mask_ssn(u.ssn) AS ssn, l.* FROM users u, LATERAL (SELECT mask_ssn(u.ssn) AS ssn) l"
+    );
     assert_eq!(masked("SELECT ARRAY(SELECT ssn FROM users)"), "SELECT ARRAY(SELECT mask_ssn(ssn) AS ssn FROM users)");
     assert_eq!(masked("SELECT json_agg(ssn) FROM users"), "SELECT json_agg(mask_ssn(ssn)) FROM users");
-    assert_eq!(masked("EXPLAIN ANALYZE SELECT ssn FROM users"), "EXPLAIN ANALYZE SELECT mask_ssn(ssn) AS ssn FROM users");
+    assert_eq!(
+        masked("EXPLAIN ANALYZE SELECT ssn FROM users"),
+        "EXPLAIN ANALYZE SELECT mask_ssn(ssn) AS ssn FROM users"
+    );
     assert_eq!(masked("PREPARE p AS SELECT ssn FROM users"), "PREPARE p AS SELECT mask_ssn(ssn) AS ssn FROM users");
-    assert_eq!(masked("VALUES ((SELECT ssn FROM users LIMIT 1))"), "VALUES ((SELECT mask_ssn(ssn) AS ssn FROM users LIMIT 1))");
+    assert_eq!(
+        masked("VALUES ((SELECT ssn FROM users LIMIT 1))"),
+        "VALUES ((SELECT mask_ssn(ssn) AS ssn FROM users LIMIT 1))"
+    );
 }

@@ -95,22 +95,31 @@ impl Config {
                 _ => Ok(default),
             }
         };
-        let default_budget =
-            Budget { minute: num("budget_minute", None)?, hour: num("budget_hour", None)?, day: num("budget_day", None)? };
+        let default_budget = Budget {
+            minute: num("budget_minute", None)?,
+            hour: num("budget_hour", None)?,
+            day: num("budget_day", None)?,
+        };
         let mut tenant_budgets = BTreeMap::new();
         if let Some(raw) = get("tenant_budgets").filter(|s| !s.trim().is_empty()) {
             let key = "tenant_budgets";
             let err = |message: String| ConfigError { key: key.to_owned(), message };
-            let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| err(format!("expected a JSON object, found invalid JSON: {e}")))?;
-            let obj = v.as_object().ok_or_else(|| err(format!("expected a JSON object of tenant → budgets, found {v}")))?;
+            let v: serde_json::Value = serde_json::from_str(&raw)
+                .map_err(|e| err(format!("expected a JSON object, found invalid JSON: {e}")))?;
+            let obj =
+                v.as_object().ok_or_else(|| err(format!("expected a JSON object of tenant → budgets, found {v}")))?;
             for (tenant, b) in obj {
-                let b = b.as_object().ok_or_else(|| err(format!("tenant {tenant:?}: expected an object like {{\"day\": 1000}}, found {b}")))?;
+                let b = b.as_object().ok_or_else(|| {
+                    err(format!("tenant {tenant:?}: expected an object like {{\"day\": 1000}}, found {b}"))
+                })?;
                 let mut p = PartialBudget::default();
                 for (window, limit) in b {
                     let value = match limit {
                         serde_json::Value::Null => None,
                         serde_json::Value::Number(n) => Some(n.as_u64().ok_or_else(|| {
-                            err(format!("tenant {tenant:?} window {window:?}: expected a non-negative integer, found {n}"))
+                            err(format!(
+                                "tenant {tenant:?} window {window:?}: expected a non-negative integer, found {n}"
+                            ))
                         })?),
                         other => {
                             return Err(err(format!(
@@ -122,7 +131,11 @@ impl Config {
                         "minute" => p.minute = Some(value),
                         "hour" => p.hour = Some(value),
                         "day" => p.day = Some(value),
-                        w => return Err(err(format!("tenant {tenant:?}: unknown window {w:?} (expected minute, hour or day)"))),
+                        w => {
+                            return Err(err(format!(
+                                "tenant {tenant:?}: unknown window {w:?} (expected minute, hour or day)"
+                            )));
+                        }
                     }
                 }
                 tenant_budgets.insert(tenant.clone(), p);
@@ -198,7 +211,11 @@ pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64)
     let mut ledger = Ledger::new(store, KV_PREFIX, cfg.max_tenants);
     let usage = match ledger.usage(tenant) {
         Ok(u) => u,
-        Err(e) => return PreQueryResult::Block { reason: format!("cost-governor: cannot read usage of tenant {tenant:?}: {e}") },
+        Err(e) => {
+            return PreQueryResult::Block {
+                reason: format!("cost-governor: cannot read usage of tenant {tenant:?}: {e}"),
+            };
+        }
     };
     for w in WINDOWS {
         let Some(limit) = budget.get(w) else { continue };
@@ -228,7 +245,12 @@ pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64)
 }
 
 /// `post_query`: charges the statement's cost to every window. Returns (tenant, milli-units charged).
-pub fn charge<S: Store>(cfg: &Config, store: &mut S, env: &PostQueryEnvelope, now: i64) -> Result<(String, u64), String> {
+pub fn charge<S: Store>(
+    cfg: &Config,
+    store: &mut S,
+    env: &PostQueryEnvelope,
+    now: i64,
+) -> Result<(String, u64), String> {
     let tenant = tenant_of(cfg, &env.query_context.hook_context);
     if tenant.len() > MAX_TENANT_BYTES {
         return Err(format!("tenant id of {} bytes is longer than {MAX_TENANT_BYTES}, not charged", tenant.len()));
@@ -379,8 +401,12 @@ mod tests {
     #[test]
     fn bad_config_names_the_key_and_what_was_found() {
         let e = Config::from_lookup(|k| (k == "budget_day").then(|| "lots".to_string())).unwrap_err();
-        assert_eq!(e.to_string(), "cost-governor: config key budget_day: expected a non-negative integer, found \"lots\"");
-        let e = Config::from_lookup(|k| (k == "tenant_budgets").then(|| r#"{"a": {"week": 1}}"#.to_string())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cost-governor: config key budget_day: expected a non-negative integer, found \"lots\""
+        );
+        let e =
+            Config::from_lookup(|k| (k == "tenant_budgets").then(|| r#"{"a": {"week": 1}}"#.to_string())).unwrap_err();
         assert!(e.to_string().contains("unknown window \"week\""), "{e}");
         let e = Config::from_lookup(|k| (k == "max_tenants").then(|| "5000".to_string())).unwrap_err();
         assert!(e.to_string().contains("max_tenants") && e.to_string().contains("5000"), "{e}");

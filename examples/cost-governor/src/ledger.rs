@@ -94,10 +94,9 @@ impl std::fmt::Display for LedgerError {
             LedgerError::Corrupt { key, message } => {
                 write!(f, "KV key {key:?}: expected this plugin's JSON, found something else ({message})")
             }
-            LedgerError::Full { max_subjects } => write!(
-                f,
-                "all {max_subjects} tracked subjects were charged today, no room for a new one"
-            ),
+            LedgerError::Full { max_subjects } => {
+                write!(f, "all {max_subjects} tracked subjects were charged today, no room for a new one")
+            }
         }
     }
 }
@@ -137,7 +136,8 @@ impl<'a, S: Store> Ledger<'a, S> {
     }
 
     fn write_json<T: Serialize>(&mut self, key: &str, value: &T) -> Result<(), LedgerError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| LedgerError::Corrupt { key: key.to_owned(), message: e.to_string() })?;
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| LedgerError::Corrupt { key: key.to_owned(), message: e.to_string() })?;
         self.store.set(key, &bytes).map_err(|message| LedgerError::Store { key: key.to_owned(), message })
     }
 

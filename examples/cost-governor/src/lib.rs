@@ -56,10 +56,9 @@ pub fn charge_cost(env: &PostQueryEnvelope) {
         Err(e) => return log(Level::Error, &e.to_string()),
     };
     match governor::charge(&cfg, &mut HostKv, env, get_time()) {
-        Ok((tenant, milli)) => log(
-            Level::Debug,
-            &format!("cost-governor: charged tenant {tenant:?} {} units", governor::units(milli)),
-        ),
+        Ok((tenant, milli)) => {
+            log(Level::Debug, &format!("cost-governor: charged tenant {tenant:?} {} units", governor::units(milli)))
+        }
         Err(e) => log(Level::Error, &format!("cost-governor: {e}")),
     }
 }
@@ -97,7 +96,8 @@ mod tests {
         assert_eq!(check_budget(&query("other")), PreQueryResult::Continue);
         testing::set_time(1_700_000_160);
         assert_eq!(check_budget(&query("acme")), PreQueryResult::Continue);
-        let keys: Vec<String> = testing::kv_snapshot().keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        let keys: Vec<String> =
+            testing::kv_snapshot().keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
         assert_eq!(keys, vec!["tenant:acme:usage", "tenant:index"]);
     }
 

@@ -28,10 +28,16 @@ impl Config {
             None | Some("") | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(format!("llm-guardrail: config key apply_to_all: expected \"true\" or \"false\", found {other:?}"));
+                return Err(format!(
+                    "llm-guardrail: config key apply_to_all: expected \"true\" or \"false\", found {other:?}"
+                ));
             }
         };
-        Ok(Config { apply_to_all, detect: detect::DetectConfig::from_lookup(&get), rules: rules::Rules::from_lookup(&get) })
+        Ok(Config {
+            apply_to_all,
+            detect: detect::DetectConfig::from_lookup(&get),
+            rules: rules::Rules::from_lookup(&get),
+        })
     }
 }
 
@@ -91,7 +97,8 @@ mod tests {
         assert_eq!(
             ai,
             PreQueryResult::Block {
-                reason: "llm-guardrail: DROP TABLE users is not allowed (AI traffic: application_name:langchain)".into()
+                reason: "llm-guardrail: DROP TABLE users is not allowed (AI traffic: application_name:langchain)"
+                    .into()
             }
         );
         assert!(testing::logs().iter().any(|(l, m)| *l == Level::Warn && m.contains("DROP TABLE users")));
@@ -106,7 +113,10 @@ mod tests {
         testing::reset();
         testing::set_config("apply_to_all", "true");
         let r = guard(&ctx("DELETE FROM t", &[("application_name", "psql")]));
-        assert!(matches!(&r, PreQueryResult::Block { reason } if reason.ends_with("(AI traffic: apply_to_all)")), "{r:?}");
+        assert!(
+            matches!(&r, PreQueryResult::Block { reason } if reason.ends_with("(AI traffic: apply_to_all)")),
+            "{r:?}"
+        );
         assert_eq!(guard(&ctx("DELETE FROM t WHERE id = 1", &[])), PreQueryResult::Continue);
     }
 
@@ -134,6 +144,9 @@ mod tests {
         testing::reset();
         testing::set_config("apply_to_all", "yes");
         let r = guard(&ctx("SELECT 1", &[]));
-        assert!(matches!(&r, PreQueryResult::Block { reason } if reason.contains("apply_to_all") && reason.contains("\"yes\"")), "{r:?}");
+        assert!(
+            matches!(&r, PreQueryResult::Block { reason } if reason.contains("apply_to_all") && reason.contains("\"yes\"")),
+            "{r:?}"
+        );
     }
 }

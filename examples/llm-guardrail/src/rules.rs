@@ -24,9 +24,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, Ident, JoinConstraint, JoinOperator, LimitClause,
-    ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableAlias, TableFactor, TableWithJoins, UpdateTableFromKind,
-    Value, Visit, Visitor,
+    AlterTableOperation, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, Ident, JoinConstraint, JoinOperator,
+    LimitClause, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableAlias, TableFactor,
+    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -168,7 +168,10 @@ impl Visitor for Checker<'_> {
             }
             Statement::Update(u) => {
                 if u.selection.as_ref().is_none_or(is_trivial) {
-                    return fail(format!("UPDATE {} without a WHERE that restricts rows is not allowed", u.table.relation));
+                    return fail(format!(
+                        "UPDATE {} without a WHERE that restricts rows is not allowed",
+                        u.table.relation
+                    ));
                 }
                 let mut scope = vec![&u.table];
                 if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) = &u.from {
@@ -204,7 +207,9 @@ impl Visitor for Checker<'_> {
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
         let bounded = query.fetch.is_some()
             || match &query.limit_clause {
-                Some(LimitClause::LimitOffset { limit: Some(l), .. }) => !matches!(l, Expr::Value(v) if v.value == Value::Null),
+                Some(LimitClause::LimitOffset { limit: Some(l), .. }) => {
+                    !matches!(l, Expr::Value(v) if v.value == Value::Null)
+                }
                 Some(LimitClause::OffsetCommaLimit { .. }) => true,
                 _ => false,
             };
@@ -293,8 +298,8 @@ fn is_destructive_alter(op: &AlterTableOperation) -> bool {
 fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     use JoinOperator::*;
     match op {
-        Join(c) | Inner(c) | Left(c) | LeftOuter(c) | Right(c) | RightOuter(c) | FullOuter(c) | CrossJoin(c) | Semi(c)
-        | LeftSemi(c) | RightSemi(c) | Anti(c) | LeftAnti(c) | RightAnti(c) | StraightJoin(c) => Some(c),
+        Join(c) | Inner(c) | Left(c) | LeftOuter(c) | Right(c) | RightOuter(c) | FullOuter(c) | CrossJoin(c)
+        | Semi(c) | LeftSemi(c) | RightSemi(c) | Anti(c) | LeftAnti(c) | RightAnti(c) | StraightJoin(c) => Some(c),
         _ => None,
     }
 }
@@ -523,7 +528,10 @@ mod tests {
         blocked("SELECT id FROM orders WHERE tenant_id <> 'a'", "orders");
         blocked("SELECT id FROM orders o WHERE x.tenant_id = 'a'", "orders");
         blocked("SELECT o.id FROM orders o JOIN invoices i ON i.order_id = o.id WHERE o.tenant_id = 'a'", "invoices");
-        blocked("SELECT * FROM orders WHERE id IN (SELECT order_id FROM invoices WHERE paid = false) AND tenant_id = 'a'", "invoices");
+        blocked(
+            "SELECT * FROM orders WHERE id IN (SELECT order_id FROM invoices WHERE paid = false) AND tenant_id = 'a'",
+            "invoices",
+        );
         blocked("UPDATE invoices SET paid = true WHERE id = 10", "invoices");
         blocked("DELETE FROM orders WHERE id = 3", "orders");
         blocked("SELECT id FROM ORDERS WHERE status = 'x'", "orders");
@@ -535,7 +543,9 @@ mod tests {
         allowed("SELECT id FROM orders WHERE (status = 'open' AND TENANT_ID = $1)");
         allowed("SELECT o.id FROM orders o WHERE o.tenant_id = current_setting('app.tenant')");
         allowed("SELECT orders.id FROM orders WHERE 'acme' = orders.tenant_id");
-        allowed("SELECT o.id FROM orders o JOIN invoices i ON i.order_id = o.id AND i.tenant_id = 'a' WHERE o.tenant_id = 'a'");
+        allowed(
+            "SELECT o.id FROM orders o JOIN invoices i ON i.order_id = o.id AND i.tenant_id = 'a' WHERE o.tenant_id = 'a'",
+        );
         allowed("UPDATE invoices SET paid = true WHERE tenant_id = 'a' AND id = 10");
         allowed("DELETE FROM orders WHERE tenant_id = 'a' AND id = 3");
         allowed("INSERT INTO orders (tenant_id, total) VALUES ('a', 1)");
@@ -543,7 +553,16 @@ mod tests {
 
     #[test]
     fn harmless_statements_pass() {
-        for sql in ["SELECT 1", "BEGIN", "COMMIT", "SET search_path TO app", "SELECT now()", "EXPLAIN SELECT * FROM users", "GRANT SELECT ON users TO bob", ""] {
+        for sql in [
+            "SELECT 1",
+            "BEGIN",
+            "COMMIT",
+            "SET search_path TO app",
+            "SELECT now()",
+            "EXPLAIN SELECT * FROM users",
+            "GRANT SELECT ON users TO bob",
+            "",
+        ] {
             allowed(sql);
         }
     }

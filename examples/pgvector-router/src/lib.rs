@@ -58,7 +58,9 @@ fn is_vector_op(op: &impl std::fmt::Display) -> bool {
 fn has_limit(q: &Query) -> bool {
     q.fetch.is_some()
         || match &q.limit_clause {
-            Some(LimitClause::LimitOffset { limit: Some(l), .. }) => !matches!(l, Expr::Value(v) if v.value == Value::Null),
+            Some(LimitClause::LimitOffset { limit: Some(l), .. }) => {
+                !matches!(l, Expr::Value(v) if v.value == Value::Null)
+            }
             Some(LimitClause::OffsetCommaLimit { .. }) => true,
             _ => false,
         }
@@ -98,15 +100,19 @@ fn is_top_k_read(q: &Query) -> bool {
     impl Visitor for Scan {
         type Break = ();
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if !q.locks.is_empty() || matches!(*q.body, SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)) {
+            if !q.locks.is_empty()
+                || matches!(*q.body, SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_))
+            {
                 self.writes = true;
                 return ControlFlow::Break(());
             }
             if has_limit(q)
-                && let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) = &q.order_by
-                    && exprs.iter().any(|o| uses_vector_op(&o.expr)) {
-                        self.top_k = true;
-                    }
+                && let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) =
+                    &q.order_by
+                && exprs.iter().any(|o| uses_vector_op(&o.expr))
+            {
+                self.top_k = true;
+            }
             ControlFlow::Continue(())
         }
         fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
@@ -184,7 +190,9 @@ pub fn route_vectors(ctx: &QueryContext) -> RouteResult {
         }
         (_, Detection::Parsed | Detection::Tokens) => log(
             Level::Warn,
-            &format!("pgvector-router: request {id:?}: top-K vector search but no {VECTOR_NODE_KEY} config and no {VECTOR_NODE_ATTRIBUTE} attribute; default route"),
+            &format!(
+                "pgvector-router: request {id:?}: top-K vector search but no {VECTOR_NODE_KEY} config and no {VECTOR_NODE_ATTRIBUTE} attribute; default route"
+            ),
         ),
         _ => {}
     }
@@ -221,7 +229,9 @@ mod tests {
 
     #[test]
     fn nested_top_k_queries_are_routed() {
-        assert!(routed(&format!("SELECT * FROM (SELECT id FROM docs ORDER BY embedding <=> {V} LIMIT 20) s WHERE id > 3")));
+        assert!(routed(&format!(
+            "SELECT * FROM (SELECT id FROM docs ORDER BY embedding <=> {V} LIMIT 20) s WHERE id > 3"
+        )));
         assert!(routed(&format!(
             "WITH q AS (SELECT {V}::vector AS v) SELECT d.id FROM docs d, q ORDER BY d.embedding <-> q.v LIMIT 5"
         )));

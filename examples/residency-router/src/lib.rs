@@ -28,21 +28,29 @@ pub struct Config {
 
 fn json_map(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<BTreeMap<String, String>, String> {
     let Some(raw) = get(key).filter(|s| !s.trim().is_empty()) else { return Ok(BTreeMap::new()) };
-    serde_json::from_str::<BTreeMap<String, String>>(&raw)
-        .map_err(|e| format!("residency-router: config key {key}: expected a JSON object of strings, found {raw:?} ({e})"))
+    serde_json::from_str::<BTreeMap<String, String>>(&raw).map_err(|e| {
+        format!("residency-router: config key {key}: expected a JSON object of strings, found {raw:?} ({e})")
+    })
 }
 
 impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let lower = |m: BTreeMap<String, String>, keys: bool| -> BTreeMap<String, String> {
-            m.into_iter()
-                .map(|(k, v)| if keys { (k.trim().to_lowercase(), v.trim().to_owned()) } else { (k, v.trim().to_lowercase()) })
-                .collect()
-        };
+        let lower =
+            |m: BTreeMap<String, String>, keys: bool| -> BTreeMap<String, String> {
+                m.into_iter()
+                    .map(|(k, v)| {
+                        if keys { (k.trim().to_lowercase(), v.trim().to_owned()) } else { (k, v.trim().to_lowercase()) }
+                    })
+                    .collect()
+            };
         let enforce = match get("enforce").as_deref().map(str::trim) {
             None | Some("") | Some("false") => false,
             Some("true") => true,
-            Some(other) => return Err(format!("residency-router: config key enforce: expected \"true\" or \"false\", found {other:?}")),
+            Some(other) => {
+                return Err(format!(
+                    "residency-router: config key enforce: expected \"true\" or \"false\", found {other:?}"
+                ));
+            }
         };
         Ok(Config {
             region_map: lower(json_map(&get, "region_map")?, true),
@@ -72,12 +80,17 @@ pub fn decide(cfg: &Config, hc: &HookContext) -> (RouteResult, Option<String>) {
         (Some(r), _) => r.clone(),
         (None, Some(c)) => c,
         (None, None) => {
-            return refuse(format!("no region known for user {who:?} (not in user_regions and no {REGION_ATTRIBUTE} attribute)"));
+            return refuse(format!(
+                "no region known for user {who:?} (not in user_regions and no {REGION_ATTRIBUTE} attribute)"
+            ));
         }
     };
     match cfg.region_map.get(&region) {
         Some(node) => (RouteResult::Node { target: node.clone() }, None),
-        None => refuse(format!("no node serves region {region} (region_map has {})", cfg.region_map.keys().cloned().collect::<Vec<_>>().join(", "))),
+        None => refuse(format!(
+            "no node serves region {region} (region_map has {})",
+            cfg.region_map.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -158,7 +171,11 @@ mod tests {
             assert_eq!(route, RouteResult::Default);
             assert!(why.unwrap().ends_with("default route (enforce is off)"));
         }
-        assert_eq!(decide(&cfg(false), &hc("alice", Some("us"))).0, RouteResult::Default, "the registered region is not overridden either");
+        assert_eq!(
+            decide(&cfg(false), &hc("alice", Some("us"))).0,
+            RouteResult::Default,
+            "the registered region is not overridden either"
+        );
     }
 
     #[test]
@@ -166,7 +183,11 @@ mod tests {
         testing::reset();
         testing::set_config("region_map", r#"{"eu": "pg-eu-1"}"#);
         testing::set_config("enforce", "true");
-        let ctx = |id: &str, r: Option<&str>| QueryContext { query: "SELECT 1".into(), hook_context: hc(id, r), ..Default::default() };
+        let ctx = |id: &str, r: Option<&str>| QueryContext {
+            query: "SELECT 1".into(),
+            hook_context: hc(id, r),
+            ..Default::default()
+        };
         assert_eq!(route_in_region(&ctx("erin", Some("eu"))), node("pg-eu-1"));
         assert!(matches!(route_in_region(&ctx("erin", None)), RouteResult::Block { .. }));
         assert!(testing::logs().iter().any(|(l, m)| *l == Level::Warn && m.contains("no region known")));

@@ -88,33 +88,50 @@ impl Config {
         let default_limits = Limits { minute: num("budget_minute")?, day: num("budget_day")? };
         let mut budgets = BTreeMap::new();
         if let Some(raw) = get("budgets").filter(|s| !s.trim().is_empty()) {
-            let v: serde_json::Value =
-                serde_json::from_str(&raw).map_err(|e| err("budgets", format!("expected a JSON object, found invalid JSON: {e}")))?;
+            let v: serde_json::Value = serde_json::from_str(&raw)
+                .map_err(|e| err("budgets", format!("expected a JSON object, found invalid JSON: {e}")))?;
             let obj = v
                 .as_object()
                 .ok_or_else(|| err("budgets", format!("expected an object of \"agent/model\" → limits, found {v}")))?;
             for (pair, limits) in obj {
                 if !pair.contains('/') {
-                    return Err(err("budgets", format!("entry {pair:?}: expected \"agent/model\", \"agent/*\" or \"*/model\"")));
+                    return Err(err(
+                        "budgets",
+                        format!("entry {pair:?}: expected \"agent/model\", \"agent/*\" or \"*/model\""),
+                    ));
                 }
-                let limits = limits
-                    .as_object()
-                    .ok_or_else(|| err("budgets", format!("entry {pair:?}: expected an object like {{\"day\": 100000}}, found {limits}")))?;
+                let limits = limits.as_object().ok_or_else(|| {
+                    err(
+                        "budgets",
+                        format!("entry {pair:?}: expected an object like {{\"day\": 100000}}, found {limits}"),
+                    )
+                })?;
                 let mut p = PartialLimits::default();
                 for (window, value) in limits {
                     let value = match value {
                         serde_json::Value::Null => None,
                         serde_json::Value::Number(n) => Some(n.as_u64().ok_or_else(|| {
-                            err("budgets", format!("entry {pair:?} window {window:?}: expected a non-negative integer, found {n}"))
+                            err(
+                                "budgets",
+                                format!("entry {pair:?} window {window:?}: expected a non-negative integer, found {n}"),
+                            )
                         })?),
                         other => {
-                            return Err(err("budgets", format!("entry {pair:?} window {window:?}: expected an integer or null, found {other}")));
+                            return Err(err(
+                                "budgets",
+                                format!("entry {pair:?} window {window:?}: expected an integer or null, found {other}"),
+                            ));
                         }
                     };
                     match window.as_str() {
                         "minute" => p.minute = Some(value),
                         "day" => p.day = Some(value),
-                        w => return Err(err("budgets", format!("entry {pair:?}: unknown window {w:?} (expected minute or day)"))),
+                        w => {
+                            return Err(err(
+                                "budgets",
+                                format!("entry {pair:?}: unknown window {w:?} (expected minute or day)"),
+                            ));
+                        }
                     }
                 }
                 budgets.insert(pair.clone(), p);
@@ -123,7 +140,9 @@ impl Config {
         let require_agent = match get("require_agent").as_deref().map(str::trim) {
             None | Some("") | Some("false") => false,
             Some("true") => true,
-            Some(other) => return Err(err("require_agent", format!("expected \"true\" or \"false\", found {other:?}"))),
+            Some(other) => {
+                return Err(err("require_agent", format!("expected \"true\" or \"false\", found {other:?}")));
+            }
         };
         let cap = (helios_plugin_abi::schema::limits::KV_MAX_KEYS / 2) as u64;
         let max_pairs = num("max_pairs")?.unwrap_or(256);
@@ -136,8 +155,10 @@ impl Config {
     /// The limits of (agent, model): per window, the most specific entry that names the window
     /// (`agent/model`, then `agent/*`, then `*/model`), else `budget_minute` / `budget_day`.
     pub fn limits_for(&self, agent: &str, model: &str) -> Limits {
-        let chain: Vec<&PartialLimits> =
-            [format!("{agent}/{model}"), format!("{agent}/*"), format!("*/{model}")].iter().filter_map(|k| self.budgets.get(k)).collect();
+        let chain: Vec<&PartialLimits> = [format!("{agent}/{model}"), format!("{agent}/*"), format!("*/{model}")]
+            .iter()
+            .filter_map(|k| self.budgets.get(k))
+            .collect();
         Limits {
             minute: chain.iter().find_map(|p| p.minute).unwrap_or(self.default_limits.minute),
             day: chain.iter().find_map(|p| p.day).unwrap_or(self.default_limits.day),
@@ -180,7 +201,9 @@ pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64)
     let block = |reason: String| PreQueryResult::Block { reason: format!("token-budget: {reason}") };
     let (agent, model, tokens) = match spender(ctx) {
         Ok(Some(s)) => s,
-        Ok(None) if cfg.require_agent => return block(format!("attribute {AGENT_ATTRIBUTE} is required (require_agent = true)")),
+        Ok(None) if cfg.require_agent => {
+            return block(format!("attribute {AGENT_ATTRIBUTE} is required (require_agent = true)"));
+        }
         Ok(None) => return PreQueryResult::Continue,
         Err(e) => return block(e),
     };
@@ -214,7 +237,12 @@ pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64)
 
 /// `post_query`: charges the statement's tokens to (agent, model). Returns what was charged, or
 /// `Ok(None)` for traffic without an agent.
-pub fn charge<S: Store>(cfg: &Config, store: &mut S, env: &PostQueryEnvelope, now: i64) -> Result<Option<(String, u64)>, String> {
+pub fn charge<S: Store>(
+    cfg: &Config,
+    store: &mut S,
+    env: &PostQueryEnvelope,
+    now: i64,
+) -> Result<Option<(String, u64)>, String> {
     let Some((agent, model, tokens)) = spender(&env.query_context.hook_context)? else {
         return Ok(None);
     };
@@ -270,7 +298,10 @@ mod tests {
         for i in 0..300u64 {
             let (agent, model) = (["a", "b"][(i % 2) as usize], ["m1", "m2", "m3"][(i % 3) as usize]);
             let tokens = 17 * i + 3;
-            assert_eq!(run(&cfg, &mut store, &ctx(Some(agent), Some(model), Some(&tokens.to_string())), now), PreQueryResult::Continue);
+            assert_eq!(
+                run(&cfg, &mut store, &ctx(Some(agent), Some(model), Some(&tokens.to_string())), now),
+                PreQueryResult::Continue
+            );
             *expected.entry(format!("{agent}/{model}")).or_insert(0u64) += tokens;
         }
         assert_eq!(expected.len(), 6);
@@ -287,8 +318,14 @@ mod tests {
         let t0 = 1_700_000_100;
         let c = |n: &str| ctx(Some("bot"), Some("gpt-4o"), Some(n));
         assert_eq!(run(&cfg, &mut store, &c("600"), t0), PreQueryResult::Continue);
-        assert_eq!(run(&cfg, &mut store, &c("400"), t0 + 1), PreQueryResult::Continue, "exactly at the limit is allowed");
-        let PreQueryResult::Block { reason } = run(&cfg, &mut store, &c("1"), t0 + 20) else { panic!("expected a block") };
+        assert_eq!(
+            run(&cfg, &mut store, &c("400"), t0 + 1),
+            PreQueryResult::Continue,
+            "exactly at the limit is allowed"
+        );
+        let PreQueryResult::Block { reason } = run(&cfg, &mut store, &c("1"), t0 + 20) else {
+            panic!("expected a block")
+        };
         assert_eq!(
             reason,
             format!(
@@ -297,7 +334,11 @@ mod tests {
             )
         );
         assert_eq!(run(&cfg, &mut store, &c("0"), t0 + 21), PreQueryResult::Continue, "a zero-token statement fits");
-        assert_eq!(run(&cfg, &mut store, &c("1000"), t0 + 60), PreQueryResult::Continue, "the next minute starts empty");
+        assert_eq!(
+            run(&cfg, &mut store, &c("1000"), t0 + 60),
+            PreQueryResult::Continue,
+            "the next minute starts empty"
+        );
     }
 
     #[test]
@@ -322,7 +363,10 @@ mod tests {
         let cfg = config(&[
             ("budget_minute", "10"),
             ("budget_day", "100"),
-            ("budgets", r#"{"bot/gpt-4o": {"minute": 50}, "bot/*": {"day": 500}, "*/gpt-4o": {"day": 900, "minute": 20}, "free/*": {"day": null}}"#),
+            (
+                "budgets",
+                r#"{"bot/gpt-4o": {"minute": 50}, "bot/*": {"day": 500}, "*/gpt-4o": {"day": 900, "minute": 20}, "free/*": {"day": null}}"#,
+            ),
         ]);
         assert_eq!(cfg.limits_for("bot", "gpt-4o"), Limits { minute: Some(50), day: Some(500) });
         assert_eq!(cfg.limits_for("bot", "llama"), Limits { minute: Some(10), day: Some(500) });

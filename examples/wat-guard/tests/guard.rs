@@ -46,10 +46,7 @@ fn a_request_containing_the_substring_is_denied_naming_it_and_logged() {
     let v = g.evaluate(&request("shell", "rm -rf /"));
     assert_eq!(v, GuardVerdict::deny("request contains denied substring \"rm -rf\""));
     let lines = sink.lines();
-    assert!(
-        lines.iter().any(|(p, l, m)| p == "wat-guard" && *l == Level::Warn && m.contains("rm -rf")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|(p, l, m)| p == "wat-guard" && *l == Level::Warn && m.contains("rm -rf")), "{lines:?}");
 }
 
 #[test]

@@ -49,7 +49,10 @@ fn every_bit_flip_and_inversion_at_every_position_is_rejected() {
         for pos in 0..len {
             for mask in [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0xff] {
                 let b = flipped(&a, part, pos, mask);
-                assert!(verify_artefact(&b, "flipped", &opts).is_err(), "{part:?} byte {pos} ^ {mask:#04x} was accepted");
+                assert!(
+                    verify_artefact(&b, "flipped", &opts).is_err(),
+                    "{part:?} byte {pos} ^ {mask:#04x} was accepted"
+                );
                 tried += 1;
             }
         }
@@ -88,7 +91,9 @@ fn a_flip_anywhere_in_the_compressed_file_is_rejected_or_changes_nothing() {
     for pos in 0..packed.len() {
         let mut b = packed.clone();
         b[pos] ^= 0xff;
-        match unpack(b.as_slice(), "flipped.tar.gz", &limits).and_then(|u| verify_artefact(&u, "flipped", &opts).map(|_| u)) {
+        match unpack(b.as_slice(), "flipped.tar.gz", &limits)
+            .and_then(|u| verify_artefact(&u, "flipped", &opts).map(|_| u))
+        {
             Err(_) => rejected += 1,
             Ok(u) => assert_eq!(u, a, "byte {pos} of the .tar.gz changed the content and was accepted"),
         }

@@ -81,7 +81,10 @@ fn a_message_signed_by_openssl_pkeyutl_verifies_here() {
     verify_sidecar(&sidecar, &sha256_hex(&wasm), &anchors, "pii-scanner", "pii.wasm.sig").unwrap();
     // The library's own path for external signatures agrees, in raw and base64 form.
     assert_eq!(sidecar_from_signature(&wasm, "pii-scanner", "1.0.0", &vk, &sig, "sig.bin").unwrap(), sidecar);
-    assert_eq!(sidecar_from_signature(&wasm, "pii-scanner", "1.0.0", &vk, BASE64.encode(&sig).as_bytes(), "sig.b64").unwrap(), sidecar);
+    assert_eq!(
+        sidecar_from_signature(&wasm, "pii-scanner", "1.0.0", &vk, BASE64.encode(&sig).as_bytes(), "sig.b64").unwrap(),
+        sidecar
+    );
     // Signed for another version, it does not.
     assert!(sidecar_from_signature(&wasm, "pii-scanner", "1.0.1", &vk, &sig, "sig.bin").is_err());
 }
@@ -143,9 +146,17 @@ fn a_signify_key_pair_works_as_signer_and_trust_root() {
     let msg_path = dir.path().join("message");
     std::fs::write(&msg_path, message_for(&wasm, "g", "1.0.0", &public_key_hex(&vk))).unwrap();
     let sig_path = dir.path().join("message.sig");
-    run(Command::new("signify-openbsd").args(["-S", "-s"]).arg(&secret).arg("-m").arg(&msg_path).arg("-x").arg(&sig_path));
-    let sidecar = sidecar_from_signature(&wasm, "g", "1.0.0", &vk, &std::fs::read(&sig_path).unwrap(), "message.sig").unwrap();
-    verify_sidecar(&sidecar, &sha256_hex(&wasm), &Anchors { pinned: None, trust_root: Some(&root) }, "g", "g.sig").unwrap();
+    run(Command::new("signify-openbsd")
+        .args(["-S", "-s"])
+        .arg(&secret)
+        .arg("-m")
+        .arg(&msg_path)
+        .arg("-x")
+        .arg(&sig_path));
+    let sidecar =
+        sidecar_from_signature(&wasm, "g", "1.0.0", &vk, &std::fs::read(&sig_path).unwrap(), "message.sig").unwrap();
+    verify_sidecar(&sidecar, &sha256_hex(&wasm), &Anchors { pinned: None, trust_root: Some(&root) }, "g", "g.sig")
+        .unwrap();
 
     // And signify verifies what we signed with its key (wrapped in its own signature format).
     let ours = key.sign(&std::fs::read(&msg_path).unwrap());
@@ -154,8 +165,15 @@ fn a_signify_key_pair_works_as_signer_and_trust_root() {
     blob.extend_from_slice(&pub_blob[2..10]); // key number
     blob.extend_from_slice(&ours.to_bytes());
     let ours_path = dir.path().join("ours.sig");
-    std::fs::write(&ours_path, format!("untrusted comment: signed by helios-plugin\n{}\n", BASE64.encode(blob))).unwrap();
-    run(Command::new("signify-openbsd").args(["-V", "-q", "-p"]).arg(&public).arg("-m").arg(&msg_path).arg("-x").arg(&ours_path));
+    std::fs::write(&ours_path, format!("untrusted comment: signed by helios-plugin\n{}\n", BASE64.encode(blob)))
+        .unwrap();
+    run(Command::new("signify-openbsd")
+        .args(["-V", "-q", "-p"])
+        .arg(&public)
+        .arg("-m")
+        .arg(&msg_path)
+        .arg("-x")
+        .arg(&ours_path));
 }
 
 #[test]

@@ -67,8 +67,12 @@ fn a_well_formed_hand_made_tarball_unpacks() {
     let (m, w) = good_parts();
     // What `tar -C dir -czf x.tar.gz .` writes: a root directory entry and ./-prefixed names.
     let dir = Raw { name: b"./", kind: b'5', data: b"", link: b"", size: None };
-    let a = unpack(gz(&tar_of(&[dir, file("./manifest.json", &m), file("./plugin.wasm", &w)])).as_slice(), "ok", &UnpackLimits::default())
-        .unwrap();
+    let a = unpack(
+        gz(&tar_of(&[dir, file("./manifest.json", &m), file("./plugin.wasm", &w)])).as_slice(),
+        "ok",
+        &UnpackLimits::default(),
+    )
+    .unwrap();
     assert_eq!((a.manifest, a.wasm), (m, w));
 }
 
@@ -101,13 +105,21 @@ fn hard_links_are_rejected() {
 #[test]
 fn duplicate_entries_are_rejected() {
     let (m, w) = good_parts();
-    rejected(&[file("manifest.json", &m), file("plugin.wasm", &w), file("./manifest.json", &m)], ErrorKind::ArtefactMalformed, "twice");
+    rejected(
+        &[file("manifest.json", &m), file("plugin.wasm", &w), file("./manifest.json", &m)],
+        ErrorKind::ArtefactMalformed,
+        "twice",
+    );
 }
 
 #[test]
 fn unknown_and_nested_entries_are_rejected() {
     let (m, w) = good_parts();
-    rejected(&[file("manifest.json", &m), file("plugin.wasm", &w), file("install.sh", b"rm -rf /")], ErrorKind::ArtefactMalformed, "unknown entry");
+    rejected(
+        &[file("manifest.json", &m), file("plugin.wasm", &w), file("install.sh", b"rm -rf /")],
+        ErrorKind::ArtefactMalformed,
+        "unknown entry",
+    );
     rejected(&[file("lib/plugin.wasm", &w)], ErrorKind::ArtefactMalformed, "nested path");
 }
 

@@ -6,8 +6,8 @@ use helios_plugin_artefact::archive::write_artefact;
 use helios_plugin_artefact::keys::public_key_hex;
 use helios_plugin_artefact::signing::{sidecar_bytes, sign_module};
 use helios_plugin_artefact::{
-    Artefact, Blocklist, ErrorKind, PackOptions, PackSigning, TrustRoot, VerifyOptions, pack, sign_artefact, verify_artefact,
-    verify_path,
+    Artefact, Blocklist, ErrorKind, PackOptions, PackSigning, TrustRoot, VerifyOptions, pack, sign_artefact,
+    verify_artefact, verify_path,
 };
 use helios_plugin_schema::Hook;
 
@@ -41,7 +41,10 @@ fn a_key_outside_the_trust_root_is_rejected() {
     let a = signed_artefact(&key(1));
     let e = verify_artefact(&a, "t.tar.gz", &opts_trusting(&key(2))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::SignerUntrusted);
-    assert!(e.to_string().contains("tool-denylist") && e.to_string().contains(&public_key_hex(&key(1).verifying_key())), "{e}");
+    assert!(
+        e.to_string().contains("tool-denylist") && e.to_string().contains(&public_key_hex(&key(1).verifying_key())),
+        "{e}"
+    );
 }
 
 #[test]
@@ -51,7 +54,8 @@ fn a_signature_moved_to_another_module_is_rejected() {
     // Same name and version, other code: the sidecar and manifest signature of `good` carried over.
     let other = pack_with(plugin_wasm(&["pre_query", "route"]), "tool-denylist", "1.0.0", PackSigning::Unsigned);
     let mut forged_manifest: serde_json::Value = serde_json::from_slice(&other.manifest).unwrap();
-    forged_manifest["signature_sha256"] = serde_json::from_slice::<serde_json::Value>(&good.manifest).unwrap()["signature_sha256"].clone();
+    forged_manifest["signature_sha256"] =
+        serde_json::from_slice::<serde_json::Value>(&good.manifest).unwrap()["signature_sha256"].clone();
     let forged = Artefact {
         manifest: serde_json::to_vec_pretty(&forged_manifest).unwrap(),
         wasm: other.wasm,
@@ -71,13 +75,20 @@ fn a_signature_moved_to_another_name_or_version_is_rejected() {
         m["version"] = version.into();
         let moved = Artefact { manifest: serde_json::to_vec_pretty(&m).unwrap(), ..good.clone() };
         // The manifest signature no longer matches: the rename is caught before the name check.
-        assert_eq!(kind(verify_artefact(&moved, "t", &opts_trusting(&k))), ErrorKind::SignatureInvalid, "{name} {version}");
+        assert_eq!(
+            kind(verify_artefact(&moved, "t", &opts_trusting(&k))),
+            ErrorKind::SignatureInvalid,
+            "{name} {version}"
+        );
     }
     // A key holder who re-signs the manifest but keeps the old sidecar is caught by the name check.
     let wasm = plugin_wasm(&["pre_query"]);
     let old_sidecar = sidecar_bytes(&sign_module(&k, &wasm, "tool-denylist", "0.9.0"));
-    let e = pack(wasm, PackOptions { signing: PackSigning::Sidecar(old_sidecar), ..PackOptions::new("tool-denylist", "1.0.0") })
-        .unwrap_err();
+    let e = pack(
+        wasm,
+        PackOptions { signing: PackSigning::Sidecar(old_sidecar), ..PackOptions::new("tool-denylist", "1.0.0") },
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::SidecarMismatch, "{e}");
 }
 
@@ -111,7 +122,8 @@ fn a_guard_manifest_directory_with_a_pinned_key_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = plugin_wasm(&[]);
     write_guard_dir(dir.path(), &wasm, "pii-scanner", Some(&public_key_hex(&k.verifying_key())), false);
-    std::fs::write(dir.path().join("pii.wasm.sig"), sidecar_bytes(&sign_module(&k, &wasm, "pii-scanner", "1.0.0"))).unwrap();
+    std::fs::write(dir.path().join("pii.wasm.sig"), sidecar_bytes(&sign_module(&k, &wasm, "pii-scanner", "1.0.0")))
+        .unwrap();
     let p = verify_path(dir.path(), &VerifyOptions::default()).unwrap();
     assert_eq!(p.signer.unwrap().label, "pinned");
     assert_eq!(p.config["mode"], "strict");
@@ -219,7 +231,10 @@ fn checks_run_in_order_size_hash_blocklist_signature() {
     let mut wasm = a.wasm.clone();
     wasm.push(0);
     let modified = Artefact { wasm, ..a.clone() };
-    assert_eq!(kind(verify_artefact(&modified, "t", &opts_trusting(&k).blocklist(blocklist_of(&sha)))), ErrorKind::HashMismatch);
+    assert_eq!(
+        kind(verify_artefact(&modified, "t", &opts_trusting(&k).blocklist(blocklist_of(&sha)))),
+        ErrorKind::HashMismatch
+    );
 }
 
 #[test]
@@ -235,8 +250,11 @@ fn an_oversized_module_is_refused_before_it_is_read_whole() {
 #[test]
 fn pack_refuses_hooks_the_module_does_not_export_and_reports_undeclared_ones() {
     let wasm = plugin_wasm(&["pre_query", "post_query"]);
-    let e = pack(wasm.clone(), PackOptions { hooks: Some(vec![Hook::PreQuery, Hook::Route]), ..PackOptions::new("p", "1") })
-        .unwrap_err();
+    let e = pack(
+        wasm.clone(),
+        PackOptions { hooks: Some(vec![Hook::PreQuery, Hook::Route]), ..PackOptions::new("p", "1") },
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::HookNotExported);
     assert!(e.to_string().contains("route") && e.to_string().contains("pre_query, post_query"), "{e}");
     let packed = pack(wasm, PackOptions { hooks: Some(vec![Hook::PreQuery]), ..PackOptions::new("p", "1") }).unwrap();
@@ -281,7 +299,11 @@ fn a_trust_root_directory_reads_every_format_and_names_a_bad_file() {
     let k = key(5);
     let vk = k.verifying_key();
     std::fs::write(dir.path().join("ops.pem"), helios_plugin_artefact::keys::public_key_pem(&vk)).unwrap();
-    std::fs::write(dir.path().join("proxy.pub"), helios_plugin_artefact::keys::public_key_base64(&key(6).verifying_key())).unwrap();
+    std::fs::write(
+        dir.path().join("proxy.pub"),
+        helios_plugin_artefact::keys::public_key_base64(&key(6).verifying_key()),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("chio.hex"), public_key_hex(&key(7).verifying_key())).unwrap();
     std::fs::write(dir.path().join(".editor-backup"), "junk").unwrap();
     let root = TrustRoot::load(dir.path()).unwrap();
@@ -307,7 +329,8 @@ fn a_bare_module_with_its_sidecar_verifies_under_the_signed_name() {
     let path = dir.path().join("router.wasm");
     std::fs::write(&path, &wasm).unwrap();
     assert_eq!(verify_path(&path, &opts_trusting(&k)).unwrap_err().kind(), ErrorKind::SignatureMissing);
-    std::fs::write(dir.path().join("router.wasm.sig"), sidecar_bytes(&sign_module(&k, &wasm, "geo-router", "2.1.0"))).unwrap();
+    std::fs::write(dir.path().join("router.wasm.sig"), sidecar_bytes(&sign_module(&k, &wasm, "geo-router", "2.1.0")))
+        .unwrap();
     let p = verify_path(&path, &opts_trusting(&k)).unwrap();
     assert_eq!((p.name.as_str(), p.version.as_str(), p.hooks.as_slice()), ("geo-router", "2.1.0", &[Hook::Route][..]));
     assert_eq!(kind(verify_path(&path, &opts_trusting(&key(9)))), ErrorKind::SignerUntrusted);

@@ -20,7 +20,11 @@ fn run_in(dir: &Path, bin: &str, args: &[&str]) -> Run {
         .env("SOURCE_DATE_EPOCH", "1795316400")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-    Run { code: status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&stdout).into(), stderr: String::from_utf8_lossy(&stderr).into() }
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into(),
+        stderr: String::from_utf8_lossy(&stderr).into(),
+    }
 }
 
 fn hp(dir: &Path, args: &[&str]) -> Run {
@@ -79,10 +83,26 @@ fn keygen_pack_inspect_sign_verify_round_trip() {
     }
     fails(hp(d, &["keygen", "--out", "signing.pem"]), 1, "--force");
 
-    let p = ok(hp(d, &[
-        "pack", "--wasm", "plugin.wasm", "--name", "tool-denylist", "--version", "1.0.0", "--hooks", "pre_query",
-        "--config", "denylist=rm,curl", "--license", "Apache-2.0", "--out", "p.tar.gz",
-    ]));
+    let p = ok(hp(
+        d,
+        &[
+            "pack",
+            "--wasm",
+            "plugin.wasm",
+            "--name",
+            "tool-denylist",
+            "--version",
+            "1.0.0",
+            "--hooks",
+            "pre_query",
+            "--config",
+            "denylist=rm,curl",
+            "--license",
+            "Apache-2.0",
+            "--out",
+            "p.tar.gz",
+        ],
+    ));
     assert!(p.stderr.contains("not declared") && p.stderr.contains("post_query"), "{}", p.stderr);
 
     let i = ok(hp(d, &["inspect", "p.tar.gz", "--json"]));
@@ -96,12 +116,21 @@ fn keygen_pack_inspect_sign_verify_round_trip() {
     assert_eq!(j["signature"], serde_json::Value::Null);
     assert_eq!(j["sha256_matches_manifest"], true);
     let human = ok(hp(d, &["inspect", "p.tar.gz"]));
-    assert!(human.stdout.contains("unsigned") && human.stdout.contains("exported: pre_query, post_query"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("unsigned") && human.stdout.contains("exported: pre_query, post_query"),
+        "{}",
+        human.stdout
+    );
 
     let trust = trust_dir_with(d, "trust", &["signing.pub"]);
     fails(hp(d, &["verify", "p.tar.gz", "--trust-root", "trust"]), 22, "E_SIGNATURE_MISSING");
     let unsigned_ok = ok(hp(d, &["verify", "p.tar.gz", "--allow-unsigned"]));
-    assert!(unsigned_ok.stdout.contains("UNSIGNED") && unsigned_ok.stderr.contains("WARN"), "{}{}", unsigned_ok.stdout, unsigned_ok.stderr);
+    assert!(
+        unsigned_ok.stdout.contains("UNSIGNED") && unsigned_ok.stderr.contains("WARN"),
+        "{}{}",
+        unsigned_ok.stdout,
+        unsigned_ok.stderr
+    );
 
     ok(hp(d, &["sign", "--key", "signing.pem", "--input", "p.tar.gz"]));
     let i = ok(hp(d, &["inspect", "p.tar.gz", "--json"]));
@@ -111,7 +140,11 @@ fn keygen_pack_inspect_sign_verify_round_trip() {
     assert_eq!(j["signature"]["manifest_signed"], true);
 
     let v = ok(hp(d, &["verify", "p.tar.gz", "--trust-root", trust.to_str().unwrap()]));
-    assert!(v.stdout.contains("verified tool-denylist 1.0.0") && v.stdout.contains("signed by signing"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("verified tool-denylist 1.0.0") && v.stdout.contains("signed by signing"),
+        "{}",
+        v.stdout
+    );
 
     // Another key's trust root: untrusted.
     ok(hp(d, &["keygen", "--out", "other.pem"]));
@@ -125,11 +158,30 @@ fn sign_the_module_then_pack_with_its_sidecar_as_the_seed_workflow_does() {
     let d = tmp.path();
     write_plugin(d, &["pre_query"]);
     ok(hp(d, &["keygen", "--out", "signing.pem"]));
-    let s = ok(hp(d, &["sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "my-plugin", "--version", "1.0.0"]));
+    let s = ok(hp(
+        d,
+        &["sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "my-plugin", "--version", "1.0.0"],
+    ));
     assert!(s.stdout.contains("plugin.wasm.sig"), "{}", s.stdout);
-    let sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("plugin.wasm.sig")).unwrap()).unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("plugin.wasm.sig")).unwrap()).unwrap();
     assert_eq!(sidecar["module_name"], "my-plugin");
-    let p = ok(hp(d, &["pack", "--wasm", "plugin.wasm", "--out", "my-plugin-1.0.0.tar.gz", "--name", "my-plugin", "--version", "1.0.0", "--hooks", "pre_query"]));
+    let p = ok(hp(
+        d,
+        &[
+            "pack",
+            "--wasm",
+            "plugin.wasm",
+            "--out",
+            "my-plugin-1.0.0.tar.gz",
+            "--name",
+            "my-plugin",
+            "--version",
+            "1.0.0",
+            "--hooks",
+            "pre_query",
+        ],
+    ));
     assert!(p.stderr.contains("including sidecar") && p.stderr.contains("not signed yet"), "{}", p.stderr);
     trust_dir_with(d, "trust", &["signing.pub.pem"]);
     fails(hp(d, &["verify", "my-plugin-1.0.0.tar.gz", "--trust-root", "trust"]), 22, "manifest");
@@ -137,7 +189,11 @@ fn sign_the_module_then_pack_with_its_sidecar_as_the_seed_workflow_does() {
     ok(hp(d, &["verify", "my-plugin-1.0.0.tar.gz", "--trust-root", "trust"]));
     // A sidecar for another version is refused at pack time.
     ok(hp(d, &["sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "my-plugin", "--version", "0.9.0"]));
-    fails(hp(d, &["pack", "--wasm", "plugin.wasm", "--out", "x.tar.gz", "--name", "my-plugin", "--version", "1.0.0"]), 25, "0.9.0");
+    fails(
+        hp(d, &["pack", "--wasm", "plugin.wasm", "--out", "x.tar.gz", "--name", "my-plugin", "--version", "1.0.0"]),
+        25,
+        "0.9.0",
+    );
 }
 
 #[test]
@@ -146,9 +202,30 @@ fn the_cargo_subcommand_form_works() {
     let d = tmp.path();
     write_plugin(d, &["route"]);
     ok(run_in(d, CARGO_BIN, &["helios-plugin", "keygen", "--out", "signing.pem"]));
-    ok(run_in(d, CARGO_BIN, &["helios-plugin", "sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "r", "--version", "1"]));
+    ok(run_in(
+        d,
+        CARGO_BIN,
+        &["helios-plugin", "sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "r", "--version", "1"],
+    ));
     assert!(d.join("plugin.wasm.sig").is_file());
-    ok(run_in(d, CARGO_BIN, &["helios-plugin", "pack", "--wasm", "plugin.wasm", "--name", "r", "--version", "1", "--key", "signing.pem", "--out", "r.tar.gz"]));
+    ok(run_in(
+        d,
+        CARGO_BIN,
+        &[
+            "helios-plugin",
+            "pack",
+            "--wasm",
+            "plugin.wasm",
+            "--name",
+            "r",
+            "--version",
+            "1",
+            "--key",
+            "signing.pem",
+            "--out",
+            "r.tar.gz",
+        ],
+    ));
     trust_dir_with(d, "trust", &["signing.pub"]);
     ok(run_in(d, CARGO_BIN, &["helios-plugin", "verify", "r.tar.gz", "--trust-root", "trust"]));
 }
@@ -159,12 +236,46 @@ fn pack_refuses_a_hook_the_module_does_not_export() {
     let d = tmp.path();
     write_plugin(d, &["pre_query"]);
     fails(
-        hp(d, &["pack", "--wasm", "plugin.wasm", "--name", "p", "--version", "1", "--hooks", "pre_query,route", "--out", "p.tar.gz"]),
+        hp(
+            d,
+            &[
+                "pack",
+                "--wasm",
+                "plugin.wasm",
+                "--name",
+                "p",
+                "--version",
+                "1",
+                "--hooks",
+                "pre_query,route",
+                "--out",
+                "p.tar.gz",
+            ],
+        ),
         14,
         "route",
     );
     assert!(!d.join("p.tar.gz").exists());
-    fails(hp(d, &["pack", "--wasm", "plugin.wasm", "--name", "p", "--version", "1", "--hooks", "pre_qurey", "--out", "p.tar.gz"]), 2, "pre_qurey");
+    fails(
+        hp(
+            d,
+            &[
+                "pack",
+                "--wasm",
+                "plugin.wasm",
+                "--name",
+                "p",
+                "--version",
+                "1",
+                "--hooks",
+                "pre_qurey",
+                "--out",
+                "p.tar.gz",
+            ],
+        ),
+        2,
+        "pre_qurey",
+    );
 }
 
 #[test]
@@ -185,16 +296,62 @@ fn an_openssl_key_signs_with_our_cli_and_verifies() {
 
     // External signing: our CLI writes the message, openssl signs it, our CLI checks and assembles.
     sh("openssl pkey -in signing.pem -pubout -out signing.pub.pem");
-    ok(hp(d, &["sign", "--public-key", "signing.pub.pem", "--message-only", "--input", "plugin.wasm", "--name", "p", "--version", "1.0.0", "--out", "msg.bin"]));
+    ok(hp(
+        d,
+        &[
+            "sign",
+            "--public-key",
+            "signing.pub.pem",
+            "--message-only",
+            "--input",
+            "plugin.wasm",
+            "--name",
+            "p",
+            "--version",
+            "1.0.0",
+            "--out",
+            "msg.bin",
+        ],
+    ));
     sh("openssl pkeyutl -sign -rawin -inkey signing.pem -in msg.bin -out msg.sig");
-    ok(hp(d, &["sign", "--public-key", "signing.pub.pem", "--signature", "msg.sig", "--input", "plugin.wasm", "--name", "p", "--version", "1.0.0"]));
+    ok(hp(
+        d,
+        &[
+            "sign",
+            "--public-key",
+            "signing.pub.pem",
+            "--signature",
+            "msg.sig",
+            "--input",
+            "plugin.wasm",
+            "--name",
+            "p",
+            "--version",
+            "1.0.0",
+        ],
+    ));
     // The external sidecar is byte-for-byte what signing with the key itself writes (Ed25519 is deterministic).
     let external = std::fs::read(d.join("plugin.wasm.sig")).unwrap();
     ok(hp(d, &["sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "p", "--version", "1.0.0"]));
     assert_eq!(external, std::fs::read(d.join("plugin.wasm.sig")).unwrap());
     // A signature over other bytes is refused.
     fails(
-        hp(d, &["sign", "--public-key", "signing.pub.pem", "--signature", "msg.sig", "--input", "plugin.wasm", "--name", "p", "--version", "2.0.0"]),
+        hp(
+            d,
+            &[
+                "sign",
+                "--public-key",
+                "signing.pub.pem",
+                "--signature",
+                "msg.sig",
+                "--input",
+                "plugin.wasm",
+                "--name",
+                "p",
+                "--version",
+                "2.0.0",
+            ],
+        ),
         24,
         "does not verify",
     );
@@ -206,7 +363,11 @@ fn a_guard_manifest_directory_signed_with_a_signify_key_verifies() {
     let d = tmp.path();
     let wasm = write_plugin(d, &[]);
     std::fs::create_dir(d.join("trust")).unwrap();
-    let out = Command::new("signify-openbsd").args(["-G", "-n", "-p", "trust/ops.pub", "-s", "ops.sec"]).current_dir(d).output().unwrap();
+    let out = Command::new("signify-openbsd")
+        .args(["-G", "-n", "-p", "trust/ops.pub", "-s", "ops.sec"])
+        .current_dir(d)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sha = {
         use sha2::Digest as _;

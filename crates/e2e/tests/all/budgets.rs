@@ -16,7 +16,13 @@ fn kv_keys(host: &Host, ns: &str) -> Vec<String> {
 }
 
 fn kv_json(host: &Host, ns: &str, key: &str) -> serde_json::Value {
-    let (_, v) = host.runtime.kv().entries(ns).into_iter().find(|(k, _)| k == key.as_bytes()).unwrap_or_else(|| panic!("no KV key {key}"));
+    let (_, v) = host
+        .runtime
+        .kv()
+        .entries(ns)
+        .into_iter()
+        .find(|(k, _)| k == key.as_bytes())
+        .unwrap_or_else(|| panic!("no KV key {key}"));
     serde_json::from_slice(&v).unwrap()
 }
 
@@ -47,7 +53,9 @@ fn cost_governor_blocks_a_spent_tenant_until_the_minute_rolls_over() {
 fn cost_governor_accounts_exactly_over_many_calls() {
     let now = 1_700_000_000;
     let host = Host::new(now);
-    let chain = Chain::new(vec![host.load("cost-governor", &[("cost_per_ms", "3"), ("cost_per_kb", "2"), ("cost_per_query", "1")])]);
+    let chain = Chain::new(vec![
+        host.load("cost-governor", &[("cost_per_ms", "3"), ("cost_per_kb", "2"), ("cost_per_query", "1")]),
+    ]);
     let q = query("r", "SELECT 1", None, &[("helios.tenant", "acme")]);
     let mut expected_milli = 0u64;
     for i in 0..200u64 {
@@ -65,9 +73,16 @@ fn cost_governor_accounts_exactly_over_many_calls() {
 fn token_budget_gates_each_agent_and_model_and_rolls_over_at_midnight() {
     let day = 1_699_920_000; // 00:00 UTC
     let host = Host::new(day + 86_000);
-    let chain = Chain::new(vec![host.load("token-budget", &[("budget_day", "1000"), ("budgets", r#"{"bot/big": {"day": 5000}}"#)])]);
+    let chain = Chain::new(vec![
+        host.load("token-budget", &[("budget_day", "1000"), ("budgets", r#"{"bot/big": {"day": 5000}}"#)]),
+    ]);
     let q = |model: &str, tokens: &str| {
-        query("r", "SELECT 1", Some("agent_svc"), &[("helios.agent", "bot"), ("helios.model", model), ("helios.tokens", tokens)])
+        query(
+            "r",
+            "SELECT 1",
+            Some("agent_svc"),
+            &[("helios.agent", "bot"), ("helios.model", model), ("helios.tokens", tokens)],
+        )
     };
     for _ in 0..4 {
         let s = q("small", "250");
@@ -75,10 +90,16 @@ fn token_budget_gates_each_agent_and_model_and_rolls_over_at_midnight() {
         chain.post_query(&done(&s, 1, 1));
     }
     let PreQueryResult::Block { reason } = chain.pre_query(&q("small", "1")).result else { panic!("expected a block") };
-    assert!(reason.contains("\"bot\" on model \"small\" would exceed its day budget (1000 used + 1 requested > 1000 tokens)"), "{reason}");
+    assert!(
+        reason
+            .contains("\"bot\" on model \"small\" would exceed its day budget (1000 used + 1 requested > 1000 tokens)"),
+        "{reason}"
+    );
     assert!(reason.contains(&format!("resets at {} (unix time, in 400 s)", day + 86_400)), "{reason}");
     assert_eq!(chain.pre_query(&q("big", "4000")).result, PreQueryResult::Continue, "another model has its own budget");
-    assert!(matches!(chain.pre_query(&q("small", "x")).result, PreQueryResult::Block { reason } if reason.contains("helios.tokens")));
+    assert!(
+        matches!(chain.pre_query(&q("small", "x")).result, PreQueryResult::Block { reason } if reason.contains("helios.tokens"))
+    );
     host.clock.set(day + 86_400);
     assert_eq!(chain.pre_query(&q("small", "1000")).result, PreQueryResult::Continue);
 }

@@ -63,7 +63,14 @@ fn the_corpus_runs_through_all_eight_plugins_within_the_default_limits() {
         ctx.query = pre.query(&l.ctx).to_owned();
         let env = PostQueryEnvelope {
             query_context: ctx,
-            outcome: QueryOutcome { success: true, target_node, elapsed_us: 2_000, response_bytes: 500, rows: Some(1), error: None },
+            outcome: QueryOutcome {
+                success: true,
+                target_node,
+                elapsed_us: 2_000,
+                response_bytes: 500,
+                rows: Some(1),
+                error: None,
+            },
         };
         let failures = chain.post_query(&env);
         assert!(failures.is_empty(), "line {}: {failures:?}", i + 1);
@@ -74,7 +81,11 @@ fn the_corpus_runs_through_all_eight_plugins_within_the_default_limits() {
         lines.len()
     );
     assert!(blocked > 0 && rewritten > 0 && routed > 0);
-    let audit = host.messages("audit-chain").into_iter().filter_map(|m| m.strip_prefix("audit-record ").map(str::to_owned)).collect::<Vec<_>>();
+    let audit = host
+        .messages("audit-chain")
+        .into_iter()
+        .filter_map(|m| m.strip_prefix("audit-record ").map(str::to_owned))
+        .collect::<Vec<_>>();
     assert_eq!(audit_chain::verify_chain(&audit.join("\n")), Ok(audit.len()));
 }
 

@@ -20,13 +20,15 @@ fn load(host: &Host, name: &str, fuel: u64) -> Arc<Plugin> {
 /// Runs every corpus line through the plugin's hooks; `false` when any call fails.
 fn all_pass(p: &Plugin, lines: &[Line]) -> bool {
     lines.iter().all(|l| {
-        let pre = !p.hooks().contains(&helios_plugin_schema::Hook::PreQuery) || p.call::<spec::PreQuery>(&l.ctx).is_ok();
+        let pre =
+            !p.hooks().contains(&helios_plugin_schema::Hook::PreQuery) || p.call::<spec::PreQuery>(&l.ctx).is_ok();
         let route = !p.hooks().contains(&helios_plugin_schema::Hook::Route) || p.call::<spec::Route>(&l.ctx).is_ok();
         let env = PostQueryEnvelope {
             query_context: l.ctx.clone(),
             outcome: QueryOutcome { success: true, elapsed_us: 1_000, response_bytes: 100, ..Default::default() },
         };
-        let post = !p.hooks().contains(&helios_plugin_schema::Hook::PostQuery) || p.call::<spec::PostQuery>(&env).is_ok();
+        let post =
+            !p.hooks().contains(&helios_plugin_schema::Hook::PostQuery) || p.call::<spec::PostQuery>(&env).is_ok();
         pre && route && post
     })
 }

@@ -17,11 +17,17 @@ fn ai_classifier_records_its_finding_per_request_and_never_blocks() {
     let kv = host.runtime.kv().entries("ai-classifier");
     let finding = |id: &str| -> serde_json::Value {
         let key = format!("finding:{id}");
-        serde_json::from_slice(&kv.iter().find(|(k, _)| *k == key.as_bytes()).unwrap_or_else(|| panic!("no {key}")).1).unwrap()
+        serde_json::from_slice(&kv.iter().find(|(k, _)| *k == key.as_bytes()).unwrap_or_else(|| panic!("no {key}")).1)
+            .unwrap()
     };
-    assert_eq!(finding("req-ai"), serde_json::json!({"request_id": "req-ai", "ai": true, "signals": ["comment:ai:"], "at": 1_700_000_000}));
+    assert_eq!(
+        finding("req-ai"),
+        serde_json::json!({"request_id": "req-ai", "ai": true, "signals": ["comment:ai:"], "at": 1_700_000_000})
+    );
     assert_eq!(finding("req-human")["ai"], false);
-    assert!(host.logs.lines().iter().any(|(p, l, m)| p == "ai-classifier" && *l == Level::Info && m.contains("\"req-ai\" is AI traffic (comment:ai:)")));
+    assert!(host.logs.lines().iter().any(|(p, l, m)| p == "ai-classifier"
+        && *l == Level::Info
+        && m.contains("\"req-ai\" is AI traffic (comment:ai:)")));
     for i in 0..100 {
         chain.pre_query(&query(&format!("bulk-{i}"), "SELECT 1", None, &[]));
     }
@@ -29,10 +35,21 @@ fn ai_classifier_records_its_finding_per_request_and_never_blocks() {
 }
 
 fn envelope(i: u64) -> PostQueryEnvelope {
-    let q = query(&format!("req-{i}"), &format!("UPDATE orders SET status = 'paid' WHERE tenant_id = 'acme' AND id = {i}"), Some("alice"), &[]);
+    let q = query(
+        &format!("req-{i}"),
+        &format!("UPDATE orders SET status = 'paid' WHERE tenant_id = 'acme' AND id = {i}"),
+        Some("alice"),
+        &[],
+    );
     PostQueryEnvelope {
         query_context: q,
-        outcome: QueryOutcome { success: i % 4 != 0, elapsed_us: 900 + i, response_bytes: 64, rows: Some(1), ..Default::default() },
+        outcome: QueryOutcome {
+            success: i % 4 != 0,
+            elapsed_us: 900 + i,
+            response_bytes: 64,
+            rows: Some(1),
+            ..Default::default()
+        },
     }
 }
 
@@ -48,7 +65,8 @@ fn run_audit(host: &Host, n: u64) -> (Vec<String>, Tail) {
         .into_iter()
         .filter_map(|m| m.strip_prefix(LOG_PREFIX).map(str::to_owned))
         .collect();
-    let (_, tail) = host.runtime.kv().entries("audit-chain").into_iter().find(|(k, _)| k == TAIL_KEY.as_bytes()).expect("the tail");
+    let (_, tail) =
+        host.runtime.kv().entries("audit-chain").into_iter().find(|(k, _)| k == TAIL_KEY.as_bytes()).expect("the tail");
     (lines, serde_json::from_slice(&tail).unwrap())
 }
 

@@ -31,13 +31,21 @@ fn llm_guardrail_catches_every_bypass_attempt_through_the_host() {
         "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
     ] {
         let out = chain.pre_query(&query("r", sql, None, &ai));
-        assert!(matches!(&out.result, PreQueryResult::Block { reason } if reason.starts_with("llm-guardrail: ")), "{sql}: {out:?}");
+        assert!(
+            matches!(&out.result, PreQueryResult::Block { reason } if reason.starts_with("llm-guardrail: ")),
+            "{sql}: {out:?}"
+        );
         assert!(out.skipped.is_empty());
     }
-    for sql in ["SELECT * FROM events LIMIT 10", "SELECT * FROM orders WHERE tenant_id = $1", "DELETE FROM t WHERE id = 5"] {
+    for sql in
+        ["SELECT * FROM events LIMIT 10", "SELECT * FROM orders WHERE tenant_id = $1", "DELETE FROM t WHERE id = 5"]
+    {
         assert_eq!(chain.pre_query(&query("r", sql, None, &ai)).result, PreQueryResult::Continue, "{sql}");
     }
-    assert_eq!(chain.pre_query(&query("r", "DROP TABLE users", None, &[("application_name", "psql")])).result, PreQueryResult::Continue);
+    assert_eq!(
+        chain.pre_query(&query("r", "DROP TABLE users", None, &[("application_name", "psql")])).result,
+        PreQueryResult::Continue
+    );
 }
 
 #[test]
@@ -78,10 +86,12 @@ fn llm_guardrail_wasm_matches_the_native_logic_on_the_corpus() {
 fn column_mask_wasm_matches_the_native_logic_on_the_corpus() {
     let cfg = config_of("column-mask");
     let native = column_mask::mask::Config::from_lookup(lookup(&cfg)).unwrap();
-    let decided = agree("column-mask", |ctx| match column_mask::mask::rewrite(&native, ctx.hook_context.identity.as_deref(), &ctx.query) {
-        Ok(None) => PreQueryResult::Continue,
-        Ok(Some(sql)) => PreQueryResult::Rewrite { sql },
-        Err(reason) => PreQueryResult::Block { reason },
+    let decided = agree("column-mask", |ctx| {
+        match column_mask::mask::rewrite(&native, ctx.hook_context.identity.as_deref(), &ctx.query) {
+            Ok(None) => PreQueryResult::Continue,
+            Ok(Some(sql)) => PreQueryResult::Rewrite { sql },
+            Err(reason) => PreQueryResult::Block { reason },
+        }
     });
     assert!(decided >= 20, "only {decided} corpus statements were rewritten or blocked");
 }

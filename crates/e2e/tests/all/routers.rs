@@ -16,18 +16,27 @@ fn pgvector_router_sends_top_k_searches_to_the_vector_node() {
     let chain = Chain::new(vec![host.load("pgvector-router", &[("vector_node", "pg-vector-1")])]);
     let route = |sql: &str| chain.route(&query("r", sql, None, &[])).result;
     for op in ["<->", "<#>", "<=>"] {
-        assert_eq!(route(&format!("SELECT id FROM items ORDER BY embedding {op} '[1,2,3]' LIMIT 5")), node("pg-vector-1"), "{op}");
+        assert_eq!(
+            route(&format!("SELECT id FROM items ORDER BY embedding {op} '[1,2,3]' LIMIT 5")),
+            node("pg-vector-1"),
+            "{op}"
+        );
     }
     assert_eq!(route("SELECT id FROM items ORDER BY embedding <-> '[1,2,3]'"), RouteResult::Default, "no LIMIT");
     assert_eq!(route("SELECT '<->' FROM items ORDER BY id LIMIT 1"), RouteResult::Default, "a literal");
-    assert_eq!(route("SELECT id FROM items WHERE kind IS OF (text) ORDER BY embedding <=> $1 LIMIT 5"), node("pg-vector-1"), "token fallback");
+    assert_eq!(
+        route("SELECT id FROM items WHERE kind IS OF (text) ORDER BY embedding <=> $1 LIMIT 5"),
+        node("pg-vector-1"),
+        "token fallback"
+    );
 }
 
 #[test]
 fn pgvector_router_takes_the_node_from_the_attribute_when_unconfigured() {
     let host = Host::new(0);
     let chain = Chain::new(vec![host.load("pgvector-router", &[])]);
-    let q = query("r", "SELECT id FROM items ORDER BY embedding <=> $1 LIMIT 3", None, &[("helios.vector_node", "vec-b")]);
+    let q =
+        query("r", "SELECT id FROM items ORDER BY embedding <=> $1 LIMIT 3", None, &[("helios.vector_node", "vec-b")]);
     assert_eq!(chain.route(&q).result, node("vec-b"));
 }
 
@@ -36,7 +45,11 @@ fn residency_router_keeps_users_in_region_and_enforce_blocks() {
     let host = Host::new(0);
     let chain = Chain::new(vec![host.load(
         "residency-router",
-        &[("region_map", r#"{"eu": "pg-eu-1", "us": "pg-us-1"}"#), ("user_regions", r#"{"alice": "eu"}"#), ("enforce", "true")],
+        &[
+            ("region_map", r#"{"eu": "pg-eu-1", "us": "pg-us-1"}"#),
+            ("user_regions", r#"{"alice": "eu"}"#),
+            ("enforce", "true"),
+        ],
     )]);
     let route = |who: &str, attrs: &[(&str, &str)]| chain.route(&query("r", "SELECT 1", Some(who), attrs)).result;
     assert_eq!(route("alice", &[]), node("pg-eu-1"));

@@ -15,16 +15,23 @@ pub struct Line {
 }
 
 pub fn corpus() -> Vec<Line> {
-    let text = std::fs::read_to_string(repo_root().join("examples/corpus/sql.jsonl")).expect("examples/corpus/sql.jsonl");
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/corpus/sql.jsonl")).expect("examples/corpus/sql.jsonl");
     text.lines()
         .enumerate()
         .map(|(i, l)| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("sql.jsonl line {}: {e}", i + 1));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("sql.jsonl line {}: {e}", i + 1));
             let attrs: Vec<(String, String)> = v["attributes"]
                 .as_object()
                 .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
                 .unwrap_or_default();
-            let mut ctx = helios_plugin_e2e::query(&format!("corpus-{}", i + 1), v["sql"].as_str().unwrap_or_default(), v["identity"].as_str(), &[]);
+            let mut ctx = helios_plugin_e2e::query(
+                &format!("corpus-{}", i + 1),
+                v["sql"].as_str().unwrap_or_default(),
+                v["identity"].as_str(),
+                &[],
+            );
             ctx.hook_context.attributes = attrs.into_iter().collect();
             ctx.hook_context.database = v["database"].as_str().map(str::to_owned);
             Line { ctx, note: v["note"].as_str().unwrap_or_default().to_owned() }
@@ -42,7 +49,8 @@ pub struct Entry {
 }
 
 pub fn demo_config() -> Vec<Entry> {
-    let text = std::fs::read_to_string(repo_root().join("examples/corpus/proxy.toml")).expect("examples/corpus/proxy.toml");
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/corpus/proxy.toml")).expect("examples/corpus/proxy.toml");
     let doc: toml::Table = toml::from_str(&text).expect("proxy.toml parses");
     doc["plugins"]
         .as_array()
@@ -52,7 +60,12 @@ pub fn demo_config() -> Vec<Entry> {
             name: p["name"].as_str().unwrap().to_owned(),
             priority: p["priority"].as_integer().unwrap() as i32,
             on_error: if p["on_error"].as_str() == Some("abort") { OnError::Abort } else { OnError::Skip },
-            config: p["config"].as_table().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect(),
+            config: p["config"]
+                .as_table()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect(),
         })
         .collect()
 }

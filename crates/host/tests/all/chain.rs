@@ -74,7 +74,9 @@ fn on_error_skip_goes_on_and_abort_blocks_with_the_cause() {
     let abort = Chain::new(vec![trapper("aborter", OnError::Abort), blocker]);
     let out = abort.pre_query(&q("SELECT 1"));
     match out.result {
-        PreQueryResult::Block { reason } => assert!(reason.contains("aborter") && reason.contains("unreachable"), "{reason}"),
+        PreQueryResult::Block { reason } => {
+            assert!(reason.contains("aborter") && reason.contains("unreachable"), "{reason}")
+        }
         other => panic!("expected a block, got {other:?}"),
     }
     assert_eq!(out.decided_by.as_deref(), Some("aborter"));
@@ -114,7 +116,9 @@ fn two_threads_give_the_same_decisions_as_one() {
             .map(|t| {
                 let chain = chain.clone();
                 let inputs = &inputs;
-                s.spawn(move || inputs.iter().skip(t).step_by(2).map(|x| chain.pre_query(&q(x)).result).collect::<Vec<_>>())
+                s.spawn(move || {
+                    inputs.iter().skip(t).step_by(2).map(|x| chain.pre_query(&q(x)).result).collect::<Vec<_>>()
+                })
             })
             .into_iter()
             .collect();
@@ -133,9 +137,16 @@ fn two_threads_give_the_same_decisions_as_one() {
 fn only_configured_hooks_are_served() {
     let (rt, _) = runtime();
     // The scripted module exports pre_query and route; serve pre_query only.
-    let p = rt.load(scripted_hook().as_bytes(), hook(&rt, "pre-only", "n", "", "elsewhere").hooks([helios_plugin_schema::Hook::PreQuery])).unwrap();
+    let p = rt
+        .load(
+            scripted_hook().as_bytes(),
+            hook(&rt, "pre-only", "n", "", "elsewhere").hooks([helios_plugin_schema::Hook::PreQuery]),
+        )
+        .unwrap();
     assert_eq!(p.hooks(), [helios_plugin_schema::Hook::PreQuery]);
     assert_eq!(Chain::new(vec![p]).route(&q("SELECT 1")).result, RouteResult::Default, "an unserved export was called");
-    let err = rt.load(scripted_hook().as_bytes(), PluginConfig::new("post").hooks([helios_plugin_schema::Hook::PostQuery])).unwrap_err();
+    let err = rt
+        .load(scripted_hook().as_bytes(), PluginConfig::new("post").hooks([helios_plugin_schema::Hook::PostQuery]))
+        .unwrap_err();
     assert!(err.to_string().contains("post_query") && err.to_string().contains("does not export"), "{err}");
 }

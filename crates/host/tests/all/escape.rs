@@ -13,9 +13,12 @@ use std::{
     time::Duration,
 };
 
-use helios_plugin_artefact::{PackOptions, PackSigning, TrustRoot, VerifyOptions, keys, pack, save_artefact, verify_path};
+use helios_plugin_artefact::{
+    PackOptions, PackSigning, TrustRoot, VerifyOptions, keys, pack, save_artefact, verify_path,
+};
 use helios_plugin_host::{
-    Chain, FailureKind, Level, LoadError, LogSink, MemoryKv, MemoryLogSink, OnError, Plugin, PluginConfig, Runtime, RuntimeConfig,
+    Chain, FailureKind, Level, LoadError, LogSink, MemoryKv, MemoryLogSink, OnError, Plugin, PluginConfig, Runtime,
+    RuntimeConfig,
 };
 use helios_plugin_schema::{GuardRequest, GuardVerdict, PreQueryResult, QueryContext, abi, limits};
 
@@ -34,12 +37,24 @@ fn hostile(package: &str) -> Vec<u8> {
     BUILT.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "hostile-raw", "-p", "hostile-sdk", "--target", "wasm32-unknown-unknown", "--profile", "guest"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "hostile-raw",
+                "-p",
+                "hostile-sdk",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--profile",
+                "guest",
+            ])
             .status()
             .expect("cargo could not be started");
         assert!(status.success(), "building the hostile guests for wasm32 failed: {status}");
     });
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", package.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -80,7 +95,10 @@ fn both(imports: &str, extra: &str, body: &str) -> String {
 fn host_intact(rt: &Runtime) {
     let ok = rt.load(both("", "", "").as_bytes(), PluginConfig::new("healthy")).expect("a healthy plugin loads");
     assert_eq!(ok.evaluate(&GuardRequest::default()), GuardVerdict::Allow);
-    assert_eq!(ok.call::<helios_plugin_schema::hooks::spec::PreQuery>(&QueryContext::default()).unwrap(), PreQueryResult::Continue);
+    assert_eq!(
+        ok.call::<helios_plugin_schema::hooks::spec::PreQuery>(&QueryContext::default()).unwrap(),
+        PreQueryResult::Continue
+    );
 }
 
 fn q() -> QueryContext {
@@ -100,23 +118,39 @@ fn assert_policies(rt: &Runtime, wasm: &[u8], name: &str, cfg: impl Fn(PluginCon
         GuardVerdict::Allow => panic!("{name}: a failing guard was allowed"),
     }
     let advisory = rt.load(wasm, cfg(PluginConfig::new(format!("{name}-advisory"))).advisory(true)).unwrap();
-    assert_eq!(advisory.evaluate(&GuardRequest::default()), GuardVerdict::Allow, "{name}: an advisory guard fails open");
+    assert_eq!(
+        advisory.evaluate(&GuardRequest::default()),
+        GuardVerdict::Allow,
+        "{name}: an advisory guard fails open"
+    );
 
     let after = rt
-        .load(scripted_hook().as_bytes(), PluginConfig::new("after").config("action", "r").config("text", "SELECT 'after'").priority(2))
+        .load(
+            scripted_hook().as_bytes(),
+            PluginConfig::new("after").config("action", "r").config("text", "SELECT 'after'").priority(2),
+        )
         .unwrap();
-    let skip = rt.load(wasm, cfg(PluginConfig::new(format!("{name}-skip"))).on_error(OnError::Skip).priority(1)).unwrap();
+    let skip =
+        rt.load(wasm, cfg(PluginConfig::new(format!("{name}-skip"))).on_error(OnError::Skip).priority(1)).unwrap();
     let out = Chain::new(vec![after.clone(), skip]).pre_query(&q());
-    assert_eq!(out.result, PreQueryResult::Rewrite { sql: "SELECT 'after'".into() }, "{name}: skip must let the chain go on");
+    assert_eq!(
+        out.result,
+        PreQueryResult::Rewrite { sql: "SELECT 'after'".into() },
+        "{name}: skip must let the chain go on"
+    );
     assert_eq!(out.skipped.len(), 1, "{name}: {:?}", out.skipped);
     let skipped = out.skipped[0].to_string();
     assert!(skipped.contains(cause) && skipped.contains(&format!("{name}-skip")), "{name}: skipped error {skipped:?}");
 
-    let abort = rt.load(wasm, cfg(PluginConfig::new(format!("{name}-abort"))).on_error(OnError::Abort).priority(1)).unwrap();
+    let abort =
+        rt.load(wasm, cfg(PluginConfig::new(format!("{name}-abort"))).on_error(OnError::Abort).priority(1)).unwrap();
     let out = Chain::new(vec![after, abort]).pre_query(&q());
     match &out.result {
         PreQueryResult::Block { reason } => {
-            assert!(reason.contains(cause) && reason.contains(&format!("{name}-abort")), "{name}: block reason {reason:?}");
+            assert!(
+                reason.contains(cause) && reason.contains(&format!("{name}-abort")),
+                "{name}: block reason {reason:?}"
+            );
         }
         other => panic!("{name}: abort must block, got {other:?}"),
     }
@@ -134,7 +168,8 @@ fn same<T>(c: T) -> T {
 #[test]
 fn deep_recursion_is_a_named_stack_overflow_under_every_policy() {
     let (rt, _) = runtime();
-    let extra = "(func $r (param i32) (result i32) (i32.add (call $r (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))";
+    let extra =
+        "(func $r (param i32) (result i32) (i32.add (call $r (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))";
     let wat = both("", extra, "(drop (call $r (i32.const 0)))");
     assert_policies(&rt, wat.as_bytes(), "recursion", same, "call stack exhausted");
 }
@@ -152,9 +187,19 @@ fn an_unmetered_busy_loop_of_host_calls_is_stopped_by_the_deadline_under_every_p
     let imports = r#"(import "env" "sha256_hex" (func $sha (param i32 i32 i32) (result i32)))"#;
     let wat = both(imports, "", "(loop (drop (call $sha (i32.const 0) (i32.const 65536) (i32.const 1024))) (br 0))");
     let started = std::time::Instant::now();
-    assert_policies(&rt, wat.as_bytes(), "stall", |c| c.fuel(None).deadline(Duration::from_millis(20)), "deadline exceeded (limit 20 ms per call)");
+    assert_policies(
+        &rt,
+        wat.as_bytes(),
+        "stall",
+        |c| c.fuel(None).deadline(Duration::from_millis(20)),
+        "deadline exceeded (limit 20 ms per call)",
+    );
     // Four calls hit the deadline; none may run much past it.
-    assert!(started.elapsed() < Duration::from_secs(10), "the deadline did not stop the guest: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deadline did not stop the guest: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -171,7 +216,13 @@ fn a_rust_guest_that_spins_is_stopped_by_fuel_under_every_policy() {
 fn memory_growth_past_the_cap_is_named_under_every_policy() {
     let (rt, _) = runtime();
     let wat = both("", "", "(drop (memory.grow (i32.const 1000)))");
-    assert_policies(&rt, wat.as_bytes(), "grow", same, "memory limit: grow to 65667072 bytes refused (cap 16777216 bytes)");
+    assert_policies(
+        &rt,
+        wat.as_bytes(),
+        "grow",
+        same,
+        "memory limit: grow to 65667072 bytes refused (cap 16777216 bytes)",
+    );
 }
 
 #[test]
@@ -217,8 +268,18 @@ fn a_start_function_that_calls_a_host_import_is_a_clean_error_under_every_policy
     let (rt, sink) = runtime();
     let imports = r#"(import "chio" "log" (func $log (param i32 i32 i32)))"#;
     let wat = both(imports, "(func $start (call $log (i32.const 2) (i32.const 64) (i32.const 4))) (start $start)", "");
-    assert_policies(&rt, wat.as_bytes(), "start-import", same, "bad call to import chio.log: called before the instance was ready");
-    assert!(sink.lines().iter().all(|(p, _, _)| !p.starts_with("start-import")), "a start function logged: {:?}", sink.lines());
+    assert_policies(
+        &rt,
+        wat.as_bytes(),
+        "start-import",
+        same,
+        "bad call to import chio.log: called before the instance was ready",
+    );
+    assert!(
+        sink.lines().iter().all(|(p, _, _)| !p.starts_with("start-import")),
+        "a start function logged: {:?}",
+        sink.lines()
+    );
 }
 
 #[test]
@@ -230,7 +291,13 @@ fn a_start_function_that_calls_the_guests_own_export_cannot_reach_the_host() {
         (call $set (i32.const 64) (i32.const 4) (i32.const 64) (i32.const 4)))
       (func $start (drop (call $export_body (i32.const 0) (i32.const 0)))) (start $start)"#;
     let wat = both(imports, extra, "");
-    assert_policies(&rt, wat.as_bytes(), "start-export", same, "bad call to import env.kv_set: called before the instance was ready");
+    assert_policies(
+        &rt,
+        wat.as_bytes(),
+        "start-export",
+        same,
+        "bad call to import env.kv_set: called before the instance was ready",
+    );
     for name in ["start-export", "start-export-skip", "start-export-abort"] {
         assert!(rt.kv().entries(name).is_empty(), "{name} wrote KV from its start function");
     }
@@ -358,13 +425,21 @@ fn a_correctly_signed_module_gets_no_more_than_an_unsigned_one() {
     let packed = pack(hostile("hostile-raw"), opts).unwrap();
     let path = dir.path().join("signed-evil-1.0.0.tar.gz");
     save_artefact(&packed.artefact, &path).unwrap();
-    let verified = verify_path(&path, &VerifyOptions::default().trust_root(trust.clone())).expect("the artefact verifies");
+    let verified =
+        verify_path(&path, &VerifyOptions::default().trust_root(trust.clone())).expect("the artefact verifies");
     assert!(verified.signer.is_some());
 
     // It verifies, and still runs under the same fuel as anything else.
-    let p = rt.load(&verified.wasm, PluginConfig::new(&verified.name).config_map(verified.config.clone()).fuel(Some(1_000_000))).unwrap();
+    let p = rt
+        .load(
+            &verified.wasm,
+            PluginConfig::new(&verified.name).config_map(verified.config.clone()).fuel(Some(1_000_000)),
+        )
+        .unwrap();
     match p.evaluate(&GuardRequest::default()) {
-        GuardVerdict::Deny { reason } => assert!(reason.contains("fuel exhausted (limit 1000000") && reason.contains("signed-evil"), "{reason}"),
+        GuardVerdict::Deny { reason } => {
+            assert!(reason.contains("fuel exhausted (limit 1000000") && reason.contains("signed-evil"), "{reason}")
+        }
         GuardVerdict::Allow => panic!("a signed spinning guard was allowed"),
     }
     // A signed guard that denies everything denies; the verdict is its own, limits unchanged.
@@ -384,10 +459,14 @@ fn a_correctly_signed_module_gets_no_more_than_an_unsigned_one() {
     let packed = pack(wasi, opts).expect("packing does not judge imports");
     let path = dir.path().join("signed-wasi-1.0.0.tar.gz");
     save_artefact(&packed.artefact, &path).unwrap();
-    let verified = verify_path(&path, &VerifyOptions::default().trust_root(trust)).expect("the signed WASI module verifies");
+    let verified =
+        verify_path(&path, &VerifyOptions::default().trust_root(trust)).expect("the signed WASI module verifies");
     let err = rt.load(&verified.wasm, PluginConfig::new(&verified.name)).unwrap_err();
     assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
-    assert!(err.to_string().contains("signed-wasi") && err.to_string().contains("wasi_snapshot_preview1.fd_write"), "{err}");
+    assert!(
+        err.to_string().contains("signed-wasi") && err.to_string().contains("wasi_snapshot_preview1.fd_write"),
+        "{err}"
+    );
     host_intact(&rt);
 }
 
@@ -412,7 +491,11 @@ fn lengths_near_4_gib_negative_and_straddling_the_end_to_every_host_import_are_n
         for arg in args {
             for value in values {
                 let name = format!("bad-{import}-{arg}-{value}");
-                let cfg = PluginConfig::new(&name).config("attack", "bad_arg").config("import", import).config("arg", arg.to_string()).config("value", value);
+                let cfg = PluginConfig::new(&name)
+                    .config("attack", "bad_arg")
+                    .config("import", import)
+                    .config("arg", arg.to_string())
+                    .config("value", value);
                 let p = rt.load(&wasm, cfg).unwrap();
                 let err = p.try_evaluate(&GuardRequest::default()).expect_err(&name);
                 match &err.kind {
@@ -458,7 +541,9 @@ fn hook_results_pointing_past_memory_or_over_the_cap_are_named_errors_under_ever
     ] {
         let name = format!("result-{result}");
         let skip = rt.load(&wasm, PluginConfig::new(format!("{name}-skip")).config("result", result)).unwrap();
-        let abort = rt.load(&wasm, PluginConfig::new(format!("{name}-abort")).config("result", result).on_error(OnError::Abort)).unwrap();
+        let abort = rt
+            .load(&wasm, PluginConfig::new(format!("{name}-abort")).config("result", result).on_error(OnError::Abort))
+            .unwrap();
         let out = Chain::new(vec![skip]).pre_query(&q());
         assert_eq!(out.result, PreQueryResult::Continue, "{name}");
         assert!(out.skipped[0].to_string().contains(cause), "{name}: {}", out.skipped[0]);
@@ -482,11 +567,15 @@ fn hook_allocators_returning_garbage_are_named_errors_under_every_policy() {
     ] {
         let name = format!("alloc-{alloc}");
         let skip = rt.load(&wasm, PluginConfig::new(format!("{name}-skip")).config("alloc", alloc)).unwrap();
-        let abort = rt.load(&wasm, PluginConfig::new(format!("{name}-abort")).config("alloc", alloc).on_error(OnError::Abort)).unwrap();
+        let abort = rt
+            .load(&wasm, PluginConfig::new(format!("{name}-abort")).config("alloc", alloc).on_error(OnError::Abort))
+            .unwrap();
         let out = Chain::new(vec![skip]).pre_query(&q());
         assert_eq!(out.result, PreQueryResult::Continue, "{name}");
         assert!(out.skipped[0].to_string().contains(cause), "{name}: {}", out.skipped[0]);
-        let PreQueryResult::Block { reason } = Chain::new(vec![abort]).pre_query(&q()).result else { panic!("{name}: not blocked") };
+        let PreQueryResult::Block { reason } = Chain::new(vec![abort]).pre_query(&q()).result else {
+            panic!("{name}: not blocked")
+        };
         assert!(reason.contains(cause), "{name}: {reason}");
     }
     host_intact(&rt);
@@ -500,8 +589,19 @@ fn guard_allocators_returning_garbage_fall_back_to_offset_zero_as_chio_does() {
         // The request and the deny-reason buffer go to offset 0 of the guest's own memory.
         let allow = rt.load(&wasm, PluginConfig::new(format!("chio-alloc-{alloc}")).config("alloc", alloc)).unwrap();
         assert_eq!(allow.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::Allow, "{alloc}");
-        let deny = rt.load(&wasm, PluginConfig::new(format!("chio-alloc-{alloc}-deny")).config("alloc", alloc).config("attack", "deny_all")).unwrap();
-        assert_eq!(deny.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::deny("hostile-raw denies everything"), "{alloc}");
+        let deny = rt
+            .load(
+                &wasm,
+                PluginConfig::new(format!("chio-alloc-{alloc}-deny"))
+                    .config("alloc", alloc)
+                    .config("attack", "deny_all"),
+            )
+            .unwrap();
+        assert_eq!(
+            deny.try_evaluate(&GuardRequest::default()).unwrap(),
+            GuardVerdict::deny("hostile-raw denies everything"),
+            "{alloc}"
+        );
     }
     host_intact(&rt);
 }
@@ -526,7 +626,13 @@ fn deny_reasons_longer_than_the_buffer_or_negative_are_named_errors_and_still_de
 #[test]
 fn a_raw_rust_panic_without_a_message_is_a_named_trap_under_every_policy() {
     let (rt, _) = runtime();
-    assert_policies(&rt, &hostile("hostile-raw"), "raw-panic", |c| c.config("attack", "panic"), "wasm `unreachable` instruction executed");
+    assert_policies(
+        &rt,
+        &hostile("hostile-raw"),
+        "raw-panic",
+        |c| c.config("attack", "panic"),
+        "wasm `unreachable` instruction executed",
+    );
 }
 
 #[test]
@@ -535,7 +641,10 @@ fn an_sdk_panic_with_a_10_kb_message_is_named_capped_and_logged_under_every_poli
     let wasm = hostile("hostile-sdk");
     assert_policies(&rt, &wasm, "long-panic", |c| c.config("behavior", "panic_long"), "guest panicked: ppppp");
     let lines = sink.lines();
-    let panics: Vec<_> = lines.iter().filter(|(p, l, m)| p == "long-panic" && *l == Level::Error && m.starts_with(abi::PANIC_LOG_PREFIX)).collect();
+    let panics: Vec<_> = lines
+        .iter()
+        .filter(|(p, l, m)| p == "long-panic" && *l == Level::Error && m.starts_with(abi::PANIC_LOG_PREFIX))
+        .collect();
     assert_eq!(panics.len(), 1, "{lines:?}");
     assert!(panics[0].2.len() <= limits::LOG_MAX_MESSAGE_BYTES, "a log line of {} bytes", panics[0].2.len());
     let p = rt.load(&wasm, PluginConfig::new("long-panic-kind").config("behavior", "panic_long")).unwrap();
@@ -585,7 +694,8 @@ fn kv_byte_total_cap_stops_a_flood_of_64_kib_values_before_64_mib() {
     assert_eq!(logged(&sink, "raw-kv_fill"), [format!("stored={} rc=-1", entries.len())]);
     // A smaller cap on the backend is enforced the same way.
     let sink = MemoryLogSink::new();
-    let rt = Runtime::new(RuntimeConfig::default().kv(MemoryKv::with_caps(10_000, 200_000)).log_sink(sink.clone())).unwrap();
+    let rt =
+        Runtime::new(RuntimeConfig::default().kv(MemoryKv::with_caps(10_000, 200_000)).log_sink(sink.clone())).unwrap();
     let p = rt.load(&hostile("hostile-raw"), raw("kv_fill")).unwrap();
     assert_eq!(p.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::Allow);
     assert_eq!(logged(&sink, "raw-kv_fill"), ["stored=3 rc=-1"]);
@@ -631,10 +741,21 @@ fn a_log_flood_reaches_the_sink_as_256_capped_lines_per_call_and_the_host_warns_
         assert_eq!(p.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::Allow);
         let lines = sink.drain();
         assert_eq!(lines.len(), limits::LOG_MAX_ENTRIES_PER_CALL as usize, "call {call}");
-        assert!(lines.iter().all(|(p, l, m)| p == "raw-log_flood" && *l == Level::Info && m.len() == limits::LOG_MAX_MESSAGE_BYTES));
+        assert!(
+            lines
+                .iter()
+                .all(|(p, l, m)| p == "raw-log_flood" && *l == Level::Info && m.len() == limits::LOG_MAX_MESSAGE_BYTES)
+        );
         let dropped = 1000 - limits::LOG_MAX_ENTRIES_PER_CALL;
         let warnings = host_warnings();
-        let warned = warnings.lines().filter(|l| l.contains("WARN") && l.split_whitespace().any(|t| t == "plugin=raw-log_flood") && l.contains(&format!("dropped={dropped}"))).count();
+        let warned = warnings
+            .lines()
+            .filter(|l| {
+                l.contains("WARN")
+                    && l.split_whitespace().any(|t| t == "plugin=raw-log_flood")
+                    && l.contains(&format!("dropped={dropped}"))
+            })
+            .count();
         assert_eq!(warned, call, "call {call}: the host did not warn about {dropped} dropped lines: {warnings}");
     }
 }
@@ -677,7 +798,8 @@ fn a_plugin_reads_only_its_own_config_and_never_past_its_buffer() {
             (else (if (result i32) (i64.ne (i64.load (i32.const 2056)) (i64.const 0x2121212121212121)) (then unreachable) (else (i32.const 1))))))"#,
         data(1024, "secret")
     );
-    let wat = both(imports, &extra, "").replace(r#"(func (export "evaluate") (param i32 i32) (result i32) (call $body) (i32.const 0))"#, "");
+    let wat = both(imports, &extra, "")
+        .replace(r#"(func (export "evaluate") (param i32 i32) (result i32) (call $body) (i32.const 0))"#, "");
     let wat = wat.replace(r#"(export "probe")"#, r#"(export "evaluate")"#);
     let b = rt.load(wat.as_bytes(), PluginConfig::new("b").config("secret", "b-secret-longer-than-8-bytes")).unwrap();
     let a = rt.load(wat.as_bytes(), PluginConfig::new("a")).unwrap();

@@ -8,7 +8,10 @@ use crate::support::{data, guard, runtime};
 const SHA_IMPORT: &str = r#"(import "env" "sha256_hex" (func $sha (param i32 i32 i32) (result i32)))"#;
 
 fn sha_guard() -> String {
-    guard(SHA_IMPORT, "(global.set $reason_len (call $sha (local.get $p) (local.get $l) (i32.const 1024))) (i32.const 1)")
+    guard(
+        SHA_IMPORT,
+        "(global.set $reason_len (call $sha (local.get $p) (local.get $l) (i32.const 1024))) (i32.const 1)",
+    )
 }
 
 fn deny_reason_of(v: GuardVerdict) -> String {
@@ -26,7 +29,10 @@ fn sha256_hex_matches_the_fips_180_2_vectors() {
     let vectors: [(&[u8], &str); 4] = [
         (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
         (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        (b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+        (
+            b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+        ),
         (&million_a, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
     ];
     for (input, want) in vectors {
@@ -43,7 +49,8 @@ fn allow_and_deny_codes_map_to_verdicts_with_the_guest_reason() {
 
     let json = r#"{"reason":"tool rm is on the denylist"}"#;
     let body = format!("{} (global.set $reason_len (i32.const {})) (i32.const 1)", "", json.len());
-    let wat = guard("", &body).replace("(memory (export \"memory\") 32)", &format!("(memory (export \"memory\") 32) {}", data(1024, json)));
+    let wat = guard("", &body)
+        .replace("(memory (export \"memory\") 32)", &format!("(memory (export \"memory\") 32) {}", data(1024, json)));
     let deny = rt.load(wat.as_bytes(), PluginConfig::new("deny")).unwrap();
     assert_eq!(deny.evaluate_json(b"{}").unwrap(), GuardVerdict::deny("tool rm is on the denylist"));
 }

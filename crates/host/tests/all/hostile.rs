@@ -40,7 +40,9 @@ fn a_loop_of_slow_host_calls_is_denied_naming_the_deadline() {
     let (rt, _) = runtime();
     let imports = r#"(import "env" "sha256_hex" (func $sha (param i32 i32 i32) (result i32)))"#;
     let body = "(loop (drop (call $sha (i32.const 0) (i32.const 1048576) (i32.const 1024))) (br 0)) (i32.const 0)";
-    let p = rt.load(guard(imports, body).as_bytes(), PluginConfig::new("slow").deadline(Duration::from_millis(50))).unwrap();
+    let p = rt
+        .load(guard(imports, body).as_bytes(), PluginConfig::new("slow").deadline(Duration::from_millis(50)))
+        .unwrap();
     let t = Instant::now();
     let reason = denied_because(&p, "deadline exceeded");
     assert!(reason.contains("50 ms"), "{reason}");
@@ -52,10 +54,14 @@ fn a_loop_of_slow_host_calls_is_denied_naming_the_deadline() {
 fn growing_memory_past_the_cap_is_denied() {
     let (rt, _) = runtime();
     // 32 pages (2 MiB) initially; ask for 1000 more pages (64 MiB) against a 16 MiB cap.
-    let p = rt.load(guard("", "(drop (memory.grow (i32.const 1000))) (i32.const 0)").as_bytes(), PluginConfig::new("grow")).unwrap();
+    let p = rt
+        .load(guard("", "(drop (memory.grow (i32.const 1000))) (i32.const 0)").as_bytes(), PluginConfig::new("grow"))
+        .unwrap();
     denied_because(&p, "memory limit");
     // Under the cap is fine.
-    let small = rt.load(guard("", "(drop (memory.grow (i32.const 16))) (i32.const 0)").as_bytes(), PluginConfig::new("grow-ok")).unwrap();
+    let small = rt
+        .load(guard("", "(drop (memory.grow (i32.const 16))) (i32.const 0)").as_bytes(), PluginConfig::new("grow-ok"))
+        .unwrap();
     assert_eq!(small.evaluate(&Default::default()), GuardVerdict::Allow);
     host_intact(&rt);
 }
@@ -104,11 +110,18 @@ fn a_panic_reported_through_the_log_is_the_named_cause_and_reaches_the_log() {
     let msg = "guest panicked: boom at src/lib.rs:3:5";
     let imports = r#"(import "chio" "log" (func $log (param i32 i32 i32)))"#;
     let body = format!("(call $log (i32.const 4) (i32.const 1024) (i32.const {})) unreachable", msg.len());
-    let wat = guard(imports, &body).replace("(memory (export \"memory\") 32)", &format!("(memory (export \"memory\") 32) {}", crate::support::data(1024, msg)));
+    let wat = guard(imports, &body).replace(
+        "(memory (export \"memory\") 32)",
+        &format!("(memory (export \"memory\") 32) {}", crate::support::data(1024, msg)),
+    );
     let p = rt.load(wat.as_bytes(), PluginConfig::new("panicky")).unwrap();
     let reason = denied_because(&p, "boom at src/lib.rs:3:5");
     assert!(reason.contains("guest panicked"), "{reason}");
-    assert!(sink.lines().iter().any(|(plugin, _, m)| plugin == "panicky" && m.contains("boom")), "log: {:?}", sink.lines());
+    assert!(
+        sink.lines().iter().any(|(plugin, _, m)| plugin == "panicky" && m.contains("boom")),
+        "log: {:?}",
+        sink.lines()
+    );
 }
 
 /// One module per (import, argument set) that hands the import a range outside memory.
@@ -119,21 +132,67 @@ fn out_of_bounds_pointers_and_lengths_to_every_import_are_errors_naming_the_impo
     let z = "(i32.const 0)";
     let n8 = "(i32.const 8)";
     let cases: Vec<(&str, &str, String)> = vec![
-        ("env.kv_get", r#"(import "env" "kv_get" (func $f (param i32 i32 i32 i32) (result i32)))"#, format!("(drop (call $f {far} {n8} {z} {n8}))")),
-        ("env.kv_get", r#"(import "env" "kv_get" (func $f (param i32 i32 i32 i32) (result i32)))"#, format!("(drop (call $f {z} {n8} {z} {neg}))")),
-        ("env.kv_set", r#"(import "env" "kv_set" (func $f (param i32 i32 i32 i32) (result i32)))"#, format!("(drop (call $f {z} {neg} {z} {n8}))")),
-        ("env.kv_set", r#"(import "env" "kv_set" (func $f (param i32 i32 i32 i32) (result i32)))"#, format!("(drop (call $f {z} {n8} {far} {n8}))")),
-        ("env.kv_delete", r#"(import "env" "kv_delete" (func $f (param i32 i32) (result i32)))"#, format!("(drop (call $f {far} {far}))")),
-        ("env.sha256_hex", r#"(import "env" "sha256_hex" (func $f (param i32 i32 i32) (result i32)))"#, format!("(drop (call $f {z} {neg} {z}))")),
-        ("env.sha256_hex", r#"(import "env" "sha256_hex" (func $f (param i32 i32 i32) (result i32)))"#, format!("(drop (call $f {z} {n8} (i32.const 2097150)))")),
-        ("chio.log", r#"(import "chio" "log" (func $f (param i32 i32 i32)))"#, format!("(call $f (i32.const 2) {far} {n8})")),
-        ("chio.log", r#"(import "chio" "log" (func $f (param i32 i32 i32)))"#, format!("(call $f (i32.const 2) {z} (i32.const -2147483648))")),
-        ("chio.get_config", r#"(import "chio" "get_config" (func $f (param i32 i32 i32 i32) (result i32)))"#, format!("(drop (call $f {neg} {n8} {z} {n8}))")),
-        ("chio.get_config", r#"(import "chio" "get_config" (func $f (param i32 i32 i32 i32) (result i32)))"#, format!("(drop (call $f {z} {n8} {z} {far}))")),
+        (
+            "env.kv_get",
+            r#"(import "env" "kv_get" (func $f (param i32 i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {far} {n8} {z} {n8}))"),
+        ),
+        (
+            "env.kv_get",
+            r#"(import "env" "kv_get" (func $f (param i32 i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {z} {n8} {z} {neg}))"),
+        ),
+        (
+            "env.kv_set",
+            r#"(import "env" "kv_set" (func $f (param i32 i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {z} {neg} {z} {n8}))"),
+        ),
+        (
+            "env.kv_set",
+            r#"(import "env" "kv_set" (func $f (param i32 i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {z} {n8} {far} {n8}))"),
+        ),
+        (
+            "env.kv_delete",
+            r#"(import "env" "kv_delete" (func $f (param i32 i32) (result i32)))"#,
+            format!("(drop (call $f {far} {far}))"),
+        ),
+        (
+            "env.sha256_hex",
+            r#"(import "env" "sha256_hex" (func $f (param i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {z} {neg} {z}))"),
+        ),
+        (
+            "env.sha256_hex",
+            r#"(import "env" "sha256_hex" (func $f (param i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {z} {n8} (i32.const 2097150)))"),
+        ),
+        (
+            "chio.log",
+            r#"(import "chio" "log" (func $f (param i32 i32 i32)))"#,
+            format!("(call $f (i32.const 2) {far} {n8})"),
+        ),
+        (
+            "chio.log",
+            r#"(import "chio" "log" (func $f (param i32 i32 i32)))"#,
+            format!("(call $f (i32.const 2) {z} (i32.const -2147483648))"),
+        ),
+        (
+            "chio.get_config",
+            r#"(import "chio" "get_config" (func $f (param i32 i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {neg} {n8} {z} {n8}))"),
+        ),
+        (
+            "chio.get_config",
+            r#"(import "chio" "get_config" (func $f (param i32 i32 i32 i32) (result i32)))"#,
+            format!("(drop (call $f {z} {n8} {z} {far}))"),
+        ),
     ];
     let (rt, _) = runtime();
     for (i, (import, decl, call)) in cases.iter().enumerate() {
-        let p = rt.load(guard(decl, &format!("{call} (i32.const 0)")).as_bytes(), PluginConfig::new(format!("oob-{i}"))).unwrap();
+        let p = rt
+            .load(guard(decl, &format!("{call} (i32.const 0)")).as_bytes(), PluginConfig::new(format!("oob-{i}")))
+            .unwrap();
         let err = p.try_evaluate(&Default::default()).unwrap_err();
         match &err.kind {
             FailureKind::BadImportCall { import: got, detail } => {
@@ -181,7 +240,9 @@ fn hook_exports_returning_bad_pointers_lengths_or_json_are_errors_naming_the_exp
 #[test]
 fn a_failed_instance_is_replaced_and_the_next_call_succeeds() {
     let (rt, _) = runtime();
-    let p = rt.load(scripted_hook().as_bytes(), PluginConfig::new("flaky").config("action", "t").config("needle", "boom")).unwrap();
+    let p = rt
+        .load(scripted_hook().as_bytes(), PluginConfig::new("flaky").config("action", "t").config("needle", "boom"))
+        .unwrap();
     let q = |sql: &str| QueryContext { query: sql.into(), ..Default::default() };
     assert!(p.call::<spec::PreQuery>(&q("select 1")).is_ok());
     let err = p.call::<spec::PreQuery>(&q("boom")).unwrap_err();

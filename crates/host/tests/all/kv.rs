@@ -30,12 +30,19 @@ fn kv_guard() -> String {
         (return (i32.const 1))))
     (if (i32.eq (local.get $op) (i32.const 100)) (then (drop (call $del (local.get $p) (local.get $l)))))
     (i32.const 0)"#;
-    guard(imports, body).replace("(memory (export \"memory\") 32)", &format!("(memory (export \"memory\") 32) {} {}", data(16, "op"), data(32, "value")))
+    guard(imports, body).replace(
+        "(memory (export \"memory\") 32)",
+        &format!("(memory (export \"memory\") 32) {} {}", data(16, "op"), data(32, "value")),
+    )
 }
 
 fn kv_plugin(rt: &Runtime, name: &str, op: &str, value: &str) -> Arc<Plugin> {
     // A generous deadline: this test is about namespaces, and runs hundreds of calls on loaded CI machines.
-    rt.load(kv_guard().as_bytes(), PluginConfig::new(name).config("op", op).config("value", value).deadline(std::time::Duration::from_secs(10))).unwrap()
+    rt.load(
+        kv_guard().as_bytes(),
+        PluginConfig::new(name).config("op", op).config("value", value).deadline(std::time::Duration::from_secs(10)),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -50,8 +57,16 @@ fn a_plugin_cannot_read_write_or_delete_another_plugins_keys_whatever_bytes_its_
     let a_set = kv_plugin(&rt, "a", "s", "pwned");
     let a_del = kv_plugin(&rt, "a", "d", "");
     let mut keys: Vec<Vec<u8>> = vec![
-        b"k".to_vec(), b"b/k".to_vec(), b"b:k".to_vec(), b"b\0k".to_vec(), b"../b/k".to_vec(), b"/b/k".to_vec(),
-        b"\0".to_vec(), b"b".to_vec(), b"".to_vec(), vec![0xff; limits::KV_MAX_KEY_BYTES],
+        b"k".to_vec(),
+        b"b/k".to_vec(),
+        b"b:k".to_vec(),
+        b"b\0k".to_vec(),
+        b"../b/k".to_vec(),
+        b"/b/k".to_vec(),
+        b"\0".to_vec(),
+        b"b".to_vec(),
+        b"".to_vec(),
+        vec![0xff; limits::KV_MAX_KEY_BYTES],
     ];
     keys.extend((0..=255u8).map(|b| vec![b]));
     keys.extend((0..=255u8).map(|b| vec![b'b', b, b'k']));

@@ -27,7 +27,10 @@ fn an_imported_memory_or_a_host_import_with_the_wrong_type_is_refused() {
       (memory (export "memory") 1) (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0)))"#;
     let err = rt.load(wat.as_bytes(), PluginConfig::new("bad-type")).unwrap_err();
     assert!(matches!(err, LoadError::ImportType { .. }), "{err}");
-    assert!(err.to_string().contains("env.kv_get") && err.to_string().contains("expected (i32, i32, i32, i32) -> (i32)"), "{err}");
+    assert!(
+        err.to_string().contains("env.kv_get") && err.to_string().contains("expected (i32, i32, i32, i32) -> (i32)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,7 +69,10 @@ fn exports_are_checked_memory_signatures_and_what_is_served() {
     let no_memory = r#"(module (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0)))"#;
     assert!(rt.load(no_memory.as_bytes(), PluginConfig::new("m")).unwrap_err().to_string().contains("export memory"));
     let nothing = r#"(module (memory (export "memory") 1))"#;
-    assert!(matches!(rt.load(nothing.as_bytes(), PluginConfig::new("n")).unwrap_err(), LoadError::NothingServed { .. }));
+    assert!(matches!(
+        rt.load(nothing.as_bytes(), PluginConfig::new("n")).unwrap_err(),
+        LoadError::NothingServed { .. }
+    ));
     let wrong = r#"(module (memory (export "memory") 1) (func (export "alloc") (param i32) (result i32) (i32.const 0))
       (func (export "pre_query") (param i32 i32) (result i32) (i32.const 0)))"#;
     let err = rt.load(wrong.as_bytes(), PluginConfig::new("w")).unwrap_err();

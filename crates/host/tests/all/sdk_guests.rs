@@ -24,7 +24,9 @@ fn tool(name: &str) -> GuardRequest {
 #[test]
 fn tool_denylist_denies_listed_tools_and_allows_others() {
     let (rt, _) = runtime();
-    let p = rt.load(&guest("tool-denylist"), PluginConfig::new("tool-denylist").config("denylist", "rm, curl ,,shell")).unwrap();
+    let p = rt
+        .load(&guest("tool-denylist"), PluginConfig::new("tool-denylist").config("denylist", "rm, curl ,,shell"))
+        .unwrap();
     assert!(p.is_guard());
     assert_eq!(p.evaluate(&tool("ls")), GuardVerdict::Allow);
     for t in ["rm", "curl", "shell"] {
@@ -43,7 +45,11 @@ fn sdk_modules_declare_their_hooks_and_import_only_the_host_surface() {
     assert!(info.foreign_imports().is_empty(), "{:?}", info.foreign_imports());
     assert!(info.declared_guard);
     for h in ["pre_query", "route", "post_query"] {
-        assert!(info.declared_hooks.iter().any(|d| d.export_name() == h), "{h} not declared: {:?}", info.declared_hooks);
+        assert!(
+            info.declared_hooks.iter().any(|d| d.export_name() == h),
+            "{h} not declared: {:?}",
+            info.declared_hooks
+        );
     }
 }
 
@@ -93,12 +99,15 @@ fn kv_state_persists_across_pooled_calls_and_fresh_instances() {
     let (rt, _) = runtime();
     for mode in [InstanceMode::Pooled, InstanceMode::Fresh] {
         let name = format!("counter-{mode:?}");
-        let p = rt.load(&guest("guest-misbehave"), PluginConfig::new(&name).config("behavior", "kv_counter").mode(mode)).unwrap();
+        let p = rt
+            .load(&guest("guest-misbehave"), PluginConfig::new(&name).config("behavior", "kv_counter").mode(mode))
+            .unwrap();
         for _ in 0..10 {
             assert_eq!(p.call::<spec::PreQuery>(&QueryContext::default()).unwrap(), PreQueryResult::Continue);
         }
         let entries = rt.kv().entries(&name);
-        let count = entries.iter().find(|(k, _)| k == b"count").map(|(_, v)| u64::from_le_bytes(v[..8].try_into().unwrap()));
+        let count =
+            entries.iter().find(|(k, _)| k == b"count").map(|(_, v)| u64::from_le_bytes(v[..8].try_into().unwrap()));
         assert_eq!(count, Some(10), "{mode:?}");
         if mode == InstanceMode::Fresh {
             assert_eq!(p.stats().instances_created, 10);

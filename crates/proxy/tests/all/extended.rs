@@ -56,7 +56,10 @@ fn prepared_statements_with_parameters_run_and_rerun() {
 fn a_blocked_drop_table_in_the_extended_protocol_gets_42000_and_the_session_goes_on() {
     let db = PgCluster::start();
     db.psql("CREATE TABLE keep_me (x int);");
-    let hooks = Arc::new(ScriptedHooks { block: vec![("drop table".into(), "DROP TABLE is not allowed here".into())], ..Default::default() });
+    let hooks = Arc::new(ScriptedHooks {
+        block: vec![("drop table".into(), "DROP TABLE is not allowed here".into())],
+        ..Default::default()
+    });
     let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks);
     rt().block_on(async {
         let c = connect(proxy.port()).await;
@@ -94,7 +97,8 @@ fn rewrite_and_cache_apply_to_prepared_statements() {
 fn extended_routing_follows_the_plugin_outside_transactions_only() {
     let primary = PgCluster::start();
     let second = PgCluster::start();
-    let hooks = Arc::new(ScriptedHooks { route: vec![("inet_server_port".into(), "second".into())], ..Default::default() });
+    let hooks =
+        Arc::new(ScriptedHooks { route: vec![("inet_server_port".into(), "second".into())], ..Default::default() });
     let cfg = config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "");
     let proxy = TestProxy::start(&cfg, hooks);
     let (p, s) = (primary.port() as i32, second.port() as i32);
@@ -105,7 +109,11 @@ fn extended_routing_follows_the_plugin_outside_transactions_only() {
         assert_eq!(port(c.query_one("SELECT current_setting('port')::int", &[]).await.unwrap()), p);
         let tx = c.transaction().await.unwrap();
         assert_eq!(port(tx.query_one("SELECT current_setting('port')::int", &[]).await.unwrap()), p);
-        assert_eq!(port(tx.query_one("SELECT inet_server_port()", &[]).await.unwrap()), p, "a transaction must stay on its node");
+        assert_eq!(
+            port(tx.query_one("SELECT inet_server_port()", &[]).await.unwrap()),
+            p,
+            "a transaction must stay on its node"
+        );
         tx.commit().await.unwrap();
         assert_eq!(port(c.query_one("SELECT inet_server_port()", &[]).await.unwrap()), s);
     });

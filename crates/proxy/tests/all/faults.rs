@@ -25,7 +25,9 @@ fn a_client_that_leaves_mid_query_gets_its_statement_cancelled_and_others_carry_
     let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), Arc::new(NoHooks));
     let mut c = RawClient::connect(proxy.port(), pg::SUPERUSER);
     c.query("SELECT pg_sleep(60) AS helios_departed");
-    let running = || db.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%helios_departed%' AND state = 'active' AND pid <> pg_backend_pid();").trim().to_string();
+    let running = || {
+        db.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%helios_departed%' AND state = 'active' AND pid <> pg_backend_pid();").trim().to_string()
+    };
     wait_until("the sleep runs", || running() == "1");
     drop(c);
     wait_until("the departed client's statement is gone", || running() == "0");
@@ -36,7 +38,10 @@ fn a_client_that_leaves_mid_query_gets_its_statement_cancelled_and_others_carry_
 #[test]
 fn an_oversized_message_closes_only_that_connection_with_08p01() {
     let db = PgCluster::start();
-    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "max_message_bytes = 65536\n"), Arc::new(NoHooks));
+    let proxy = TestProxy::start(
+        &config_text(&[("primary", db.port(), "primary")], "max_message_bytes = 65536\n"),
+        Arc::new(NoHooks),
+    );
     rt().block_on(async {
         let bystander = connect(proxy.port()).await;
         let port = proxy.port();
@@ -149,14 +154,25 @@ fn a_route_to_an_unknown_node_is_an_error_naming_the_node_and_the_session_goes_o
 fn shutdown_lets_an_open_transaction_finish_then_closes_the_session() {
     let db = PgCluster::start();
     db.psql("CREATE TABLE t (x int);");
-    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "shutdown_timeout_ms = 20000\n"), Arc::new(NoHooks));
+    let proxy = TestProxy::start(
+        &config_text(&[("primary", db.port(), "primary")], "shutdown_timeout_ms = 20000\n"),
+        Arc::new(NoHooks),
+    );
     let port = proxy.port();
     rt().block_on(async {
         let c = connect(port).await;
         c.batch_execute("BEGIN; INSERT INTO t VALUES (1);").await.unwrap();
         let stopper = std::thread::spawn(move || proxy.shutdown());
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=postgres connect_timeout=3"), tokio_postgres::NoTls).await.is_err(), "a new client was accepted during shutdown");
+        assert!(
+            tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres connect_timeout=3"),
+                tokio_postgres::NoTls
+            )
+            .await
+            .is_err(),
+            "a new client was accepted during shutdown"
+        );
         c.batch_execute("INSERT INTO t VALUES (2); COMMIT;").await.expect("the open transaction finishes");
         let err = c.simple_query("SELECT 1").await.expect_err("the session is closed after its transaction");
         if let Some(dbe) = err.as_db_error() {
@@ -188,8 +204,17 @@ fn losing_the_node_inside_a_transaction_ends_the_session_with_a_fatal_error() {
 #[test]
 fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let db = PgCluster::start();
-    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "server_idle_timeout_ms = 300\n"), Arc::new(NoHooks));
-    let backends = || db.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();").trim().to_string();
+    let proxy = TestProxy::start(
+        &config_text(&[("primary", db.port(), "primary")], "server_idle_timeout_ms = 300\n"),
+        Arc::new(NoHooks),
+    );
+    let backends = || {
+        db.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid();",
+        )
+        .trim()
+        .to_string()
+    };
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 1;", &[]);
     assert!(out.status.success());
     wait_until("the pooled connection is closed", || backends() == "0");
@@ -200,7 +225,10 @@ fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
 #[test]
 fn a_node_restart_under_load_gives_errors_not_hangs_and_every_session_recovers() {
     let mut db = PgCluster::start();
-    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "shutdown_timeout_ms = 20000\n"), Arc::new(NoHooks));
+    let proxy = TestProxy::start(
+        &config_text(&[("primary", db.port(), "primary")], "shutdown_timeout_ms = 20000\n"),
+        Arc::new(NoHooks),
+    );
     let port = proxy.port();
     let restarter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));

@@ -25,10 +25,17 @@ fn column_mask_returns_the_masked_column_from_the_real_server() {
     let db = PgCluster::start();
     db.psql("CREATE TABLE users (id int, email text); INSERT INTO users VALUES (1, 'ann@example.com');");
     let rules = r#"[{"table": "users", "column": "email", "mask_function": "md5", "unmask_role": "auditor"}]"#;
-    let plugins = plugin_entry("column_mask", "", &[]) + &format!("[plugins.config]\nrules = '{rules}'\ntable_columns = '{{\"users\": [\"id\", \"email\"]}}'\n");
+    let plugins = plugin_entry("column_mask", "", &[])
+        + &format!("[plugins.config]\nrules = '{rules}'\ntable_columns = '{{\"users\": [\"id\", \"email\"]}}'\n");
     let proxy = start(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins), &runtime());
     let masked = db.psql("SELECT md5('ann@example.com');").trim().to_string();
-    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT id, email FROM users;\nSELECT * FROM users;", &[]);
+    let out = pg::psql_raw(
+        proxy.port(),
+        pg::SUPERUSER,
+        "postgres",
+        "SELECT id, email FROM users;\nSELECT * FROM users;",
+        &[],
+    );
     assert_eq!(stdout(&out), format!("1|{masked}\n1|{masked}"), "{}", stderr(&out));
     rt().block_on(async {
         let c = connect(proxy.port()).await;
@@ -45,10 +52,17 @@ fn pgvector_router_sends_top_k_distance_queries_to_the_second_node() {
         db.psql("CREATE TABLE places (id int, p point); INSERT INTO places SELECT g, point(g, g) FROM generate_series(1, 20) g;");
     }
     let plugins = plugin_entry("pgvector_router", "", &[("vector_node", "second")]);
-    let cfg = config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "") + &plugins;
+    let cfg =
+        config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "") + &plugins;
     let proxy = start(&cfg, &runtime());
     let top_k = "SELECT inet_server_port() FROM places ORDER BY p <-> point(3, 3) LIMIT 2";
-    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", &format!("{top_k};\nSELECT inet_server_port();\nBEGIN;\n{top_k};\nCOMMIT;\n"), &[]);
+    let out = pg::psql_raw(
+        proxy.port(),
+        pg::SUPERUSER,
+        "postgres",
+        &format!("{top_k};\nSELECT inet_server_port();\nBEGIN;\n{top_k};\nCOMMIT;\n"),
+        &[],
+    );
     let (p, s) = (primary.port().to_string(), second.port().to_string());
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), [&s, &s, &p, &p, &p], "{}", stderr(&out));
     rt().block_on(async {
@@ -73,7 +87,8 @@ fn cost_governor_blocks_a_tenant_after_its_budget() {
     let err = stderr(&out);
     assert!(err.contains("42000") && err.contains("cost-governor") && err.contains("acme"), "{err}");
     // Another tenant has its own budget.
-    let other = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SET helios.tenant = 'globex';\nSELECT 'other';", &[]);
+    let other =
+        pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SET helios.tenant = 'globex';\nSELECT 'other';", &[]);
     assert_eq!(stdout(&other), "other", "{}", stderr(&other));
 }
 
@@ -94,7 +109,9 @@ fn audit_chain_records_every_statement_in_one_chain() {
     let records: Vec<serde_json::Value> = sink
         .lines()
         .into_iter()
-        .filter_map(|(_, _, line)| line.strip_prefix("audit-record ").map(|j| serde_json::from_str(j).expect("record is JSON")))
+        .filter_map(|(_, _, line)| {
+            line.strip_prefix("audit-record ").map(|j| serde_json::from_str(j).expect("record is JSON"))
+        })
         .collect();
     let queries: Vec<&str> = records.iter().filter_map(|r| r["query"].as_str()).collect();
     assert_eq!(queries, ["SELECT 1;", "SELECT * FROM nope;", "SELECT 3;", "SELECT $1::int"], "{records:#?}");

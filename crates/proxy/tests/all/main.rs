@@ -2,10 +2,10 @@
 
 mod support;
 
-mod harness;
-mod simple;
 mod extended;
 mod faults;
 mod first_party;
+mod harness;
 mod pgbench;
 mod plugins;
+mod simple;

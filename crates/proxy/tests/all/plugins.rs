@@ -20,7 +20,13 @@ fn llm_guardrail_blocks_drop_table_in_both_protocols_and_the_session_goes_on() {
     db.psql("CREATE TABLE orders (id int);");
     let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true")]);
     let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
-    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "DROP TABLE orders;\nSELECT count(*) FROM orders;\n", &[]);
+    let out = pg::psql_raw(
+        proxy.port(),
+        pg::SUPERUSER,
+        "postgres",
+        "DROP TABLE orders;\nSELECT count(*) FROM orders;\n",
+        &[],
+    );
     let err = stderr(&out);
     assert!(err.contains("42000") && err.contains("llm-guardrail"), "{err}");
     assert_eq!(stdout(&out), "0");
@@ -80,7 +86,8 @@ fn a_plugin_route_reaches_the_second_node() {
     let primary = PgCluster::start();
     let second = PgCluster::start();
     let plugins = plugin_entry("guest_misbehave", "", &[("behavior", "ok"), ("node", "second")]);
-    let cfg = config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "") + &plugins;
+    let cfg =
+        config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "") + &plugins;
     let proxy = start_with_plugins(&cfg);
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT inet_server_port();", &[]);
     assert_eq!(stdout(&out), second.port().to_string(), "{}", stderr(&out));
@@ -92,7 +99,9 @@ fn the_binary_serves_from_a_config_file_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = pg::free_port();
     let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true")]);
-    let cfg = config_text(&[("primary", db.port(), "primary")], "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &plugins;
+    let cfg = config_text(&[("primary", db.port(), "primary")], "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        + &plugins;
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, cfg).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_helios-proxy"))
@@ -129,7 +138,8 @@ fn the_binary_refuses_a_broken_config_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, config_text(&[("primary", 1, "primray")], "")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helios-proxy")).arg("--config").arg(&path).output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_helios-proxy")).arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("proxy.toml") && err.contains("primray"), "{err}");

@@ -38,14 +38,21 @@ fn psql_creates_fills_copies_and_reads_a_table_through_the_proxy() {
 fn a_blocked_drop_table_gets_42000_with_the_reason_and_the_session_goes_on() {
     let db = PgCluster::start();
     db.psql("CREATE TABLE keep_me (x int);");
-    let hooks = Arc::new(ScriptedHooks { block: vec![("drop table".into(), "DROP TABLE is not allowed here".into())], ..Default::default() });
+    let hooks = Arc::new(ScriptedHooks {
+        block: vec![("drop table".into(), "DROP TABLE is not allowed here".into())],
+        ..Default::default()
+    });
     let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks.clone());
     let out = psql(proxy.port(), "DROP TABLE keep_me;\nSELECT 40 + 2;\n");
     let err = stderr(&out);
     assert!(err.contains("42000") && err.contains("DROP TABLE is not allowed here"), "{err}");
     assert_eq!(stdout(&out), "42");
     assert_eq!(db.psql("SELECT count(*) FROM keep_me;").trim(), "0", "the table must still exist");
-    let blocked = hooks.outcomes().into_iter().find(|o| o.query_context.query.contains("DROP")).expect("post_query saw the block");
+    let blocked = hooks
+        .outcomes()
+        .into_iter()
+        .find(|o| o.query_context.query.contains("DROP"))
+        .expect("post_query saw the block");
     assert!(!blocked.outcome.success && blocked.outcome.target_node.is_none());
 }
 
@@ -105,7 +112,8 @@ fn a_cached_answer_comes_without_the_server() {
 fn route_sends_a_statement_to_the_second_node_but_never_inside_a_transaction() {
     let primary = PgCluster::start();
     let second = PgCluster::start();
-    let hooks = Arc::new(ScriptedHooks { route: vec![("inet_server_port".into(), "second".into())], ..Default::default() });
+    let hooks =
+        Arc::new(ScriptedHooks { route: vec![("inet_server_port".into(), "second".into())], ..Default::default() });
     let cfg = config_text(&[("primary", primary.port(), "primary"), ("second", second.port(), "standby")], "");
     let proxy = TestProxy::start(&cfg, hooks.clone());
     let out = psql(
@@ -120,7 +128,12 @@ fn route_sends_a_statement_to_the_second_node_but_never_inside_a_transaction() {
     );
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     let (p, s) = (primary.port(), second.port());
-    assert_eq!(lines, [s.to_string(), "plain|f".into(), format!("in-tx|{p}"), p.to_string(), s.to_string()], "{}", stderr(&out));
+    assert_eq!(
+        lines,
+        [s.to_string(), "plain|f".into(), format!("in-tx|{p}"), p.to_string(), s.to_string()],
+        "{}",
+        stderr(&out)
+    );
     let nodes: Vec<Option<String>> = hooks.outcomes().iter().map(|o| o.outcome.target_node.clone()).collect();
     assert_eq!(nodes.first().cloned().flatten().as_deref(), Some("second"));
 }
@@ -139,7 +152,9 @@ fn hook_context_carries_session_identity_and_helios_attributes() {
     );
     assert!(!stderr(&out).contains("ERROR"), "{}", stderr(&out));
     let seen = hooks.seen();
-    let ctx = |sql: &str| seen.iter().find(|c| c.query.trim() == sql).unwrap_or_else(|| panic!("no context for {sql}: {seen:?}")).clone();
+    let ctx = |sql: &str| {
+        seen.iter().find(|c| c.query.trim() == sql).unwrap_or_else(|| panic!("no context for {sql}: {seen:?}")).clone()
+    };
     let (one, two, three) = (ctx("SELECT 1;"), ctx("SELECT 2;"), ctx("SELECT 3;"));
     let hc = &one.hook_context;
     assert_eq!(hc.identity.as_deref(), Some(pg::SUPERUSER));
@@ -168,7 +183,8 @@ fn post_query_reports_rows_node_bytes_and_errors() {
     assert_eq!(ok.outcome.rows, Some(5));
     assert_eq!(ok.outcome.target_node.as_deref(), Some("primary"));
     assert!(ok.outcome.response_bytes > 0);
-    let bad = outs.iter().find(|o| o.query_context.query.contains("no_such_table")).expect("outcome of the failing SELECT");
+    let bad =
+        outs.iter().find(|o| o.query_context.query.contains("no_such_table")).expect("outcome of the failing SELECT");
     assert!(!bad.outcome.success);
     assert!(bad.outcome.error.as_deref().is_some_and(|e| e.contains("42P01")), "{:?}", bad.outcome.error);
 }
@@ -193,13 +209,20 @@ fn a_block_inside_a_transaction_fails_the_transaction_as_postgres_would() {
 fn pooled_connections_are_reused_and_reset_between_clients() {
     let db = PgCluster::start();
     for mode in ["session", "transaction"] {
-        let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], &format!("pool_mode = \"{mode}\"\n")), Arc::new(NoHooks));
+        let proxy = TestProxy::start(
+            &config_text(&[("primary", db.port(), "primary")], &format!("pool_mode = \"{mode}\"\n")),
+            Arc::new(NoHooks),
+        );
         let first = psql(proxy.port(), "SET work_mem = '7MB';\nSELECT pg_backend_pid();");
         // Session mode resets the connection (DISCARD ALL) in the background after the client leaves.
         std::thread::sleep(std::time::Duration::from_millis(300));
         let second = psql(proxy.port(), "SELECT pg_backend_pid();\nSHOW work_mem;");
         let second_lines: Vec<String> = stdout(&second).lines().map(str::to_string).collect();
-        assert_eq!(stdout(&first), second_lines[0], "{mode}: the second client reuses the first one's server connection");
+        assert_eq!(
+            stdout(&first),
+            second_lines[0],
+            "{mode}: the second client reuses the first one's server connection"
+        );
         if mode == "session" {
             assert_eq!(second_lines[1], "4MB", "session mode resets settings between clients");
         }
@@ -209,7 +232,10 @@ fn pooled_connections_are_reused_and_reset_between_clients() {
 #[test]
 fn transaction_mode_lends_an_idle_clients_server_connection_to_another_client() {
     let db = PgCluster::start();
-    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], "pool_mode = \"transaction\"\n"), Arc::new(NoHooks));
+    let proxy = TestProxy::start(
+        &config_text(&[("primary", db.port(), "primary")], "pool_mode = \"transaction\"\n"),
+        Arc::new(NoHooks),
+    );
     let port = proxy.port();
     // A stays connected but idle (psql runs a shell sleep) while B runs a statement.
     let a = std::thread::spawn(move || psql(port, "SELECT pg_backend_pid();\n\\! sleep 2\nSELECT pg_backend_pid();"));

@@ -37,7 +37,10 @@ pub fn guest_wasm(crate_name: &str) -> std::path::PathBuf {
 /// A `[[plugins]]` entry for `proxy.toml` loading an unsigned guest (its name is the file stem).
 pub fn plugin_entry(crate_name: &str, extra: &str, config: &[(&str, &str)]) -> String {
     let name = crate_name;
-    let mut s = format!("\n[[plugins]]\nname = \"{name}\"\nsource = \"{}\"\nallow_unsigned = true\n{extra}\n", guest_wasm(crate_name).display());
+    let mut s = format!(
+        "\n[[plugins]]\nname = \"{name}\"\nsource = \"{}\"\nallow_unsigned = true\n{extra}\n",
+        guest_wasm(crate_name).display()
+    );
     if !config.is_empty() {
         s.push_str("[plugins.config]\n");
         for (k, v) in config {

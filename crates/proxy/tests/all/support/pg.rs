@@ -42,7 +42,14 @@ fn ensure_os_user() {
     if !is_root() {
         return;
     }
-    let exists = || Command::new("id").args(["-u", PG_OS_USER]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let exists = || {
+        Command::new("id")
+            .args(["-u", PG_OS_USER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     if exists() {
         return;
     }
@@ -184,7 +191,11 @@ impl Cluster {
         let out = cmd.stdin(Stdio::null()).output().expect("run pg_ctl start");
         if !out.status.success() {
             let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-            panic!("pg_ctl start on port {} failed: {}\nserver log:\n{log}", self.port, String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "pg_ctl start on port {} failed: {}\nserver log:\n{log}",
+                self.port,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         self.running = true;
     }
@@ -249,7 +260,8 @@ impl PgCluster {
     pub fn start() -> PgCluster {
         let template = template_dir();
         let tmp = tempfile::Builder::new().prefix("helios-pg-").tempdir().expect("cluster temp dir");
-        let out = Command::new("cp").arg("-a").arg(template.join("data")).arg(tmp.path().join("data")).output().expect("cp");
+        let out =
+            Command::new("cp").arg("-a").arg(template.join("data")).arg(tmp.path().join("data")).output().expect("cp");
         assert!(out.status.success(), "copy template: {}", String::from_utf8_lossy(&out.stderr));
         chown_tree(tmp.path());
         let mut inner = Cluster { dir: tmp.path().to_path_buf(), port: 0, running: false };

@@ -26,7 +26,9 @@ pub fn config_text(nodes: &[(&str, u16, &str)], extra: &str) -> String {
     s.push_str(extra);
     s.push_str("\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n");
     for (name, port, role) in nodes {
-        s.push_str(&format!("\n[[nodes]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"{role}\"\n"));
+        s.push_str(&format!(
+            "\n[[nodes]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nrole = \"{role}\"\n"
+        ));
     }
     s
 }
@@ -42,7 +44,8 @@ impl TestProxy {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let proxy = Proxy::bind(config, hooks).await.expect("proxy binds");
                 port_tx.send(proxy.local_addrs()[0].port()).expect("send port");
@@ -136,7 +139,10 @@ impl StatementHooks for ScriptedHooks {
     fn route(&self, ctx: &QueryContext) -> RouteDecision {
         let q = ctx.query.to_ascii_lowercase();
         match self.route.iter().find(|(s, _)| q.contains(&s.to_ascii_lowercase())) {
-            Some((_, node)) => RouteDecision { result: RouteResult::Node { target: node.clone() }, decided_by: Some(Arc::from("scripted")) },
+            Some((_, node)) => RouteDecision {
+                result: RouteResult::Node { target: node.clone() },
+                decided_by: Some(Arc::from("scripted")),
+            },
             None => RouteDecision { result: RouteResult::Default, decided_by: None },
         }
     }

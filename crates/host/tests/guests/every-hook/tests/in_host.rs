@@ -30,7 +30,8 @@ fn build() -> Vec<u8> {
         .expect("cargo could not be started");
     assert!(status.success(), "building {} for wasm32 failed: {status}", env!("CARGO_PKG_NAME"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let path = target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", env!("CARGO_PKG_NAME").replace('-', "_")));
+    let path =
+        target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", env!("CARGO_PKG_NAME").replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -63,7 +64,10 @@ fn each_export_reaches_its_own_function_and_answers_through_the_host() {
     let ctx = |id: &str| HookContext { request_id: id.into(), ..Default::default() };
     call::<spec::OnConnect>(&p, &ctx("c-1"));
     call::<spec::OnDisconnect>(&p, &ctx("d-2"));
-    let env = PostQueryEnvelope { query_context: QueryContext { hook_context: ctx("q-3"), ..q.clone() }, ..Default::default() };
+    let env = PostQueryEnvelope {
+        query_context: QueryContext { hook_context: ctx("q-3"), ..q.clone() },
+        ..Default::default()
+    };
     call::<spec::PostQuery>(&p, &env);
     let kv = rt.kv().entries("every-hook");
     let get = |k: &str| kv.iter().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| v.clone());

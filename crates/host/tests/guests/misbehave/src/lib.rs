@@ -188,10 +188,7 @@ mod tests {
     fn rewrite_prefixes_the_query_and_the_guard_allows() {
         testing::reset();
         testing::set_config(BEHAVIOR_KEY, "rewrite");
-        assert_eq!(
-            pre_query(&query("select 1")),
-            PreQueryResult::Rewrite { sql: "/* misbehave */ select 1".into() }
-        );
+        assert_eq!(pre_query(&query("select 1")), PreQueryResult::Rewrite { sql: "/* misbehave */ select 1".into() });
         assert_eq!(evaluate(GuardRequest::default()), GuardVerdict::Allow);
     }
 

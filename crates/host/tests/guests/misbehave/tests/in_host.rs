@@ -30,7 +30,8 @@ fn build() -> Vec<u8> {
         .expect("cargo could not be started");
     assert!(status.success(), "building {} for wasm32 failed: {status}", env!("CARGO_PKG_NAME"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let path = target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", env!("CARGO_PKG_NAME").replace('-', "_")));
+    let path =
+        target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", env!("CARGO_PKG_NAME").replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
