@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use helios_plugin_host::Chain;
-use helios_plugin_schema::{PostQueryEnvelope, PreQueryResult, QueryContext, RouteResult};
+use helios_plugin_schema::{Hook, PostQueryEnvelope, PreQueryResult, QueryContext, RouteResult};
 
 /// A `pre_query` decision and who made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,11 @@ pub struct RouteDecision {
 pub trait StatementHooks: Send + Sync + 'static {
     /// True when no hook would do anything; the proxy then skips building contexts.
     fn is_empty(&self) -> bool;
+    /// True when some `pre_query` hook judges statements; then messages no plugin can inspect
+    /// (FunctionCall) are refused. Defaults to `!is_empty()`.
+    fn has_pre_query(&self) -> bool {
+        !self.is_empty()
+    }
     fn pre_query(&self, ctx: &QueryContext) -> PreQueryDecision;
     fn route(&self, ctx: &QueryContext) -> RouteDecision;
     fn post_query(&self, env: &PostQueryEnvelope);
@@ -35,6 +40,10 @@ pub trait StatementHooks: Send + Sync + 'static {
 impl StatementHooks for Chain {
     fn is_empty(&self) -> bool {
         self.plugins().is_empty()
+    }
+
+    fn has_pre_query(&self) -> bool {
+        self.plugins().iter().any(|p| p.serves(Hook::PreQuery))
     }
 
     fn pre_query(&self, ctx: &QueryContext) -> PreQueryDecision {

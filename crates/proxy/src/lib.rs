@@ -27,11 +27,14 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod hooks;
+pub mod pipeline;
 pub mod plugins;
 pub mod pool;
 pub mod scram;
 pub mod server;
 pub mod session;
+pub mod sqlstate;
+pub mod startup;
 pub mod upstream;
 
 pub use config::{ClientAuth, NodeRole, PoolMode, ProxyConfig};

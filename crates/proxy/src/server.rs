@@ -48,6 +48,8 @@ pub struct Shared {
     pub hooks: Arc<dyn StatementHooks>,
     pub verifiers: HashMap<String, Verifier>,
     pub boot_id: u32,
+    /// The portal name of refusal fences (see [`crate::pipeline`]), random per process.
+    pub fence_portal: String,
     pub shutdown: watch::Receiver<bool>,
     next_session: AtomicU64,
     standby_rr: AtomicUsize,
@@ -172,6 +174,7 @@ impl Proxy {
             hooks,
             verifiers,
             boot_id: random_u32(),
+            fence_portal: crate::pipeline::fence_portal(random_u32()),
             shutdown,
             next_session: AtomicU64::new(0),
             standby_rr: AtomicUsize::new(0),

@@ -1,19 +1,26 @@
-//! One client session: startup, authentication, then the statement loop that runs the hooks, picks
-//! a node per statement and relays messages in order.
+//! One client session: the statement loop that runs the hooks, picks a node per statement and
+//! relays messages in order. Startup and authentication are in [`crate::startup`]; the
+//! Sync/ReadyForQuery bookkeeping is the pure [`Pipeline`]; what happens to a statement (a simple
+//! Query or an extended-protocol Parse) is decided once, by [`Session::plan`], and every refusal
+//! goes through [`Session::refuse`].
 //!
 //! **Ordering invariant:** responses reach the client in the order of its messages. The proxy only
-//! answers by itself (a block, a cached result, `SET helios.*`) or switches nodes once the current
-//! upstream connection is *quiet*: every Sync/Query sent has its ReadyForQuery back. When extended-
-//! protocol messages were forwarded without a Sync yet, the proxy sends its own Sync first and
-//! swallows that ReadyForQuery.
+//! answers by itself (a refusal, a cached result, `SET helios.*`) once everything before is
+//! answered: inside an extended-protocol batch it sends a Flush and waits until the batch is
+//! *settled* (never a Sync of its own, which would commit the batch's implicit transaction early).
 //!
-//! **Transaction invariant:** the node only changes while the server reports the session idle
-//! (ReadyForQuery 'I'); inside a transaction ('T' or 'E') every statement goes to the same node.
+//! **Refusals behave like server errors.** A refusal while upstream state is open (a batch, a
+//! transaction, answers still due) goes upstream as a *fence* (see [`crate::pipeline`]): the server
+//! fails at that point, rolls back the batch's implicit transaction or fails the explicit one (the
+//! client then gets 25P02, as from PostgreSQL), and the fence's error is replaced by the proxy's.
+//!
+//! **Transaction invariant:** the node only changes while the server reports the session idle and no
+//! batch is open; inside a transaction or a batch every statement goes to the same node. (Bind or
+//! Execute of statements prepared on two different nodes inside one batch splits it with a Sync.)
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use helios_plugin_schema::{HookContext, PostQueryEnvelope, PreQueryResult, QueryContext, QueryOutcome, RouteResult};
@@ -25,56 +32,64 @@ use crate::attrs::{self, HeliosSet};
 use crate::codec::{self, Conn, Frame, Reader, Severity};
 use crate::config::{ClientAuth, PoolMode};
 use crate::error::{ProtocolError, UpstreamError};
+use crate::pipeline::{Pipeline, Relay, Statement, Step, TxStatus};
 use crate::pool::Pooled;
-use crate::scram;
 use crate::server::{CancelSlot, Shared};
+use crate::sqlstate;
+use crate::startup::{self, Login, send_error};
 use crate::upstream::{PoolKey, Target};
 
 /// SQLSTATE of a statement a plugin refused.
-pub const SQLSTATE_BLOCKED: &str = "42000";
+pub const SQLSTATE_BLOCKED: &str = sqlstate::BLOCKED;
 
 /// Client output is flushed once this much is buffered, even if more server data is waiting.
 const CLIENT_FLUSH_BYTES: usize = 64 << 10;
-
-/// What a pending ReadyForQuery belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    /// The client's Sync, Query or FunctionCall: relayed.
-    Client,
-    /// The proxy's own Sync (to make the connection quiet): swallowed.
-    Synthetic,
-    /// The proxy's own statement that fails the open transaction: everything up to its
-    /// ReadyForQuery is swallowed.
-    Abort,
-}
-
-/// Run inside a transaction after the proxy refused a statement there, so that the server's
-/// transaction fails exactly as if the server had refused it (the client then sees 'E' and 25P02).
-const ABORT_TRANSACTION_SQL: &str =
-    "DO $helios$BEGIN RAISE EXCEPTION 'helios-proxy: a statement of this transaction was refused'; END$helios$";
-
-/// A statement whose outcome `post_query` will report.
-#[derive(Debug)]
-struct Inflight {
-    ctx: Arc<QueryContext>,
-    /// Ends at ReadyForQuery (simple Query) or at the Execute's completion.
-    simple: bool,
-    /// The Sync/Query sequence number whose ReadyForQuery closes it at the latest.
-    seq: u64,
-    node: usize,
-    start: Instant,
-    bytes: u64,
-    rows: Option<u64>,
-    error: Option<String>,
-}
 
 /// A statement prepared by the client.
 #[derive(Debug, Clone)]
 struct Prepared {
     node: usize,
     ctx: Option<Arc<QueryContext>>,
-    /// Set when a plugin answered the statement from its cache: the backend messages to replay.
+    /// Set when the proxy answers it itself (a plugin's cache, `SET helios.*`): the backend
+    /// messages to replay.
     cached: Option<Arc<Vec<u8>>>,
+}
+
+/// What happens to one statement: decided once for Query and Parse alike.
+#[derive(Debug)]
+enum Plan {
+    /// `SET/RESET helios.*`: answered by the proxy.
+    HeliosSet(HeliosSet),
+    /// A plugin answered from its cache (validated backend messages).
+    Cached { ctx: Option<Arc<QueryContext>>, bytes: Vec<u8> },
+    /// Sent to `node`, rewritten when `rewritten` is set.
+    Forward { ctx: Option<Arc<QueryContext>>, rewritten: Option<String>, node: usize },
+    /// Refused; see [`Session::refuse`].
+    Refuse(Refusal),
+}
+
+/// A statement the proxy refuses, and why.
+#[derive(Debug)]
+struct Refusal {
+    code: String,
+    message: String,
+    /// For `post_query`; `None` for messages no plugin saw.
+    ctx: Option<Arc<QueryContext>>,
+}
+
+impl Refusal {
+    fn new(code: &str, message: impl Into<String>, ctx: Option<Arc<QueryContext>>) -> Refusal {
+        Refusal { code: code.to_string(), message: message.into(), ctx }
+    }
+}
+
+/// Which protocol a refused message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    /// A Query or FunctionCall: ends with ReadyForQuery.
+    Simple,
+    /// Parse, Bind, …: the client skips to its Sync.
+    Extended,
 }
 
 enum Flow {
@@ -87,201 +102,25 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth:
     let id = shared.next_session_id();
     let span = tracing::info_span!("session", id, client = %peer);
     let fut = async move {
-        let client = Conn::new(stream, shared.config.max_message_bytes, format!("client {peer}"));
-        match startup(&shared, client, peer, auth, id).await {
-            Ok(Some(mut s)) => {
-                let r = s.serve().await;
-                match &r {
-                    Ok(()) => debug!("session ended"),
-                    Err(ProtocolError::Closed { .. }) => debug!("client closed the connection"),
-                    Err(e) => info!(error = %e, "session ended by an error"),
-                }
-                s.finish().await;
+        let mut client = Conn::new(stream, shared.config.max_message_bytes, format!("client {peer}"));
+        let login = match startup::login(&shared, &mut client, auth).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                debug!(error = %e, "connection ended during startup");
+                return;
             }
-            Ok(None) => {}
-            Err(e) => debug!(error = %e, "connection ended during startup"),
+        };
+        let Some(mut s) = Session::open(&shared, client, peer, login, id).await else { return };
+        let r = s.serve().await;
+        match &r {
+            Ok(()) => debug!("session ended"),
+            Err(ProtocolError::Closed { .. }) => debug!("client closed the connection"),
+            Err(e) => info!(error = %e, "session ended by an error"),
         }
+        s.finish().await;
     };
     tracing::Instrument::instrument(fut, span).await;
-}
-
-/// Writes an ErrorResponse and flushes; errors writing are ignored (the client may be gone).
-async fn send_error(client: &mut Conn, severity: Severity, code: &str, message: &str) {
-    let mut b = BytesMut::new();
-    codec::error_response(&mut b, severity, code, message, None);
-    let _ = client.write_all(&b).await;
-}
-
-async fn startup(
-    shared: &Arc<Shared>,
-    mut client: Conn,
-    peer: SocketAddr,
-    auth: ClientAuth,
-    id: u64,
-) -> Result<Option<Session>, ProtocolError> {
-    let params = loop {
-        let body = match client.read_startup().await {
-            Ok(b) => b,
-            Err(e @ (ProtocolError::TooLarge { .. } | ProtocolError::BadLength { .. })) => {
-                send_error(&mut client, Severity::Fatal, "08P01", &format!("invalid startup packet: {e}")).await;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        let mut r = Reader::new(&body, "startup");
-        let code = r.i32(client.peer())?;
-        match code {
-            codec::SSL_REQUEST_CODE | codec::GSSENC_REQUEST_CODE => client.write_all(b"N").await?,
-            codec::CANCEL_REQUEST_CODE => {
-                let pid = r.i32(client.peer())?;
-                let secret = r.i32(client.peer())?;
-                shared.forward_cancel(pid, secret).await;
-                return Ok(None);
-            }
-            codec::PROTOCOL_3_0 => {
-                let mut params = Vec::new();
-                loop {
-                    let k = r.cstr(client.peer())?;
-                    if k.is_empty() {
-                        break;
-                    }
-                    let v = r.cstr(client.peer())?;
-                    params.push((k.to_string(), v.to_string()));
-                }
-                break params;
-            }
-            other => {
-                let msg = format!(
-                    "unsupported frontend protocol {}.{}: helios-proxy speaks 3.0",
-                    other >> 16,
-                    other & 0xffff
-                );
-                send_error(&mut client, Severity::Fatal, "0A000", &msg).await;
-                return Ok(None);
-            }
-        }
-    };
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let Some(user) = get("user") else {
-        send_error(&mut client, Severity::Fatal, "28000", "no PostgreSQL user name specified in startup packet").await;
-        return Ok(None);
-    };
-    let database = get("database").unwrap_or_else(|| user.clone());
-
-    if auth == ClientAuth::ScramSha256 && !authenticate_scram(shared, &mut client, &user).await? {
-        info!(%user, "client authentication failed");
-        send_error(
-            &mut client,
-            Severity::Fatal,
-            "28P01",
-            &format!("password authentication failed for user \"{user}\""),
-        )
-        .await;
-        return Ok(None);
-    }
-    let mut out = BytesMut::new();
-    codec::auth_ok(&mut out);
-
-    let mut pool_params: Vec<(String, String)> =
-        params.iter().filter(|(k, _)| k != "user" && k != "database" && k != "replication").cloned().collect();
-    pool_params.sort();
-    let attrs = attrs::from_startup(&params);
-    let (pid, secret) = shared.new_backend_key();
-    let cancel = shared.register_cancel(pid, secret);
-    let nodes = shared.nodes.len();
-    let mut s = Session {
-        shared: shared.clone(),
-        id,
-        client,
-        peer,
-        user: Arc::from(user.as_str()),
-        database: Arc::from(database.as_str()),
-        pool_params: pool_params.into(),
-        attrs,
-        cout: out,
-        sout: BytesMut::new(),
-        conns: (0..nodes).map(|_| None).collect(),
-        current: None,
-        tx_status: b'I',
-        pending: VecDeque::new(),
-        unsynced: false,
-        skipping: false,
-        syncs_sent: 0,
-        syncs_done: 0,
-        statements: HashMap::new(),
-        portals: HashMap::new(),
-        inflight: VecDeque::new(),
-        seq: 0,
-        cancel,
-        backend_key: (pid, secret),
-        closing: false,
-    };
-    // The first connection to the default node proves the node is reachable with these credentials
-    // and gives the server's parameters to report.
-    let default = shared.default_node;
-    if let Err(e) = s.ensure_node(default).await {
-        warn!(error = %e, "cannot open a session upstream");
-        s.cout.clear();
-        codec::error_response(&mut s.cout, Severity::Fatal, e.sqlstate(), &e.to_string(), None);
-        let _ = s.flush_client().await;
-        return Ok(None);
-    }
-    if let Some(p) = &s.conns[default] {
-        for (k, v) in &p.server.params {
-            codec::parameter_status(&mut s.cout, k, v);
-        }
-    }
-    codec::backend_key_data(&mut s.cout, pid, secret);
-    codec::ready_for_query(&mut s.cout, b'I');
-    s.flush_client().await?;
-    info!(user = %s.user, database = %s.database, "session started");
-    Ok(Some(s))
-}
-
-/// SCRAM-SHA-256 with the client; false if it failed (the caller reports it).
-async fn authenticate_scram(shared: &Shared, client: &mut Conn, user: &str) -> Result<bool, ProtocolError> {
-    let Some(verifier) = shared.verifiers.get(user) else {
-        return Ok(false);
-    };
-    let mut out = BytesMut::new();
-    codec::auth_sasl(&mut out, scram::MECHANISM);
-    client.write_all(&out).await?;
-    let f = client.read_frame().await?;
-    if f.tag != b'p' {
-        return Ok(false);
-    }
-    let mut r = Reader::new(f.body(), "SASLInitialResponse");
-    let mech = r.cstr(client.peer())?;
-    let len = r.i32(client.peer())?;
-    if mech != scram::MECHANISM || len < 0 {
-        return Ok(false);
-    }
-    let (ex, server_first) = match scram::Exchange::start(verifier, r.rest()) {
-        Ok(x) => x,
-        Err(e) => {
-            debug!(error = %e.0, "SCRAM client-first refused");
-            return Ok(false);
-        }
-    };
-    out.clear();
-    codec::auth_sasl_continue(&mut out, server_first.as_bytes());
-    client.write_all(&out).await?;
-    let f = client.read_frame().await?;
-    if f.tag != b'p' {
-        return Ok(false);
-    }
-    match ex.finish(f.body()) {
-        Ok(server_final) => {
-            out.clear();
-            codec::auth_sasl_final(&mut out, server_final.as_bytes());
-            client.write_all(&out).await?;
-            Ok(true)
-        }
-        Err(e) => {
-            debug!(error = %e.0, "SCRAM proof refused");
-            Ok(false)
-        }
-    }
 }
 
 struct Session {
@@ -300,31 +139,81 @@ struct Session {
     /// Held upstream connections, by node index.
     conns: Vec<Option<Pooled>>,
     current: Option<usize>,
-    tx_status: u8,
-    pending: VecDeque<Pending>,
-    /// Extended-protocol messages were forwarded since the last Sync.
-    unsynced: bool,
-    /// After an error the proxy raised in the extended protocol: discard until Sync.
+    /// Bookkeeping of the current connection (or of none: then quiet and idle).
+    pipe: Pipeline,
+    /// After an error in the extended protocol: the client's messages are discarded until Sync.
     skipping: bool,
-    syncs_sent: u64,
-    syncs_done: u64,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Prepared>,
-    inflight: VecDeque<Inflight>,
     seq: u64,
     cancel: Arc<CancelSlot>,
     backend_key: (i32, i32),
+    /// ParameterStatus values the client was told, re-synced when another connection serves it.
+    client_params: Vec<(String, String)>,
     /// A FATAL error was queued: flush it and end the session.
     closing: bool,
 }
 
 impl Session {
-    fn quiet(&self) -> bool {
-        self.pending.is_empty() && !self.unsynced
+    /// Builds the session after login: the first connection to the default node proves the node is
+    /// reachable with these credentials and gives the server's parameters to report.
+    async fn open(shared: &Arc<Shared>, client: Conn, peer: SocketAddr, login: Login, id: u64) -> Option<Session> {
+        let Login { user, database, params } = login;
+        let mut pool_params: Vec<(String, String)> =
+            params.iter().filter(|(k, _)| k != "user" && k != "database" && k != "replication").cloned().collect();
+        pool_params.sort();
+        let attrs = attrs::from_startup(&params);
+        let (pid, secret) = shared.new_backend_key();
+        let cancel = shared.register_cancel(pid, secret);
+        let mut out = BytesMut::new();
+        codec::auth_ok(&mut out);
+        let mut s = Session {
+            shared: shared.clone(),
+            id,
+            client,
+            peer,
+            user: Arc::from(user.as_str()),
+            database: Arc::from(database.as_str()),
+            pool_params: pool_params.into(),
+            attrs,
+            cout: out,
+            sout: BytesMut::new(),
+            conns: (0..shared.nodes.len()).map(|_| None).collect(),
+            current: None,
+            pipe: Pipeline::new(shared.fence_portal.clone()),
+            skipping: false,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            seq: 0,
+            cancel,
+            backend_key: (pid, secret),
+            client_params: Vec::new(),
+            closing: false,
+        };
+        if let Err(e) = s.ensure_node(shared.default_node).await {
+            warn!(error = %e, "cannot open a session upstream");
+            s.cout.clear();
+            codec::error_response(&mut s.cout, Severity::Fatal, e.sqlstate(), &e.to_string(), None);
+            let _ = s.flush_client().await;
+            shared.unregister_cancel(s.backend_key);
+            return None;
+        }
+        codec::backend_key_data(&mut s.cout, pid, secret);
+        codec::ready_for_query(&mut s.cout, b'I');
+        if s.flush_client().await.is_err() {
+            s.finish().await;
+            return None;
+        }
+        info!(user = %s.user, database = %s.database, "session started");
+        Some(s)
+    }
+
+    fn tx(&self) -> TxStatus {
+        self.pipe.tx()
     }
 
     fn idle(&self) -> bool {
-        self.quiet() && self.tx_status == b'I' && !self.skipping
+        self.pipe.quiet() && self.tx() == TxStatus::Idle && !self.skipping
     }
 
     async fn serve(&mut self) -> Result<(), ProtocolError> {
@@ -385,7 +274,7 @@ impl Session {
             Err(e @ (ProtocolError::TooLarge { .. } | ProtocolError::BadLength { .. })) => {
                 warn!(error = %e, "closing the connection: protocol violation");
                 let _ = self.flush_client().await;
-                send_error(&mut self.client, Severity::Fatal, "08P01", &e.to_string()).await;
+                send_error(&mut self.client, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
                 Err(e)
             }
             Err(e) => Err(e),
@@ -397,7 +286,7 @@ impl Session {
         codec::error_response(
             &mut self.cout,
             Severity::Fatal,
-            "57P01",
+            sqlstate::ADMIN_SHUTDOWN,
             "terminating connection: helios-proxy is shutting down",
             None,
         );
@@ -420,11 +309,7 @@ impl Session {
         if self.sout.is_empty() {
             return;
         }
-        let Some(cur) = self.current else {
-            self.sout.clear();
-            return;
-        };
-        let Some(p) = self.conns[cur].as_mut() else {
+        let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) else {
             self.sout.clear();
             return;
         };
@@ -435,8 +320,24 @@ impl Session {
         }
     }
 
-    fn send_server(&mut self, raw: &[u8]) {
+    /// Queues `raw` for the current connection and records what the server will answer.
+    fn forward(&mut self, raw: &[u8], step: Option<Step>, stmt: Option<Statement>) {
         self.sout.extend_from_slice(raw);
+        if let Some(step) = step {
+            self.pipe.sent(step, stmt);
+        }
+    }
+
+    fn forward_sync(&mut self, synthetic: bool) {
+        let mut b = BytesMut::new();
+        frontend::sync(&mut b);
+        self.forward(&b, Some(Step::Sync { synthetic }), None);
+    }
+
+    fn forward_flush(&mut self) {
+        let mut b = BytesMut::new();
+        frontend::flush(&mut b);
+        self.forward(&b, None, None);
     }
 
     // ---------------------------------------------------------------- server side
@@ -461,12 +362,11 @@ impl Session {
         self.flush_client().await
     }
 
-    /// Waits until every pending ReadyForQuery of the current connection is back.
-    async fn drain(&mut self) -> Result<(), ProtocolError> {
+    /// Relays server messages until `done` holds for the bookkeeping (or the connection is lost).
+    async fn drain_until(&mut self, done: fn(&Pipeline) -> bool) -> Result<(), ProtocolError> {
         self.flush_server().await;
-        while !self.pending.is_empty() {
-            let Some(cur) = self.current else { break };
-            let Some(p) = self.conns[cur].as_mut() else { break };
+        while !done(&self.pipe) {
+            let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) else { break };
             match p.server.conn.read_frame().await {
                 Ok(f) => {
                     self.on_server(f);
@@ -480,87 +380,52 @@ impl Session {
         Ok(())
     }
 
-    /// Makes the current connection quiet (see the module's ordering invariant).
+    /// Makes the current connection quiet, closing an open batch with a Sync of the proxy's own.
+    /// Used before the node changes and before the proxy answers a simple Query itself (a Query
+    /// ends an open batch on the server too).
     async fn make_quiet(&mut self) -> Result<(), ProtocolError> {
-        if self.current.is_some() && self.unsynced {
-            let mut b = BytesMut::new();
-            frontend::sync(&mut b);
-            self.send_server(&b);
-            self.pending.push_back(Pending::Synthetic);
-            self.syncs_sent += 1;
-            self.unsynced = false;
+        if self.current.is_some() && self.pipe.unsynced() {
+            self.forward_sync(true);
         }
-        self.drain().await
+        self.drain_until(Pipeline::quiet).await
+    }
+
+    /// Waits until everything forwarded is answered without closing the open batch (a Flush, not a
+    /// Sync). False when the server failed the batch: PostgreSQL would skip this message, so the
+    /// session skips to the client's Sync instead of answering.
+    async fn make_settled(&mut self) -> Result<bool, ProtocolError> {
+        if self.current.is_some() && !self.pipe.settled() {
+            if self.pipe.unsynced() {
+                self.forward_flush();
+            }
+            self.drain_until(Pipeline::settled).await?;
+        }
+        if self.pipe.batch_failed() {
+            self.skipping = true;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn on_server(&mut self, f: Frame) {
-        if self.pending.front() == Some(&Pending::Abort) {
-            if f.tag == b'Z' {
-                self.tx_status = f.body().first().copied().unwrap_or(b'E');
-                self.syncs_done += 1;
-                self.pending.pop_front();
-            }
-            return;
+        let step = self.pipe.on_server(f.tag, f.body(), f.raw.len());
+        for o in step.done {
+            self.report(o.stmt, o.error);
         }
-        let len = f.raw.len() as u64;
-        if let Some(front) = self.inflight.front_mut() {
-            front.bytes += len;
-        }
-        match f.tag {
-            b'Z' => {
-                let status = f.body().first().copied().unwrap_or(b'I');
-                self.tx_status = status;
-                let seq = self.syncs_done;
-                self.syncs_done += 1;
-                while self.inflight.front().is_some_and(|i| i.seq <= seq) {
-                    let i = self.inflight.pop_front().expect("front exists");
-                    let err = i.error.clone().or_else(|| {
-                        (!i.simple).then(|| "not executed: an earlier message of its batch failed".to_string())
-                    });
-                    self.report(i, err);
-                }
-                if self.pending.pop_front() == Some(Pending::Synthetic) {
-                    return;
-                }
-            }
-            b'C' => {
-                let rows = codec::rows_from_tag(f.body());
-                if let Some(front) = self.inflight.front_mut() {
-                    if let Some(r) = rows {
-                        front.rows = Some(front.rows.unwrap_or(0) + r);
-                    }
-                    if !front.simple {
-                        let i = self.inflight.pop_front().expect("front exists");
-                        self.report(i, None);
-                    }
-                }
-            }
-            b'I' | b's' if self.inflight.front().is_some_and(|i| !i.simple) => {
-                let i = self.inflight.pop_front().expect("front exists");
-                self.report(i, None);
-            }
-            b'E' => {
-                let e = codec::parse_error_fields(f.body());
-                if let Some(front) = self.inflight.front_mut() {
-                    front.error = Some(format!("{} {}: {}", e.severity, e.code, e.message));
-                    if !front.simple {
-                        let i = self.inflight.pop_front().expect("front exists");
-                        let err = i.error.clone();
-                        self.report(i, err);
-                    }
-                }
-            }
-            b'S' => {
-                let mut r = Reader::new(f.body(), "ParameterStatus");
-                if let (Ok(k), Ok(v)) = (r.cstr(""), r.cstr(""))
-                    && let Some(p) = self.current.and_then(|c| self.conns[c].as_mut())
-                {
+        if f.tag == b'S' {
+            let mut r = Reader::new(f.body(), "ParameterStatus");
+            if let (Ok(k), Ok(v)) = (r.cstr(""), r.cstr("")) {
+                if let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) {
                     p.server.set_param(k.to_string(), v.to_string());
                 }
+                set_param(&mut self.client_params, k, v);
             }
-            _ => {}
         }
-        self.cout.extend_from_slice(&f.raw);
+        match step.relay {
+            Relay::Forward => self.cout.extend_from_slice(&f.raw),
+            Relay::Swallow => {}
+            Relay::Replace(b) => self.cout.extend_from_slice(&b),
+        }
     }
 
     /// The current connection failed: tell the client once, in order, and carry on without it.
@@ -571,15 +436,11 @@ impl Session {
         self.conns[cur] = None;
         self.cancel.set(None);
         self.sout.clear();
-        let clients = self.pending.iter().filter(|p| **p == Pending::Client).count();
-        self.pending.clear();
-        let was_unsynced = std::mem::replace(&mut self.unsynced, false);
-        let in_tx = self.tx_status != b'I';
-        self.tx_status = b'I';
-        self.syncs_done = self.syncs_sent;
+        let in_tx = self.tx() != TxStatus::Idle;
         let msg = format!("lost the connection to node \"{node}\": {why}");
-        for i in std::mem::take(&mut self.inflight) {
-            self.report(i, Some(msg.clone()));
+        let (clients, was_unsynced, done) = self.pipe.lost(&msg);
+        for o in done {
+            self.report(o.stmt, o.error);
         }
         self.statements.retain(|_, p| p.node != cur);
         self.portals.retain(|_, p| p.node != cur);
@@ -587,12 +448,12 @@ impl Session {
             // The transaction is gone with the connection: end the session rather than let the
             // client believe a later COMMIT committed anything.
             let msg = format!("{msg}; the open transaction is lost");
-            codec::error_response(&mut self.cout, Severity::Fatal, "08006", &msg, None);
+            codec::error_response(&mut self.cout, Severity::Fatal, sqlstate::CONNECTION_FAILURE, &msg, None);
             self.closing = true;
             return;
         }
         if clients > 0 || was_unsynced {
-            codec::error_response(&mut self.cout, Severity::Error, "08006", &msg, None);
+            codec::error_response(&mut self.cout, Severity::Error, sqlstate::CONNECTION_FAILURE, &msg, None);
             for _ in 0..clients {
                 codec::ready_for_query(&mut self.cout, b'I');
             }
@@ -619,7 +480,7 @@ impl Session {
                 });
             }
             if let Some(cur) = self.current {
-                if self.tx_status != b'I' {
+                if self.tx() != TxStatus::Idle {
                     return Ok(cur);
                 }
                 if self.shared.config.pool_mode == PoolMode::Transaction {
@@ -645,6 +506,7 @@ impl Session {
                 max_message_bytes: self.shared.config.max_message_bytes,
             };
             let p = self.shared.pool.checkout(target).await?;
+            self.resync_params(&p);
             self.conns[want] = Some(p);
         }
         self.current = Some(want);
@@ -652,6 +514,19 @@ impl Session {
             self.cancel.set(Some((p.server.addr, p.server.backend_pid, p.server.backend_secret)));
         }
         Ok(want)
+    }
+
+    /// Tells the client every server parameter of a newly handed-over connection that differs from
+    /// what it was told (a pooled connection may carry another client's `SET application_name`, or
+    /// another node's `server_version`).
+    fn resync_params(&mut self, p: &Pooled) {
+        for (k, v) in &p.server.params {
+            if self.client_params.iter().any(|(n, old)| n == k && old == v) {
+                continue;
+            }
+            codec::parameter_status(&mut self.cout, k, v);
+            set_param(&mut self.client_params, k, v);
+        }
     }
 
     /// Returns the current connection to the pool (transaction mode, idle only).
@@ -663,11 +538,15 @@ impl Session {
         self.cancel.set(None);
     }
 
-    /// The node for a statement outside any pinned transaction.
-    fn route(&mut self, ctx: Option<&QueryContext>) -> Result<usize, (String, String)> {
-        if self.tx_status != b'I'
-            && let Some(cur) = self.current
-        {
+    /// The node a transaction or an open batch is pinned to. (Answers still due do not pin: a
+    /// switch waits for them and re-checks the transaction status.)
+    fn pinned(&self) -> Option<usize> {
+        if self.tx() != TxStatus::Idle || self.pipe.unsynced() { self.current } else { None }
+    }
+
+    /// The node for a statement: the pinned one, else the `route` hooks' choice.
+    fn route(&mut self, ctx: Option<&QueryContext>) -> Result<usize, Refusal> {
+        if let Some(cur) = self.pinned() {
             return Ok(cur);
         }
         let Some(ctx) = ctx else { return Ok(self.shared.default_node) };
@@ -679,22 +558,28 @@ impl Session {
             RouteResult::Node { target } | RouteResult::Branch { target } => {
                 self.shared.node_index(&target).ok_or_else(|| {
                     let known: Vec<&str> = self.shared.nodes.iter().map(|n| &*n.name).collect();
-                    (
-                        "08001".to_string(),
+                    Refusal::new(
+                        sqlstate::CANNOT_CONNECT,
                         format!(
                             "plugin \"{by}\" routed to node \"{target}\", which is not configured (nodes: {})",
                             known.join(", ")
                         ),
+                        None,
                     )
                 })
             }
-            RouteResult::Block { reason } => Err((SQLSTATE_BLOCKED.to_string(), reason)),
+            RouteResult::Block { reason } => {
+                info!(plugin = by, %reason, "statement blocked by route");
+                Err(Refusal::new(sqlstate::BLOCKED, reason, None))
+            }
         }
     }
 
     // ---------------------------------------------------------------- hooks
 
-    fn context(&mut self, sql: &str) -> Option<QueryContext> {
+    /// The one place a statement's [`QueryContext`] is built (`None` when no plugin is loaded).
+    /// `normalized`, `tables` and other facts about the SQL are to be filled here.
+    fn query_context(&mut self, sql: &str) -> Option<QueryContext> {
         if self.shared.hooks.is_empty() {
             return None;
         }
@@ -719,15 +604,59 @@ impl Session {
         })
     }
 
-    fn report(&self, i: Inflight, error: Option<String>) {
+    /// Decides what happens to a statement (Query or Parse): the single plan of both protocols.
+    fn plan(&mut self, sql: &str) -> Plan {
+        if let Some(set) = attrs::parse_helios_set(sql) {
+            return Plan::HeliosSet(set);
+        }
+        let mut ctx = self.query_context(sql);
+        let mut rewritten = None;
+        if let Some(c) = &ctx {
+            let d = self.shared.hooks.pre_query(c);
+            let by = d.decided_by.as_deref().unwrap_or("?");
+            match d.result {
+                PreQueryResult::Continue => {}
+                PreQueryResult::Rewrite { sql: new } => {
+                    debug!(from = %sql, to = %new, "statement rewritten");
+                    if new.contains('\0') {
+                        let msg = format!("plugin \"{by}\" rewrote the statement into SQL containing a NUL byte");
+                        return Plan::Refuse(Refusal::new(sqlstate::INTERNAL_ERROR, msg, ctx.map(Arc::new)));
+                    }
+                    rewritten = Some(new);
+                }
+                PreQueryResult::Block { reason } => {
+                    info!(plugin = by, %reason, "statement blocked");
+                    return Plan::Refuse(Refusal::new(sqlstate::BLOCKED, reason, ctx.map(Arc::new)));
+                }
+                PreQueryResult::Cached { bytes } => {
+                    let ok = codec::split_messages(&bytes).is_some_and(|m| m.iter().all(|(t, _)| *t != b'Z'));
+                    if !ok {
+                        let msg = format!("plugin \"{by}\" answered from cache with malformed protocol bytes");
+                        return Plan::Refuse(Refusal::new(sqlstate::INTERNAL_ERROR, msg, ctx.map(Arc::new)));
+                    }
+                    return Plan::Cached { ctx: ctx.map(Arc::new), bytes };
+                }
+            }
+        }
+        if let (Some(c), Some(new)) = (ctx.as_mut(), &rewritten) {
+            c.query = new.clone();
+        }
+        let ctx = ctx.map(Arc::new);
+        match self.route(ctx.as_deref()) {
+            Ok(node) => Plan::Forward { ctx, rewritten, node },
+            Err(r) => Plan::Refuse(Refusal { ctx, ..r }),
+        }
+    }
+
+    fn report(&self, s: Statement, error: Option<String>) {
         let env = PostQueryEnvelope {
-            query_context: (*i.ctx).clone(),
+            query_context: (*s.ctx).clone(),
             outcome: QueryOutcome {
                 success: error.is_none(),
-                target_node: Some(self.shared.nodes[i.node].name.to_string()),
-                elapsed_us: i.start.elapsed().as_micros() as u64,
-                response_bytes: i.bytes,
-                rows: i.rows,
+                target_node: Some(self.shared.nodes[s.node].name.to_string()),
+                elapsed_us: s.start.elapsed().as_micros() as u64,
+                response_bytes: s.bytes,
+                rows: s.rows,
                 error,
             },
         };
@@ -750,14 +679,49 @@ impl Session {
         self.shared.hooks.post_query(&env);
     }
 
-    fn blocked_message(&self, reason: &str, by: Option<&str>) -> String {
-        match by {
-            Some(p) => {
-                info!(plugin = p, %reason, "statement blocked");
-                reason.to_string()
-            }
-            None => reason.to_string(),
+    // ---------------------------------------------------------------- refusals
+
+    /// The single refusal path: `post_query` hears of it, and the client sees an ErrorResponse
+    /// exactly where a server error would be. With upstream state open the refusal goes upstream as
+    /// a fence (so the server rolls back the batch or fails the transaction as PostgreSQL would);
+    /// otherwise the proxy answers. In a failed transaction the client gets 25P02, as from the
+    /// server, with the refusal as detail.
+    async fn refuse(&mut self, r: Refusal, proto: Proto) -> Result<(), ProtocolError> {
+        if let Some(c) = &r.ctx {
+            self.report_local(c, Some(r.message.clone()), 0);
         }
+        let mut err = BytesMut::new();
+        if self.tx() == TxStatus::Failed {
+            let detail = format!("helios-proxy also refused the statement: {}", r.message);
+            codec::error_response(
+                &mut err,
+                Severity::Error,
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                sqlstate::IN_FAILED_SQL_TRANSACTION_MESSAGE,
+                Some(&detail),
+            );
+        } else {
+            codec::error_response(&mut err, Severity::Error, &r.code, &r.message, None);
+        }
+        let open_upstream = self.current.is_some() && !(self.pipe.quiet() && self.tx() == TxStatus::Idle);
+        if open_upstream {
+            let fence = self.pipe.fence_message();
+            self.forward(&fence, Some(Step::Fence { replacement: err.freeze() }), None);
+            match proto {
+                Proto::Simple => self.forward_sync(false),
+                Proto::Extended => {
+                    self.forward_flush();
+                    self.skipping = true;
+                }
+            }
+            return Ok(());
+        }
+        self.cout.extend_from_slice(&err);
+        match proto {
+            Proto::Simple => codec::ready_for_query(&mut self.cout, self.pipe.tx().byte()),
+            Proto::Extended => self.skipping = true,
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- client side
@@ -766,7 +730,7 @@ impl Session {
         if self.closing {
             return Ok(Flow::Continue);
         }
-        if self.skipping && !matches!(f.tag, b'S' | b'X') {
+        if self.skipping && !matches!(f.tag, b'S' | b'X' | b'H') {
             return Ok(Flow::Continue);
         }
         match f.tag {
@@ -778,27 +742,17 @@ impl Session {
             b'C' => self.on_close(f).await?,
             b'S' => self.on_sync().await?,
             b'H' => {
-                if self.current.is_some() && self.unsynced {
-                    self.send_server(&f.raw);
+                if self.current.is_some() && self.pipe.unsynced() {
+                    self.forward(&f.raw, None, None);
                     self.flush_server().await;
                 }
             }
             b'd' | b'c' | b'f' => {
                 if self.current.is_some() {
-                    self.send_server(&f.raw);
+                    self.forward(&f.raw, None, None);
                 }
             }
-            b'F' => {
-                let node = self.route(None).unwrap_or(self.shared.default_node);
-                match self.ensure_node(node).await {
-                    Ok(_) => {
-                        self.send_server(&f.raw);
-                        self.pending.push_back(Pending::Client);
-                        self.syncs_sent += 1;
-                    }
-                    Err(e) => self.local_error(e.sqlstate(), &e.to_string(), true).await?,
-                }
-            }
+            b'F' => self.on_function_call(f).await?,
             b'X' => return Ok(Flow::Stop),
             other => {
                 let e = ProtocolError::Malformed {
@@ -808,126 +762,11 @@ impl Session {
                 };
                 warn!(error = %e, "closing the connection: protocol violation");
                 self.flush_client().await?;
-                send_error(&mut self.client, Severity::Fatal, "08P01", &e.to_string()).await;
+                send_error(&mut self.client, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
                 return Err(e);
             }
         }
         Ok(Flow::Continue)
-    }
-
-    /// Answers with an error by the proxy itself, in order. For a simple Query (`ready`), a
-    /// ReadyForQuery follows; in the extended protocol the session skips to the next Sync. Inside a
-    /// transaction the server's transaction is failed too, as PostgreSQL itself would.
-    async fn local_error(&mut self, code: &str, message: &str, ready: bool) -> Result<(), ProtocolError> {
-        self.make_quiet().await?;
-        if self.tx_status == b'T' && self.current.is_some() {
-            let mut b = BytesMut::new();
-            if frontend::query(ABORT_TRANSACTION_SQL, &mut b).is_ok() {
-                self.send_server(&b);
-                self.pending.push_back(Pending::Abort);
-                self.syncs_sent += 1;
-                self.drain().await?;
-            }
-        }
-        codec::error_response(&mut self.cout, Severity::Error, code, message, None);
-        if ready {
-            codec::ready_for_query(&mut self.cout, self.tx_status);
-        } else {
-            self.skipping = true;
-        }
-        Ok(())
-    }
-
-    async fn on_query(&mut self, f: Frame) -> Result<(), ProtocolError> {
-        let peer = self.client.peer().to_string();
-        let sql = Reader::new(f.body(), "Query").cstr(&peer)?.to_string();
-        if let Some(set) = attrs::parse_helios_set(&sql) {
-            self.make_quiet().await?;
-            let tag = self.apply_helios_set(set);
-            codec::command_complete(&mut self.cout, tag);
-            codec::ready_for_query(&mut self.cout, self.tx_status);
-            return Ok(());
-        }
-        let mut ctx = self.context(&sql);
-        let mut rewritten: Option<String> = None;
-        if let Some(c) = &ctx {
-            let d = self.shared.hooks.pre_query(c);
-            match d.result {
-                PreQueryResult::Continue => {}
-                PreQueryResult::Rewrite { sql: new } => {
-                    debug!(from = %sql, to = %new, "statement rewritten");
-                    rewritten = Some(new);
-                }
-                PreQueryResult::Block { reason } => {
-                    let msg = self.blocked_message(&reason, d.decided_by.as_deref());
-                    self.report_local(c, Some(msg.clone()), 0);
-                    return self.local_error(SQLSTATE_BLOCKED, &msg, true).await;
-                }
-                PreQueryResult::Cached { bytes } => {
-                    let ok = codec::split_messages(&bytes).is_some_and(|m| m.iter().all(|(t, _)| *t != b'Z'));
-                    if !ok {
-                        let msg = format!(
-                            "plugin \"{}\" answered from cache with malformed protocol bytes",
-                            d.decided_by.as_deref().unwrap_or("?")
-                        );
-                        self.report_local(c, Some(msg.clone()), 0);
-                        return self.local_error("XX000", &msg, true).await;
-                    }
-                    self.make_quiet().await?;
-                    self.cout.extend_from_slice(&bytes);
-                    codec::ready_for_query(&mut self.cout, self.tx_status);
-                    self.report_local(c, None, bytes.len() as u64);
-                    return Ok(());
-                }
-            }
-        }
-        if let (Some(c), Some(new)) = (ctx.as_mut(), &rewritten) {
-            c.query = new.clone();
-        }
-        let node = match self.route(ctx.as_ref()) {
-            Ok(n) => n,
-            Err((code, msg)) => {
-                if let Some(c) = &ctx {
-                    self.report_local(c, Some(msg.clone()), 0);
-                }
-                return self.local_error(&code, &msg, true).await;
-            }
-        };
-        let node = match self.ensure_node(node).await {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "no upstream connection for a statement");
-                if let Some(c) = &ctx {
-                    self.report_local(c, Some(e.to_string()), 0);
-                }
-                return self.local_error(e.sqlstate(), &e.to_string(), true).await;
-            }
-        };
-        match &rewritten {
-            Some(new) => {
-                let mut b = BytesMut::new();
-                if frontend::query(new, &mut b).is_err() {
-                    return self.local_error("XX000", "rewritten SQL contains a NUL byte", true).await;
-                }
-                self.send_server(&b);
-            }
-            None => self.send_server(&f.raw),
-        }
-        if let Some(c) = ctx {
-            self.inflight.push_back(Inflight {
-                ctx: Arc::new(c),
-                simple: true,
-                seq: self.syncs_sent,
-                node,
-                start: Instant::now(),
-                bytes: 0,
-                rows: None,
-                error: None,
-            });
-        }
-        self.pending.push_back(Pending::Client);
-        self.syncs_sent += 1;
-        Ok(())
     }
 
     /// Applies `SET/RESET helios.*`; returns the command tag.
@@ -945,86 +784,107 @@ impl Session {
         }
     }
 
+    async fn on_query(&mut self, f: Frame) -> Result<(), ProtocolError> {
+        let peer = self.client.peer().to_string();
+        let sql = Reader::new(f.body(), "Query").cstr(&peer)?.to_string();
+        match self.plan(&sql) {
+            Plan::HeliosSet(set) => {
+                self.make_quiet().await?;
+                let tag = self.apply_helios_set(set);
+                codec::command_complete(&mut self.cout, tag);
+                codec::ready_for_query(&mut self.cout, self.pipe.tx().byte());
+            }
+            Plan::Cached { ctx, bytes } => {
+                self.make_quiet().await?;
+                self.cout.extend_from_slice(&bytes);
+                codec::ready_for_query(&mut self.cout, self.pipe.tx().byte());
+                if let Some(c) = ctx {
+                    self.report_local(&c, None, bytes.len() as u64);
+                }
+            }
+            Plan::Refuse(r) => self.refuse(r, Proto::Simple).await?,
+            Plan::Forward { ctx, rewritten, node } => {
+                let node = match self.ensure_node(node).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        warn!(error = %e, "no upstream connection for a statement");
+                        return self.refuse(Refusal::new(e.sqlstate(), e.to_string(), ctx), Proto::Simple).await;
+                    }
+                };
+                let stmt = ctx.map(|c| Statement::new(c, node));
+                match &rewritten {
+                    Some(new) => {
+                        let mut b = BytesMut::new();
+                        // NUL bytes were refused by the plan.
+                        let _ = frontend::query(new, &mut b);
+                        self.forward(&b, Some(Step::Query), stmt);
+                    }
+                    None => self.forward(&f.raw, Some(Step::Query), stmt),
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn on_parse(&mut self, f: Frame) -> Result<(), ProtocolError> {
         let peer = self.client.peer().to_string();
         let mut r = Reader::new(f.body(), "Parse");
         let name = r.cstr(&peer)?.to_string();
         let sql = r.cstr(&peer)?.to_string();
         let types_raw = r.rest();
-        if let Some(set) = attrs::parse_helios_set(&sql) {
-            // Answered by the proxy like the simple-protocol form; applied when parsed.
-            self.make_quiet().await?;
-            let tag = self.apply_helios_set(set);
-            let mut done = BytesMut::new();
-            codec::command_complete(&mut done, tag);
-            codec::parse_complete(&mut self.cout);
-            let node = self.current.unwrap_or(self.shared.default_node);
-            self.statements.insert(name, Prepared { node, ctx: None, cached: Some(Arc::new(done.to_vec())) });
-            return Ok(());
-        }
-        let mut ctx = self.context(&sql);
-        let mut rewritten: Option<String> = None;
-        if let Some(c) = &ctx {
-            let d = self.shared.hooks.pre_query(c);
-            match d.result {
-                PreQueryResult::Continue => {}
-                PreQueryResult::Rewrite { sql: new } => rewritten = Some(new),
-                PreQueryResult::Block { reason } => {
-                    let msg = self.blocked_message(&reason, d.decided_by.as_deref());
-                    self.report_local(c, Some(msg.clone()), 0);
-                    return self.local_error(SQLSTATE_BLOCKED, &msg, false).await;
-                }
-                PreQueryResult::Cached { bytes } => {
-                    let ok = codec::split_messages(&bytes).is_some_and(|m| m.iter().all(|(t, _)| *t != b'Z'));
-                    if !ok {
-                        let msg = format!(
-                            "plugin \"{}\" answered from cache with malformed protocol bytes",
-                            d.decided_by.as_deref().unwrap_or("?")
-                        );
-                        return self.local_error("XX000", &msg, false).await;
-                    }
-                    self.make_quiet().await?;
-                    codec::parse_complete(&mut self.cout);
-                    let node = self.current.unwrap_or(self.shared.default_node);
-                    self.statements
-                        .insert(name, Prepared { node, ctx: Some(Arc::new(c.clone())), cached: Some(Arc::new(bytes)) });
+        match self.plan(&sql) {
+            Plan::HeliosSet(set) => {
+                // Answered by the proxy like the simple-protocol form; applied when parsed.
+                if !self.make_settled().await? {
                     return Ok(());
                 }
+                let tag = self.apply_helios_set(set);
+                let mut done = BytesMut::new();
+                codec::command_complete(&mut done, tag);
+                codec::parse_complete(&mut self.cout);
+                let node = self.current.unwrap_or(self.shared.default_node);
+                self.statements.insert(name, Prepared { node, ctx: None, cached: Some(Arc::new(done.to_vec())) });
+            }
+            Plan::Cached { ctx, bytes } => {
+                if !self.make_settled().await? {
+                    return Ok(());
+                }
+                codec::parse_complete(&mut self.cout);
+                let node = self.current.unwrap_or(self.shared.default_node);
+                self.statements.insert(name, Prepared { node, ctx, cached: Some(Arc::new(bytes)) });
+            }
+            Plan::Refuse(r) => self.refuse(r, Proto::Extended).await?,
+            Plan::Forward { ctx, rewritten, node } => {
+                let node = match self.ensure_node(node).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return self.refuse(Refusal::new(e.sqlstate(), e.to_string(), ctx), Proto::Extended).await;
+                    }
+                };
+                let stmt = ctx.clone().map(|c| Statement::new(c, node));
+                match &rewritten {
+                    Some(new) => {
+                        let mut tr = Reader::new(types_raw, "Parse");
+                        let n = tr.i16(&peer)?.max(0) as usize;
+                        let mut oids = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            oids.push(tr.i32(&peer)? as u32);
+                        }
+                        let mut b = BytesMut::new();
+                        // NUL bytes were refused by the plan.
+                        let _ = frontend::parse(&name, new, oids, &mut b);
+                        self.forward(&b, Some(Step::Parse), stmt);
+                    }
+                    None => self.forward(&f.raw, Some(Step::Parse), stmt),
+                }
+                self.statements.insert(name, Prepared { node, ctx, cached: None });
             }
         }
-        if let (Some(c), Some(new)) = (ctx.as_mut(), &rewritten) {
-            c.query = new.clone();
-        }
-        let node = match self.route(ctx.as_ref()) {
-            Ok(n) => n,
-            Err((code, msg)) => return self.local_error(&code, &msg, false).await,
-        };
-        let node = match self.ensure_node(node).await {
-            Ok(n) => n,
-            Err(e) => return self.local_error(e.sqlstate(), &e.to_string(), false).await,
-        };
-        match &rewritten {
-            Some(new) => {
-                let mut tr = Reader::new(types_raw, "Parse");
-                let n = tr.i16(&peer)?.max(0) as usize;
-                let mut oids = Vec::with_capacity(n);
-                for _ in 0..n {
-                    oids.push(tr.i32(&peer)? as u32);
-                }
-                let mut b = BytesMut::new();
-                if frontend::parse(&name, new, oids, &mut b).is_err() {
-                    return self.local_error("XX000", "rewritten SQL contains a NUL byte", false).await;
-                }
-                self.send_server(&b);
-            }
-            None => self.send_server(&f.raw),
-        }
-        self.unsynced = true;
-        self.statements.insert(name, Prepared { node, ctx: ctx.map(Arc::new), cached: None });
         Ok(())
     }
 
-    /// The node a prepared statement or portal lives on, made current.
+    /// The node a prepared statement or portal lives on, made current. False when it could not be
+    /// (the client was told).
     async fn goto(&mut self, node: Option<usize>) -> Result<bool, ProtocolError> {
         let node = match (node, self.current) {
             (Some(n), _) => n,
@@ -1034,7 +894,7 @@ impl Session {
         match self.ensure_node(node).await {
             Ok(_) => Ok(true),
             Err(e) => {
-                self.local_error(e.sqlstate(), &e.to_string(), false).await?;
+                self.refuse(Refusal::new(e.sqlstate(), e.to_string(), None), Proto::Extended).await?;
                 Ok(false)
             }
         }
@@ -1049,17 +909,18 @@ impl Session {
         if let Some(p) = &prepared
             && p.cached.is_some()
         {
-            self.make_quiet().await?;
-            codec::bind_complete(&mut self.cout);
-            self.portals.insert(portal, p.clone());
+            if self.make_settled().await? {
+                codec::bind_complete(&mut self.cout);
+                self.portals.insert(portal, p.clone());
+            }
             return Ok(());
         }
         if !self.goto(prepared.as_ref().map(|p| p.node)).await? {
             return Ok(());
         }
-        self.send_server(&f.raw);
-        self.unsynced = true;
         let node = self.current.unwrap_or(self.shared.default_node);
+        let s = prepared.as_ref().and_then(|p| p.ctx.clone()).map(|c| Statement::new(c, node));
+        self.forward(&f.raw, Some(Step::Bind), s);
         let p = prepared.unwrap_or(Prepared { node, ctx: None, cached: None });
         self.portals.insert(portal, Prepared { node, ..p });
         Ok(())
@@ -1072,7 +933,9 @@ impl Session {
         let name = r.cstr(&peer)?;
         let prepared = if kind == b'S' { self.statements.get(name) } else { self.portals.get(name) }.cloned();
         if let Some(Prepared { cached: Some(bytes), .. }) = &prepared {
-            self.make_quiet().await?;
+            if !self.make_settled().await? {
+                return Ok(());
+            }
             if kind == b'S' {
                 codec::empty_parameter_description(&mut self.cout);
             }
@@ -1085,8 +948,7 @@ impl Session {
         if !self.goto(prepared.map(|p| p.node)).await? {
             return Ok(());
         }
-        self.send_server(&f.raw);
-        self.unsynced = true;
+        self.forward(&f.raw, Some(Step::Describe), None);
         Ok(())
     }
 
@@ -1095,7 +957,9 @@ impl Session {
         let portal = Reader::new(f.body(), "Execute").cstr(&peer)?.to_string();
         let prepared = self.portals.get(&portal).cloned();
         if let Some(Prepared { cached: Some(bytes), ctx, .. }) = &prepared {
-            self.make_quiet().await?;
+            if !self.make_settled().await? {
+                return Ok(());
+            }
             let mut sent = 0u64;
             for (tag, raw) in codec::split_messages(bytes).unwrap_or_default() {
                 if tag != b'T' {
@@ -1111,21 +975,9 @@ impl Session {
         if !self.goto(prepared.as_ref().map(|p| p.node)).await? {
             return Ok(());
         }
-        self.send_server(&f.raw);
-        self.unsynced = true;
-        if let Some(Prepared { ctx: Some(ctx), .. }) = prepared {
-            let node = self.current.unwrap_or(self.shared.default_node);
-            self.inflight.push_back(Inflight {
-                ctx,
-                simple: false,
-                seq: self.syncs_sent,
-                node,
-                start: Instant::now(),
-                bytes: 0,
-                rows: None,
-                error: None,
-            });
-        }
+        let node = self.current.unwrap_or(self.shared.default_node);
+        let s = prepared.and_then(|p| p.ctx).map(|c| Statement::new(c, node));
+        self.forward(&f.raw, Some(Step::Execute), s);
         Ok(())
     }
 
@@ -1136,42 +988,57 @@ impl Session {
         let name = r.cstr(&peer)?.to_string();
         let prepared = if kind == b'S' { self.statements.remove(&name) } else { self.portals.remove(&name) };
         if prepared.as_ref().is_some_and(|p| p.cached.is_some()) || (prepared.is_none() && self.current.is_none()) {
-            self.make_quiet().await?;
-            codec::close_complete(&mut self.cout);
+            if self.make_settled().await? {
+                codec::close_complete(&mut self.cout);
+            }
             return Ok(());
         }
         if !self.goto(prepared.map(|p| p.node)).await? {
             return Ok(());
         }
-        self.send_server(&f.raw);
-        self.unsynced = true;
+        self.forward(&f.raw, Some(Step::Close), None);
         Ok(())
     }
 
     async fn on_sync(&mut self) -> Result<(), ProtocolError> {
-        if self.skipping {
-            self.skipping = false;
-            self.make_quiet().await?;
-            codec::ready_for_query(&mut self.cout, self.tx_status);
-            return Ok(());
-        }
-        if self.current.is_some() && (self.unsynced || !self.pending.is_empty()) {
-            let mut b = BytesMut::new();
-            frontend::sync(&mut b);
-            self.send_server(&b);
-            self.pending.push_back(Pending::Client);
-            self.syncs_sent += 1;
-            self.unsynced = false;
+        self.skipping = false;
+        if self.current.is_some() && (self.pipe.unsynced() || !self.pipe.is_empty()) {
+            self.forward_sync(false);
         } else {
-            codec::ready_for_query(&mut self.cout, self.tx_status);
+            codec::ready_for_query(&mut self.cout, self.pipe.tx().byte());
         }
         Ok(())
+    }
+
+    /// FunctionCall ('F') calls a function by OID with no SQL text a plugin could judge: refused
+    /// while any `pre_query` plugin is loaded (a guardrail must not be bypassable), relayed
+    /// otherwise. `post_query` hears of it either way.
+    async fn on_function_call(&mut self, f: Frame) -> Result<(), ProtocolError> {
+        let oid = Reader::new(f.body(), "FunctionCall").i32(self.client.peer())?;
+        let ctx = self.query_context(&format!("-- FunctionCall message, function oid {oid}")).map(Arc::new);
+        if self.shared.hooks.has_pre_query() {
+            let msg = format!(
+                "FunctionCall messages (function oid {oid}) are refused while a pre_query plugin is loaded: \
+                 plugins cannot inspect them; call the function with SELECT instead"
+            );
+            info!(oid, "FunctionCall refused");
+            return self.refuse(Refusal::new(sqlstate::BLOCKED, msg, ctx), Proto::Simple).await;
+        }
+        let node = self.pinned().unwrap_or(self.shared.default_node);
+        match self.ensure_node(node).await {
+            Ok(n) => {
+                let s = ctx.map(|c| Statement::new(c, n));
+                self.forward(&f.raw, Some(Step::Query), s);
+                Ok(())
+            }
+            Err(e) => self.refuse(Refusal::new(e.sqlstate(), e.to_string(), ctx), Proto::Simple).await,
+        }
     }
 
     /// End of session: cancel what is still running upstream, return clean connections.
     async fn finish(mut self) {
         self.shared.unregister_cancel(self.backend_key);
-        let busy = !self.quiet() || self.tx_status != b'I';
+        let busy = !self.pipe.quiet() || self.tx() != TxStatus::Idle;
         if busy
             && let Some(cur) = self.current
             && let Some(p) = self.conns[cur].take()
@@ -1197,6 +1064,13 @@ impl Session {
                 pool.pool.checkin(p);
             }
         }
+    }
+}
+
+fn set_param(params: &mut Vec<(String, String)>, k: &str, v: &str) {
+    match params.iter_mut().find(|(n, _)| n == k) {
+        Some(p) => p.1 = v.to_string(),
+        None => params.push((k.to_string(), v.to_string())),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod drivers;
 mod extended;
 mod faults;
 mod first_party;

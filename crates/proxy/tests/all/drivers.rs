@@ -1,0 +1,109 @@
+//! Differential tests with real drivers (psycopg 3 and asyncpg, from pip): the same script
+//! (crates/proxy/tests/py/differential.py) runs directly against PostgreSQL and through
+//! helios-proxy, and must see the same results and leave the same database state. The proxy's plugin
+//! refuses statements calling `helios_refuse_me()`; directly those fail on the server (42883, no such
+//! function), so a refusal that behaves like a server error at that point changes nothing else.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::support::pg::{self, PgCluster};
+use crate::support::proxy::{ScriptedHooks, TestProxy, config_text};
+
+/// The SQLSTATE of the script's refused statement when run directly (undefined_function).
+const DIRECT_REFUSAL: &str = "42883";
+
+fn python() -> String {
+    std::env::var("HELIOS_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Runs the differential script with `driver` against 127.0.0.1:`port`; its JSON steps.
+pub fn run_script(driver: &str, port: u16) -> Vec<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/differential.py");
+    let out = Command::new(python())
+        .args([script, driver, "127.0.0.1", &port.to_string(), pg::SUPERUSER, "postgres"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {} {script}: {e}", python()));
+    assert!(
+        out.status.success(),
+        "{driver} script failed on port {port} (pip install 'psycopg[binary]' asyncpg): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{driver} script printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    v.as_array().expect("a JSON list of steps").clone()
+}
+
+fn refusing_hooks() -> Arc<ScriptedHooks> {
+    Arc::new(ScriptedHooks {
+        block: vec![("helios_refuse_me".into(), "helios_refuse_me() is refused by policy".into())],
+        ..Default::default()
+    })
+}
+
+/// Runs `driver`'s script directly and through the proxy; returns (direct, proxied, hooks).
+fn differential(driver: &str) -> (Vec<Value>, Vec<Value>, Arc<ScriptedHooks>) {
+    let direct_db = PgCluster::start();
+    let proxied_db = PgCluster::start();
+    let hooks = refusing_hooks();
+    let proxy = TestProxy::start(&config_text(&[("primary", proxied_db.port(), "primary")], ""), hooks.clone());
+    let direct = run_script(driver, direct_db.port());
+    let proxied = run_script(driver, proxy.port());
+    (direct, proxied, hooks)
+}
+
+/// The steps where the two runs differ, other than refused-versus-failed at the same step.
+fn differences(direct: &[Value], proxied: &[Value]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if direct.len() != proxied.len() {
+        diffs.push(format!("{} steps directly, {} through the proxy", direct.len(), proxied.len()));
+    }
+    for (d, p) in direct.iter().zip(proxied) {
+        let refusal = d["sqlstate"] == DIRECT_REFUSAL && p["sqlstate"] == pg_blocked();
+        if d != p && !refusal {
+            diffs.push(format!("step {}: direct {d} / proxy {p}", d["step"]));
+        }
+    }
+    diffs
+}
+
+fn pg_blocked() -> Value {
+    Value::from(helios_proxy::sqlstate::BLOCKED)
+}
+
+fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
+    steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no step {name:?} in {steps:?}"))
+}
+
+#[test]
+fn psycopg_sees_what_postgresql_shows_and_refusals_act_as_server_errors() {
+    let (direct, proxied, hooks) = differential("psycopg");
+    let diffs = differences(&direct, &proxied);
+    assert!(diffs.is_empty(), "psycopg differs through the proxy:\n{}", diffs.join("\n"));
+    // The properties the comparison protects, spelled out.
+    assert_eq!(step(&proxied, "pipeline insert then refused")["sqlstate"], pg_blocked());
+    assert_eq!(
+        step(&proxied, "session usable after the pipeline")["rows"],
+        serde_json::json!([[0]]),
+        "a refusal in a pipeline rolls back the statements before it in the same Sync"
+    );
+    assert_eq!(step(&proxied, "next in failed tx")["sqlstate"], "25P02");
+    assert_eq!(step(&proxied, "extended in failed tx")["sqlstate"], "25P02");
+    assert_eq!(step(&proxied, "after rollback")["rows"], serde_json::json!([[0]]));
+    assert_eq!(step(&proxied, "refused extended")["sqlstate"], pg_blocked());
+    // post_query heard of every refusal.
+    let refused = hooks.outcomes().iter().filter(|o| o.query_context.query.contains("helios_refuse_me")).count();
+    assert_eq!(refused, 4, "post_query for each of the four refused statements");
+}
+
+#[test]
+fn asyncpg_sees_what_postgresql_shows_and_refusals_act_as_server_errors() {
+    let (direct, proxied, _) = differential("asyncpg");
+    let diffs = differences(&direct, &proxied);
+    assert!(diffs.is_empty(), "asyncpg differs through the proxy:\n{}", diffs.join("\n"));
+    assert_eq!(step(&proxied, "refused")["sqlstate"], pg_blocked());
+    assert_eq!(step(&proxied, "transaction with a refusal")["sqlstate"], "RuntimeError: refused:True next:25P02");
+    assert_eq!(step(&proxied, "tx rows")["rows"], 0);
+}
