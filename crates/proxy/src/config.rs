@@ -25,6 +25,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a graceful shutdown waits for sessions to finish. Default: 30 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client connections the proxy serves at once; one more is refused with 53300. Default: 1000
+/// (PgBouncer's default has 100; clients are cheap here, upstream connections are what `pool_size`
+/// caps).
+pub const DEFAULT_MAX_CLIENT_CONN: usize = 1000;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +56,9 @@ pub struct ProxyConfig {
     /// See [`DEFAULT_MAX_MESSAGE_BYTES`].
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// See [`DEFAULT_MAX_CLIENT_CONN`].
+    #[serde(default = "default_max_client_conn")]
+    pub max_client_conn: usize,
     pub listeners: Vec<ListenerConfig>,
     pub nodes: Vec<NodeConfig>,
     #[serde(default)]
@@ -78,6 +85,9 @@ fn default_server_idle_timeout_ms() -> u64 {
 }
 fn default_shutdown_timeout_ms() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64
+}
+fn default_max_client_conn() -> usize {
+    DEFAULT_MAX_CLIENT_CONN
 }
 fn default_max_message_bytes() -> usize {
     DEFAULT_MAX_MESSAGE_BYTES
@@ -263,6 +273,8 @@ mod tests {
         let c = ProxyConfig::from_toml(MINIMAL, "proxy.toml").unwrap();
         assert_eq!(c.pool_mode, PoolMode::Session);
         assert_eq!(c.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(c.max_client_conn, DEFAULT_MAX_CLIENT_CONN);
+        assert_eq!(c.pool_timeout(), DEFAULT_POOL_TIMEOUT);
         assert_eq!(c.listeners[0].auth, ClientAuth::Trust);
         assert_eq!(c.default_node().name, "primary");
     }

@@ -52,6 +52,8 @@ pub struct Shared {
     pub fence_portal: String,
     pub shutdown: watch::Receiver<bool>,
     next_session: AtomicU64,
+    /// Client connections being served (bounded by `max_client_conn`).
+    pub clients: AtomicUsize,
     standby_rr: AtomicUsize,
     cancels: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
 }
@@ -177,6 +179,7 @@ impl Proxy {
             fence_portal: crate::pipeline::fence_portal(random_u32()),
             shutdown,
             next_session: AtomicU64::new(0),
+            clients: AtomicUsize::new(0),
             standby_rr: AtomicUsize::new(0),
             cancels: Mutex::new(HashMap::new()),
         });

@@ -103,6 +103,16 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth:
     let span = tracing::info_span!("session", id, client = %peer);
     let fut = async move {
         let mut client = Conn::new(stream, shared.config.max_message_bytes, format!("client {peer}"));
+        let _client_slot = match ClientSlot::take(&shared) {
+            Some(s) => s,
+            None => {
+                let max = shared.config.max_client_conn;
+                warn!(max_client_conn = max, "client refused: too many clients");
+                let msg = format!("sorry, too many clients already (max_client_conn = {max})");
+                send_error(&mut client, Severity::Fatal, sqlstate::TOO_MANY_CONNECTIONS, &msg).await;
+                return;
+            }
+        };
         let login = match startup::login(&shared, &mut client, auth).await {
             Ok(Some(l)) => l,
             Ok(None) => return,
@@ -121,6 +131,24 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth:
         s.finish().await;
     };
     tracing::Instrument::instrument(fut, span).await;
+}
+
+/// One of `max_client_conn` client places, given back on drop.
+struct ClientSlot(Arc<Shared>);
+
+impl ClientSlot {
+    fn take(shared: &Arc<Shared>) -> Option<ClientSlot> {
+        use std::sync::atomic::Ordering;
+        let max = shared.config.max_client_conn;
+        shared.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(ClientSlot(shared.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 struct Session {

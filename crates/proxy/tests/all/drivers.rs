@@ -107,3 +107,64 @@ fn asyncpg_sees_what_postgresql_shows_and_refusals_act_as_server_errors() {
     assert_eq!(step(&proxied, "transaction with a refusal")["sqlstate"], "RuntimeError: refused:True next:25P02");
     assert_eq!(step(&proxied, "tx rows")["rows"], 0);
 }
+
+/// Runs pool_clients.py: `n` asyncpg clients at once through `port`; (succeeded, errors).
+pub fn pool_clients(n: usize, port: u16, statement_cache: usize) -> (u64, Vec<String>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/pool_clients.py");
+    let out = Command::new(python())
+        .args([script, &n.to_string(), "127.0.0.1", &port.to_string(), pg::SUPERUSER, "postgres"])
+        .arg(statement_cache.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(out.status.success(), "pool_clients.py: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("pool_clients.py prints JSON");
+    let errors = v["errors"].as_array().map(|a| a.iter().map(|e| e.to_string()).collect()).unwrap_or_default();
+    (v["ok"].as_u64().unwrap_or(0), errors)
+}
+
+/// 40 asyncpg clients at once on a pool of 4 (session mode: each holds a connection for its whole
+/// session; transaction mode: per transaction, with asyncpg's statement cache on). All are served,
+/// in FIFO order, and the server never sees more than 4 connections from the proxy.
+fn forty_clients_on_a_pool_of_four(mode: &str) {
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE hits (client int);");
+    let toml = format!("pool_mode = \"{mode}\"\npool_size = 4\npool_timeout_ms = 30000\n");
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], &toml), Arc::new(NoHooksLocal));
+    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop, port) = (peak.clone(), stop.clone(), db.port());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = pg::psql_raw(
+                    port,
+                    pg::SUPERUSER,
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'psql';",
+                    &[],
+                );
+                if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<i64>() {
+                    peak.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let (ok, errors) = pool_clients(40, proxy.port(), 100);
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(ok, 40, "{mode} mode: {} clients failed: {errors:?}", errors.len());
+    assert_eq!(db.psql("SELECT count(DISTINCT client) FROM hits;").trim(), "40");
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak <= 4, "{mode} mode: the server saw {peak} connections from a pool of 4");
+    eprintln!("{mode} mode: 40 asyncpg clients on a pool of 4 in {elapsed:?}, peak {peak} server connections");
+}
+
+use helios_proxy::NoHooks as NoHooksLocal;
+
+#[test]
+fn forty_asyncpg_clients_share_a_pool_of_four_in_session_mode() {
+    forty_clients_on_a_pool_of_four("session");
+}

@@ -8,5 +8,6 @@ mod faults;
 mod first_party;
 mod harness;
 mod pgbench;
+mod pgexact;
 mod plugins;
 mod simple;

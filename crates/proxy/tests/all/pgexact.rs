@@ -1,0 +1,100 @@
+//! PostgreSQL-exact details real drivers never show in the differential scripts: FunctionCall,
+//! ParameterStatus on hand-over, and `post_query` on the paths where a statement never executes.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use helios_proxy::NoHooks;
+
+use crate::extended::{connect, rt};
+use crate::support::pg::{self, PgCluster};
+use crate::support::proxy::{ScriptedHooks, TestProxy, config_text};
+use crate::support::raw::{self, RawClient};
+
+/// A FunctionCall of int4pl (oid 177) with text arguments 2 and 3.
+fn function_call_int4pl() -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(177);
+    body.put_i16(0);
+    body.put_i16(2);
+    for a in [b"2", b"3"] {
+        body.put_i32(1);
+        body.put_slice(a);
+    }
+    body.put_i16(0);
+    let mut m = BytesMut::new();
+    m.put_u8(b'F');
+    m.put_i32(body.len() as i32 + 4);
+    m.put_slice(&body);
+    m
+}
+
+#[test]
+fn function_call_is_refused_while_a_pre_query_plugin_is_loaded_and_relayed_without() {
+    let db = PgCluster::start();
+    let hooks = Arc::new(ScriptedHooks::default());
+    let guarded = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks.clone());
+    let mut c = RawClient::connect(guarded.port(), pg::SUPERUSER);
+    c.send(&function_call_int4pl());
+    let msgs = c.read_until_ready();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!((msgs[0].0, raw::sqlstate(&msgs[0].1).as_str()), (b'E', "42000"));
+    assert!(raw::field(&msgs[0].1, b'M').contains("FunctionCall"), "{}", raw::field(&msgs[0].1, b'M'));
+    assert_eq!(msgs[1], (b'Z', b"I".to_vec()));
+    // The session goes on, and post_query heard of the refused call.
+    c.query("SELECT 1");
+    assert!(c.read_until_ready().iter().any(|m| m.0 == b'D'));
+    assert!(
+        hooks.outcomes().iter().any(|o| o.query_context.query.contains("FunctionCall") && !o.outcome.success),
+        "post_query saw the refused FunctionCall"
+    );
+
+    let open = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), Arc::new(NoHooks));
+    let mut c = RawClient::connect(open.port(), pg::SUPERUSER);
+    c.send(&function_call_int4pl());
+    let msgs = c.read_until_ready();
+    assert_eq!(msgs[0].0, b'V', "{msgs:?}");
+    assert_eq!(&msgs[0].1[4..], b"5", "int4pl(2, 3) through the proxy");
+}
+
+#[test]
+fn a_handed_over_connection_reports_its_parameters_to_the_next_client() {
+    let db = PgCluster::start();
+    let toml = "pool_mode = \"transaction\"\npool_size = 1\n";
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], toml), Arc::new(NoHooks));
+    let mut b = RawClient::connect(proxy.port(), pg::SUPERUSER);
+    let mut a = RawClient::connect(proxy.port(), pg::SUPERUSER);
+    // A changes a reported parameter on the single pooled connection, then releases it.
+    a.query("SET application_name = 'alpha'");
+    let msgs = a.read_until_ready();
+    assert!(msgs.iter().any(|m| m.0 == b'S' && m.1.starts_with(b"application_name\0alpha")), "{msgs:?}");
+    // B gets that connection for its next transaction and is told what it now carries.
+    b.query("SELECT current_setting('application_name')");
+    let msgs = b.read_until_ready();
+    let status = msgs.iter().position(|m| m.0 == b'S' && m.1.starts_with(b"application_name\0alpha"));
+    let row = msgs.iter().position(|m| m.0 == b'D');
+    assert!(status.is_some() && status < row, "ParameterStatus before the row: {msgs:?}");
+}
+
+#[test]
+fn post_query_hears_of_route_refusals_and_statements_the_server_rejects_at_parse() {
+    let db = PgCluster::start();
+    let hooks = Arc::new(ScriptedHooks { route: vec![("elsewhere".into(), "nowhere".into())], ..Default::default() });
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks.clone());
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        c.query("SELECT 'elsewhere'", &[]).await.expect_err("routed to an unknown node");
+        let e = c.query("SELECT FROM WHERE", &[]).await.expect_err("a syntax error");
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("42601"));
+        assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    });
+    let outcomes = hooks.outcomes();
+    let failed = |q: &str| {
+        outcomes.iter().find(|o| o.query_context.query == q).map(|o| (o.outcome.success, o.outcome.error.clone()))
+    };
+    let (ok, err) = failed("SELECT 'elsewhere'").expect("post_query for the route refusal");
+    assert!(!ok && err.unwrap_or_default().contains("nowhere"));
+    let (ok, err) = failed("SELECT FROM WHERE").expect("post_query for the statement that failed at Parse");
+    assert!(!ok && err.unwrap_or_default().contains("42601"));
+    assert!(failed("SELECT 1").is_some_and(|(ok, _)| ok));
+}
