@@ -1,0 +1,372 @@
+//! The guard set: every `wasm_guards[]` entry verified (signature, digest blocklist, size, SHA-256)
+//! before any of its code runs, loaded into the host, and run in priority order on each tool call.
+//!
+//! A [`Guards`] handle holds the live set behind an `Arc` swap: a reload builds a whole new set off
+//! to the side and replaces the pointer, so a call in flight finishes on the set it started with and
+//! no call ever sees a half-loaded guard. A reload that fails leaves the old set serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use helios_plugin_artefact::{Blocklist, TrustRoot, VerifyOptions, verify_guard_manifest};
+use helios_plugin_host::{Chain, Plugin, PluginConfig, Runtime};
+use helios_plugin_schema::manifest::GUARD_MANIFEST_FILE;
+use helios_plugin_schema::{GuardRequest, GuardVerdict};
+use serde::Serialize;
+
+use crate::config::{GatewayConfig, WasmGuardEntry};
+
+/// A guard that could not be loaded; the message names the config file, the entry and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: wasm_guards[{index}] ({name}): {message}")]
+pub struct GuardLoadError {
+    pub file: String,
+    pub index: usize,
+    pub name: String,
+    pub message: String,
+}
+
+/// One loaded guard and what it was loaded from.
+#[derive(Debug)]
+pub struct LoadedGuard {
+    pub plugin: Arc<Plugin>,
+    pub advisory: bool,
+    /// Lowercase hex SHA-256 of the module.
+    pub digest: String,
+    pub version: String,
+    pub manifest: PathBuf,
+    /// Files whose change triggers a reload: the manifest, the module, its sidecar.
+    watched: Vec<PathBuf>,
+}
+
+/// How one guard decided on one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Deny,
+    /// The guard failed (trap, fuel, deadline, bad result) and denied because it is not advisory.
+    Error,
+    /// The guard failed but is advisory: logged, and the call went on.
+    AdvisoryError,
+}
+
+impl Outcome {
+    /// The name the logs use: `allow`, `deny`, `error`, `advisory_error`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Error => "error",
+            Outcome::AdvisoryError => "advisory_error",
+        }
+    }
+}
+
+/// One guard's decision on one tool call: what the decision log records.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub guard: String,
+    /// The first 16 hex digits of the module's SHA-256 (chio's metric label).
+    pub digest: String,
+    pub verdict: Outcome,
+    /// The deny reason, or the failure of an erroring guard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub duration_us: u64,
+    pub tool: String,
+    pub server: String,
+    pub agent: String,
+}
+
+/// Where decisions go besides the `tracing` log: the seam for metrics and introspection.
+pub trait DecisionObserver: Send + Sync + std::fmt::Debug {
+    fn decided(&self, decision: &Decision);
+}
+
+/// The chain's verdict on one call and the decisions that led to it.
+#[derive(Debug, Clone)]
+pub struct ChainVerdict {
+    pub verdict: GuardVerdict,
+    pub decisions: Vec<Decision>,
+}
+
+/// An immutable set of loaded guards in calling order.
+#[derive(Debug)]
+pub struct GuardSet {
+    guards: Vec<LoadedGuard>,
+    fingerprint: Fingerprint,
+}
+
+impl GuardSet {
+    /// The guards in calling order (priority, then config order).
+    pub fn guards(&self) -> &[LoadedGuard] {
+        &self.guards
+    }
+
+    /// Runs every guard in order; the first deny wins. Blocking: call it off the async workers.
+    pub fn evaluate(&self, request: &GuardRequest) -> ChainVerdict {
+        let mut decisions = Vec::with_capacity(self.guards.len());
+        for g in &self.guards {
+            let t = Instant::now();
+            let result = g.plugin.try_evaluate(request);
+            let duration_us = t.elapsed().as_micros() as u64;
+            let (verdict, reason, stop) = match result {
+                Ok(GuardVerdict::Allow) => (Outcome::Allow, None, None),
+                Ok(GuardVerdict::Deny { reason }) => (Outcome::Deny, Some(reason.clone()), Some(reason)),
+                Err(e) if g.advisory => (Outcome::AdvisoryError, Some(e.kind.to_string()), None),
+                Err(e) => {
+                    let reason = format!("guard \"{}\" failed closed: {}", g.plugin.name(), e.kind);
+                    (Outcome::Error, Some(e.kind.to_string()), Some(reason))
+                }
+            };
+            decisions.push(Decision {
+                guard: g.plugin.name().to_string(),
+                digest: g.digest[..16].to_string(),
+                verdict,
+                reason,
+                duration_us,
+                tool: request.tool_name.clone(),
+                server: request.server_id.clone(),
+                agent: request.agent_id.clone(),
+            });
+            if let Some(reason) = stop {
+                return ChainVerdict { verdict: GuardVerdict::Deny { reason }, decisions };
+            }
+        }
+        ChainVerdict { verdict: GuardVerdict::Allow, decisions }
+    }
+}
+
+/// The live guard set, swappable while calls run.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    runtime: Runtime,
+    live: Arc<RwLock<Arc<GuardSet>>>,
+    reloads: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Guards {
+    /// Verifies and loads every guard of `config`. Fails on the first guard that cannot load.
+    pub fn load(runtime: Runtime, config: &GatewayConfig) -> Result<Guards, GuardLoadError> {
+        let set = build_set(&runtime, config)?;
+        Ok(Guards { runtime, live: Arc::new(RwLock::new(Arc::new(set))), reloads: Arc::default() })
+    }
+
+    /// The set serving now. Hold the `Arc` for the length of one call.
+    pub fn current(&self) -> Arc<GuardSet> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the config file's `wasm_guards` and swaps in the new set if every guard verifies
+    /// and loads; otherwise the old set keeps serving and the error is returned.
+    pub fn reload(&self, config_path: &Path) -> Result<Arc<GuardSet>, ReloadError> {
+        let config = GatewayConfig::load(config_path).map_err(|e| ReloadError(e.to_string()))?;
+        let set = Arc::new(build_set(&self.runtime, &config).map_err(|e| ReloadError(e.to_string()))?);
+        let old = std::mem::replace(&mut *self.live.write().unwrap_or_else(|e| e.into_inner()), set.clone());
+        self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for g in &set.guards {
+            let was = old.guards.iter().find(|o| o.plugin.name() == g.plugin.name()).map(|o| &o.digest[..16]);
+            tracing::info!(
+                guard = g.plugin.name(),
+                digest = &g.digest[..16],
+                previous = was.unwrap_or("-"),
+                "guard reloaded"
+            );
+        }
+        Ok(set)
+    }
+
+    /// Successful reloads since start.
+    pub fn reload_count(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Checks the config file and every guard file every `poll`; when something changed and then
+    /// stayed unchanged for one more poll (a writer finished), reloads. Runs until the process ends.
+    pub fn watch(&self, config_path: PathBuf, poll: Duration) {
+        let guards = self.clone();
+        let spawned = std::thread::Builder::new().name("guard-watch".into()).spawn(move || {
+            let mut seen = guards.current().fingerprint.clone().with_config(&config_path);
+            let mut pending = false;
+            loop {
+                std::thread::sleep(poll);
+                let set = guards.current();
+                let now = set.fingerprint.rescan().with_config(&config_path);
+                if now != seen {
+                    seen = now;
+                    pending = true;
+                    continue;
+                }
+                if pending {
+                    pending = false;
+                    match guards.reload(&config_path) {
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "guard reload failed; the previous guards keep serving"),
+                    }
+                    seen = guards.current().fingerprint.rescan().with_config(&config_path);
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the guard file watcher; reload with SIGHUP");
+        }
+    }
+}
+
+/// A reload that did not happen; the old guards keep serving.
+#[derive(Debug, thiserror::Error)]
+#[error("reload refused: {0}")]
+pub struct ReloadError(pub String);
+
+/// Size and modification time of every watched file (absent files included).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Fingerprint(BTreeMap<PathBuf, Option<(u64, SystemTime)>>);
+
+impl Fingerprint {
+    fn of(paths: impl IntoIterator<Item = PathBuf>) -> Fingerprint {
+        Fingerprint(
+            paths
+                .into_iter()
+                .map(|p| {
+                    let meta =
+                        std::fs::metadata(&p).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                    (p, meta)
+                })
+                .collect(),
+        )
+    }
+    fn rescan(&self) -> Fingerprint {
+        Fingerprint::of(self.0.keys().cloned())
+    }
+    fn with_config(mut self, config: &Path) -> Fingerprint {
+        let meta = std::fs::metadata(config).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+        self.0.insert(config.to_path_buf(), meta);
+        self
+    }
+}
+
+fn build_set(runtime: &Runtime, config: &GatewayConfig) -> Result<GuardSet, GuardLoadError> {
+    let file = config.file.display().to_string();
+    let trust_root = match &config.gateway.trusted_keys {
+        Some(dir) => Some(TrustRoot::load(dir).map_err(|e| GuardLoadError {
+            file: file.clone(),
+            index: 0,
+            name: "gateway.trusted_keys".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let blocklist = match &config.gateway.blocklist {
+        Some(path) => Some(Blocklist::load(path).map_err(|e| GuardLoadError {
+            file: file.clone(),
+            index: 0,
+            name: "gateway.blocklist".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let mut loaded = Vec::with_capacity(config.wasm_guards.len());
+    for (index, entry) in config.wasm_guards.iter().enumerate() {
+        let err = |message: String| GuardLoadError { file: file.clone(), index, name: entry.name.clone(), message };
+        let opts = VerifyOptions {
+            trust_root: trust_root.clone(),
+            blocklist: blocklist.clone(),
+            max_module_bytes: entry.max_module_size,
+            allow_unsigned: config.gateway.allow_unsigned,
+        };
+        loaded.push(load_guard(runtime, entry, &opts).map_err(err)?);
+    }
+    // Chain orders by priority, then by position (config order); keep our metadata in that order.
+    let chain = Chain::new(loaded.iter().map(|g| g.plugin.clone()).collect());
+    let mut ordered = Vec::with_capacity(loaded.len());
+    for p in chain.plugins() {
+        let i = loaded.iter().position(|g| Arc::ptr_eq(&g.plugin, p)).expect("every plugin came from loaded");
+        ordered.push(loaded.swap_remove(i));
+    }
+    let fingerprint = Fingerprint::of(ordered.iter().flat_map(|g| g.watched.iter().cloned()));
+    Ok(GuardSet { guards: ordered, fingerprint })
+}
+
+/// chio: "The kernel discovers the manifest by walking up from path to the parent directory and
+/// reading guard-manifest.yaml."
+pub fn find_manifest(wasm: &Path) -> Option<PathBuf> {
+    let start = wasm.parent()?;
+    start.ancestors().map(|d| d.join(GUARD_MANIFEST_FILE)).find(|m| m.is_file())
+}
+
+fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -> Result<LoadedGuard, String> {
+    let path = &entry.path;
+    let manifest = find_manifest(path).ok_or_else(|| {
+        format!(
+            "no {GUARD_MANIFEST_FILE} in {} or any directory above it (field path)",
+            path.parent().unwrap_or(path).display()
+        )
+    })?;
+    // Signature, blocklist, size cap and SHA-256: all before a byte of the module is compiled.
+    let verified = verify_guard_manifest(&manifest, opts).map_err(|e| e.to_string())?;
+    let named = manifest_wasm_path(&manifest)?;
+    let same = match (std::fs::canonicalize(&named), std::fs::canonicalize(path)) {
+        (Ok(a), Ok(b)) => a == b,
+        (_, Err(e)) => return Err(format!("field path: cannot read {}: {e}", path.display())),
+        (Err(_), _) => false,
+    };
+    if !same {
+        return Err(format!(
+            "field path: {} is not the module {} describes (its wasm_path is {})",
+            path.display(),
+            manifest.display(),
+            named.display()
+        ));
+    }
+    if verified.name != entry.name {
+        return Err(format!(
+            "field name: {:?} differs from the name {:?} in {} (and its signature)",
+            entry.name,
+            verified.name,
+            manifest.display()
+        ));
+    }
+    let mut config = verified.config.clone();
+    config.extend(entry.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let cfg = PluginConfig::new(&entry.name)
+        .config_map(config)
+        .fuel(Some(entry.fuel_limit))
+        .priority(entry.priority)
+        .advisory(entry.advisory)
+        .max_memory_bytes(entry.max_memory_bytes)
+        .max_module_bytes(entry.max_module_size);
+    let plugin = runtime.load(&verified.wasm, cfg).map_err(|e| e.to_string())?;
+    if !plugin.is_guard() {
+        return Err(format!("module {} does not export evaluate: it is not a chio guard", path.display()));
+    }
+    let sidecar = PathBuf::from(format!("{}{}", named.display(), helios_plugin_schema::manifest::SIDECAR_SUFFIX));
+    tracing::info!(
+        guard = %entry.name,
+        version = %verified.version,
+        digest = &verified.sha256[..16],
+        signer = verified.signer.as_ref().map(|s| s.label.as_str()).unwrap_or("unsigned"),
+        priority = entry.priority,
+        advisory = entry.advisory,
+        "guard loaded"
+    );
+    Ok(LoadedGuard {
+        plugin,
+        advisory: entry.advisory,
+        digest: verified.sha256,
+        version: verified.version,
+        watched: vec![manifest.clone(), named, sidecar],
+        manifest,
+    })
+}
+
+/// The module a manifest names (its `wasm_path`, relative to the manifest).
+fn manifest_wasm_path(manifest: &Path) -> Result<PathBuf, String> {
+    let bytes = std::fs::read(manifest).map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let parsed = helios_plugin_artefact::manifests::parse_guard_manifest(&bytes, &manifest.display().to_string())
+        .map_err(|e| e.to_string())?;
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    Ok(dir.join(parsed.wasm_path))
+}

@@ -1,0 +1,120 @@
+//! Putting a gateway together from a config file and serving it over stdio or streamable HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use helios_plugin_host::{Runtime, RuntimeConfig};
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpService;
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::decide::{Decider, JsonLinesLog};
+use crate::guards::{DecisionObserver, Guards};
+use crate::server::Gateway;
+use crate::upstream::Upstream;
+
+/// A gateway ready to serve, with the config it came from.
+#[derive(Debug)]
+pub struct Built {
+    pub gateway: Gateway,
+    pub config: GatewayConfig,
+}
+
+/// Reads the config, verifies and loads every guard, and connects every upstream. Each failure
+/// names the file, the entry and the cause.
+pub async fn build(config_path: &Path, extra_observers: Vec<Arc<dyn DecisionObserver>>) -> anyhow::Result<Built> {
+    let config = GatewayConfig::load(config_path)?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let guards = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Guards::load(runtime, &config)).await??
+    };
+    let mut observers = extra_observers;
+    if let Some(path) = &config.gateway.decision_log {
+        let log = JsonLinesLog::open(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: gateway field decision_log: cannot open {}: {e}",
+                config.file.display(),
+                path.display()
+            )
+        })?;
+        observers.push(Arc::new(log));
+    }
+    let decider = Decider::new(guards, config.guard_threads(), config.guard_queue_timeout(), observers);
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|(id, target)| Upstream::new(id.clone(), target.clone(), config.connect_timeout(), config.call_timeout()))
+        .collect();
+    let gateway = Gateway::new(upstreams, decider, config.gateway.agent_scopes.clone());
+    let tools = gateway.connect_all().await?;
+    tracing::info!(
+        guards = gateway.decider().guards().current().guards().len(),
+        upstreams = config.upstreams.len(),
+        tools = tools.len(),
+        "gateway ready"
+    );
+    Ok(Built { gateway, config })
+}
+
+/// Reloads the guards on SIGHUP and, unless `reload_poll_ms` is 0, when a guard file or the config
+/// changes.
+pub fn start_reloaders(guards: &Guards, config_path: PathBuf, poll: std::time::Duration) -> anyhow::Result<()> {
+    if !poll.is_zero() {
+        guards.watch(config_path.clone(), poll);
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let guards = guards.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (g, p) = (guards.clone(), config_path.clone());
+            match tokio::task::spawn_blocking(move || g.reload(&p)).await {
+                Ok(Ok(_)) => tracing::info!("SIGHUP: guards reloaded"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: guard reload failed; the previous guards keep serving")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: guard reload did not finish"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Serves one agent on stdin/stdout until it disconnects. A line longer than `max_request_bytes`
+/// is dropped (and logged) without ending the session.
+pub async fn serve_stdio(gateway: Gateway, max_request_bytes: usize) -> anyhow::Result<()> {
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    let transport = AsyncRwTransport::new_server(stdin, stdout).with_max_line_length(max_request_bytes);
+    let running = gateway.clone().serve(transport).await?;
+    let reason = running.waiting().await;
+    tracing::info!(?reason, "agent session ended");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// Serves agents over streamable HTTP at `http://<addr>/mcp` until `stop` is cancelled. Bodies over
+/// `max_request_bytes` get `413`.
+pub async fn serve_http(
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    max_request_bytes: usize,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let config = StreamableHttpServerConfig::default()
+        .with_max_request_body_bytes(max_request_bytes)
+        .with_allowed_hosts(["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string(), addr.to_string()])
+        .with_cancellation_token(stop.child_token());
+    let gw = gateway.clone();
+    let service = StreamableHttpService::new(move || Ok(gw.clone()), LocalSessionManager::default().into(), config);
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let stop2 = stop.clone();
+    axum::serve(listener, app).with_graceful_shutdown(async move { stop2.cancelled().await }).await?;
+    gateway.shutdown().await;
+    Ok(())
+}
