@@ -5,6 +5,7 @@
 //! author expected of each statement.
 
 mod corpus;
+mod gateway;
 mod report;
 mod sign;
 
@@ -17,6 +18,13 @@ fn root() -> PathBuf {
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(gateway::UPSTREAM_FLAG) {
+        let (Some(id), Some(corpus)) = (args.get(2), args.get(3)) else {
+            anyhow::bail!("usage: helios-demo {} SERVER_ID CORPUS.jsonl", gateway::UPSTREAM_FLAG);
+        };
+        return gateway::serve_upstream(id, std::path::Path::new(corpus));
+    }
     let started = Instant::now();
     let notes = std::env::args().any(|a| a == "--notes");
     let corpus_dir = root().join("examples/corpus");
@@ -40,10 +48,11 @@ fn main() -> Result<()> {
     let loaded = sign::load(&signed)?;
     report::plugins(&loaded.chain);
 
-    report::heading("3. Tool calls through the guard chain");
-    let tool_calls = corpus::tool_calls(&corpus_dir.join("tool_calls.jsonl"))?;
+    report::heading("3. Tool calls from MCP agents through helios-mcp-gateway (chio.yaml, tool-denylist guard)");
+    let corpus_calls = corpus_dir.join("tool_calls.jsonl");
+    let tool_calls = corpus::tool_calls(&corpus_calls)?;
+    gateway::tool_calls(work.path(), &corpus_calls, &tool_calls)?;
     let mut stats = report::Stats::default();
-    report::tool_calls(&loaded.chain, &tool_calls, &mut stats);
 
     report::heading("4. SQL through pre_query → route → post_query (simulated outcomes, no database)");
     let statements = corpus::statements(&corpus_dir.join("sql.jsonl"))?;

@@ -3,9 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use helios_plugin_host::{Chain, Level, Plugin};
-use helios_plugin_schema::{
-    GuardRequest, GuardVerdict, HookContext, PostQueryEnvelope, PreQueryResult, QueryContext, QueryOutcome, RouteResult,
-};
+use helios_plugin_schema::{HookContext, PostQueryEnvelope, PreQueryResult, QueryContext, QueryOutcome, RouteResult};
 
 use crate::{corpus::Statement, sign::Loaded};
 
@@ -13,7 +11,7 @@ pub fn heading(s: &str) {
     println!("\n== {s}");
 }
 
-fn clip(s: &str, n: usize) -> String {
+pub fn clip(s: &str, n: usize) -> String {
     let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() <= n {
         one_line
@@ -25,7 +23,7 @@ fn clip(s: &str, n: usize) -> String {
 }
 
 pub fn plugins(chain: &Chain) {
-    println!("  {:<18} {:>4} {:<8} {:<28} {:>8} {}", "plugin", "prio", "on_error", "serves", "bytes", "sha256");
+    println!("  {:<18} {:>4} {:<8} {:<28} {:>8} sha256", "plugin", "prio", "on_error", "serves", "bytes");
     for p in chain.plugins() {
         let mut serves: Vec<&str> = p.hooks().iter().map(|h| h.export_name()).collect();
         if p.is_guard() {
@@ -81,33 +79,6 @@ fn route_label(r: &Result<RouteResult, helios_plugin_host::PluginError>) -> &'st
         Ok(_) => "route:node",
         Err(_) => "error",
     }
-}
-
-pub fn tool_calls(chain: &Chain, calls: &[GuardRequest], stats: &mut Stats) {
-    let (mut allowed, mut denied) = (0, 0);
-    for (i, req) in calls.iter().enumerate() {
-        let v = chain.evaluate_observed(req, &mut |p, took, v| {
-            stats.record(p, took, if v.is_allow() { "allow" } else { "deny" })
-        });
-        let shown = match &v {
-            GuardVerdict::Allow => {
-                allowed += 1;
-                "allow".to_string()
-            }
-            GuardVerdict::Deny { reason } => {
-                denied += 1;
-                format!("DENY  {}", clip(reason, 60))
-            }
-        };
-        println!(
-            "  {:>3} {:<22} {:<16} {}",
-            i + 1,
-            clip(&format!("{:?}", req.tool_name), 22),
-            clip(&req.agent_id, 16),
-            shown
-        );
-    }
-    println!("  → {allowed} allowed, {denied} denied");
 }
 
 fn context(i: usize, st: &Statement) -> QueryContext {

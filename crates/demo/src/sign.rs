@@ -10,8 +10,8 @@ use helios_plugin_artefact::{PackOptions, PackSigning, keys, pack, save_artefact
 use helios_plugin_host::{Chain, ManualClock, MemoryLogSink, Runtime, RuntimeConfig};
 
 /// The guard the demo adds to the proxy's plugins: chio's worked example.
-const GUARD_NAME: &str = "tool-denylist";
-const GUARD_DENYLIST: &str = "rm,curl,shell_exec,drop_table,sudo,wget";
+pub const GUARD_NAME: &str = "tool-denylist";
+pub const GUARD_DENYLIST: &str = "rm,curl,shell_exec,drop_table,sudo,wget";
 /// The demo's clock starts here (2026-01-05 09:00:00 UTC, a Monday) and moves one second per statement.
 pub const DEMO_EPOCH: i64 = 1_767_603_600;
 
