@@ -98,7 +98,8 @@ pub async fn serve_stdio(gateway: Gateway, max_request_bytes: usize) -> anyhow::
 }
 
 /// Serves agents over streamable HTTP at `http://<addr>/mcp` until `stop` is cancelled. Bodies over
-/// `max_request_bytes` get `413`.
+/// `max_request_bytes` get `413`. On a loopback address only loopback `Host` headers are accepted
+/// (DNS-rebinding protection); on any other address every `Host` is.
 pub async fn serve_http(
     gateway: Gateway,
     listener: tokio::net::TcpListener,
@@ -108,8 +109,19 @@ pub async fn serve_http(
     let addr: SocketAddr = listener.local_addr()?;
     let config = StreamableHttpServerConfig::default()
         .with_max_request_body_bytes(max_request_bytes)
-        .with_allowed_hosts(["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string(), addr.to_string()])
         .with_cancellation_token(stop.child_token());
+    // Host checks guard a loopback server against DNS rebinding; a gateway listening on a routable
+    // address is reached by whatever names its operators give it.
+    let config = if addr.ip().is_loopback() {
+        config.with_allowed_hosts([
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            addr.to_string(),
+        ])
+    } else {
+        config.disable_allowed_hosts()
+    };
     let gw = gateway.clone();
     let service = StreamableHttpService::new(move || Ok(gw.clone()), LocalSessionManager::default().into(), config);
     let app = axum::Router::new().nest_service("/mcp", service);

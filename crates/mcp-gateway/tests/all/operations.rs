@@ -122,3 +122,58 @@ async fn sighup_reloads_and_a_reload_that_does_not_verify_keeps_the_old_guard() 
     }
     assert_eq!(call(&agent, "echo", json!({"text": "alpha"})).await, (false, "files echo: alpha".into()));
 }
+
+/// A guard that spins until its deadline.
+fn spinning_guard() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "evaluate") (param i32 i32) (result i32) (loop $l (br $l)) i32.const 0))"#,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn slow_guards_run_off_the_async_worker_and_a_full_queue_denies_instead_of_waiting() {
+    use helios_mcp_gateway::decide::Decider;
+    use helios_mcp_gateway::{GatewayConfig, Guards};
+    use helios_plugin_host::{Runtime, RuntimeConfig};
+    use helios_plugin_schema::{GuardRequest, GuardVerdict};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_guard(dir.path(), "spin", &spinning_guard(), &[], Signing::Unsigned);
+    let cfg = dir.path().join("chio.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "wasm_guards:\n  - name: spin\n    path: {:?}\n    fuel_limit: 100000000000\n",
+            path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = GatewayConfig::load(&cfg).unwrap();
+    let guards = Guards::load(Runtime::new(RuntimeConfig::default()).unwrap(), &config).unwrap();
+    let decider = Decider::new(guards, 1, Duration::from_millis(30), Vec::new());
+
+    let req = GuardRequest { tool_name: "echo".into(), ..Default::default() };
+    let (d1, d2) = (decider.clone(), decider.clone());
+    let (r1, r2) = (req.clone(), req.clone());
+    let first = tokio::spawn(async move { d1.decide(r1).await });
+    tokio::task::yield_now().await;
+    let second = tokio::spawn(async move { d2.decide(r2).await });
+    // The only async worker is free while the guard spins (100 ms, its deadline) on a blocking
+    // thread: this timer fires while the guard is still running. Were the guard on the worker, the
+    // timer could only fire after it had finished.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!first.is_finished(), "the async worker was blocked by the guard");
+
+    match second.await.unwrap() {
+        GuardVerdict::Deny { reason } => assert!(reason.contains("no guard slot free within 30 ms"), "{reason}"),
+        v => panic!("a call that finds every guard thread busy is denied, got {v:?}"),
+    }
+    match first.await.unwrap() {
+        GuardVerdict::Deny { reason } => {
+            assert!(reason.contains("guard \"spin\" failed closed") && reason.contains("deadline exceeded"), "{reason}")
+        }
+        v => panic!("a guard past its deadline denies, got {v:?}"),
+    }
+}
