@@ -188,3 +188,47 @@ async fn the_tool_denylist_guard_registered_as_on_chios_page_denies_listed_tools
     agent.cancel().await.unwrap();
     assert_eq!(seen(&seen_log).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guards_see_the_agents_scopes_and_the_action_and_path_the_host_extracted() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen_log = dir.path().join("seen.jsonl");
+    let scope = write_guard(dir.path(), "no-admin", &wat_guard(), &[("deny_substring", "fs:admin")], Signing::Unsigned);
+    let etc = write_guard(
+        dir.path(),
+        "no-etc-delete",
+        &wat_guard(),
+        &[("deny_substring", r#""action_type":"file_delete","extracted_path":"/etc"#)],
+        Signing::Unsigned,
+    );
+    let guards = format!(
+        "  - name: no-admin\n    path: {:?}\n  - name: no-etc-delete\n    path: {:?}\n",
+        scope.display().to_string(),
+        etc.display().to_string()
+    );
+    let cfg = config(
+        dir.path(),
+        &guards,
+        &stdio_upstream("files", &seen_log),
+        "  agent_scopes:\n    root-agent: [\"fs:admin\"]\n",
+    );
+    let gw = HttpGateway::start(&cfg);
+    let root = gw.agent("root-agent").await;
+    let coder = gw.agent("coder-agent").await;
+
+    let (is_error, text) = call(&root, "echo", json!({"text": "hi"})).await;
+    assert!(is_error && text.contains("fs:admin"), "the agent's scopes reach the guard: {text}");
+    let (is_error, text) = call(&coder, "delete_file", json!({"path": "/etc/passwd"})).await;
+    assert!(is_error && text.contains("file_delete"), "{text}");
+    assert_eq!(call(&coder, "delete_file", json!({"path": "/tmp/x"})).await, (false, "deleted /tmp/x".into()));
+    assert_eq!(
+        call(&coder, "read_file", json!({"path": "/etc/passwd"})).await,
+        (false, "contents of /etc/passwd".into())
+    );
+    assert_eq!(call(&coder, "echo", json!({"text": "hi"})).await, (false, "files echo: hi".into()));
+    let seen: Vec<String> = seen(&seen_log).into_iter().map(|(t, a)| format!("{t} {}", a)).collect();
+    assert_eq!(
+        seen,
+        [r#"delete_file {"path":"/tmp/x"}"#, r#"read_file {"path":"/etc/passwd"}"#, r#"echo {"text":"hi"}"#]
+    );
+}
