@@ -120,3 +120,34 @@ fn unknown_fields_stop_the_gateway_naming_file_and_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chio.yaml") && err.contains("advisroy"), "{err}");
 }
+
+#[test]
+fn the_toml_form_loads_and_runs_the_same_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keys::generate_signing_key().unwrap();
+    let path = write_guard(dir.path(), "g", &wat_guard(), &[], Signing::Pinned(&key));
+    let toml = dir.path().join("gateway.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[[wasm_guards]]\nname = \"g\"\npath = {:?}\npriority = 7\nconfig = {{ deny_substring = \"wipe\" }}\n\n[gateway]\nguard_threads = 2\n",
+            path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = GatewayConfig::load(&toml).unwrap();
+    assert_eq!(config.guard_threads(), 2);
+    let guards = Guards::load(Runtime::new(RuntimeConfig::default()).unwrap(), &config).unwrap();
+    let set = guards.current();
+    assert_eq!(set.guards()[0].plugin.priority(), 7);
+    assert!(
+        !set.evaluate(&GuardRequest { tool_name: "wipe_database".into(), ..Default::default() }).verdict.is_allow()
+    );
+    std::fs::write(
+        &toml,
+        format!("[[wasm_guards]]\nname = \"g\"\npath = {:?}\nfuel = 5\n", path.display().to_string()),
+    )
+    .unwrap();
+    let e = GatewayConfig::load(&toml).unwrap_err().to_string();
+    assert!(e.contains("gateway.toml") && e.contains("fuel"), "{e}");
+}
