@@ -92,6 +92,9 @@ pub enum Step {
     Describe,
     Execute,
     Close,
+    /// The proxy's own Parse or Close (re-preparing a tracked statement on another connection): its
+    /// ParseComplete or CloseComplete is swallowed; an error is the client's to see.
+    Hidden,
     /// The proxy's stand-in for a refused statement; its ErrorResponse becomes `replacement`.
     Fence {
         replacement: Bytes,
@@ -287,6 +290,10 @@ impl Pipeline {
                     }
                 }
             }
+            b'1' | b'3' if matches!(self.queue.front(), Some(Entry { step: Step::Hidden, .. })) => {
+                self.queue.pop_front();
+                relay = Relay::Swallow;
+            }
             b'1' | b'2' | b'3' => {
                 self.pop_extended(|s| matches!(s, Step::Parse | Step::Bind | Step::Close), None);
             }
@@ -472,6 +479,16 @@ mod tests {
         let s = feed(&mut p, &z(b'E'));
         assert_eq!(s.relay, Relay::Forward);
         assert_eq!(p.tx(), TxStatus::Failed);
+    }
+
+    #[test]
+    fn the_proxys_own_parse_is_swallowed_and_the_clients_is_relayed() {
+        let mut p = Pipeline::new(fence_portal(1));
+        p.sent(Step::Hidden, None);
+        p.sent(Step::Parse, None);
+        assert_eq!(feed(&mut p, &msg(codec::close_complete)).relay, Relay::Swallow);
+        assert_eq!(feed(&mut p, &msg(codec::parse_complete)).relay, Relay::Forward);
+        assert!(p.settled());
     }
 
     #[test]

@@ -53,6 +53,68 @@ struct Prepared {
     /// Set when the proxy answers it itself (a plugin's cache, `SET helios.*`): the backend
     /// messages to replay.
     cached: Option<Arc<Vec<u8>>>,
+    /// Transaction mode: the server-side statement behind the client's name.
+    tracked: Option<Tracked>,
+}
+
+/// A named prepared statement tracked in transaction mode (as PgBouncer's
+/// `max_prepared_statements`): the server holds it under a name derived from its SQL and parameter
+/// types, so any pooled connection can hold it for any client; before a Bind or Describe on a
+/// connection that lacks it, the proxy re-prepares it there (its ParseComplete swallowed).
+#[derive(Debug, Clone)]
+struct Tracked {
+    server_name: Arc<str>,
+    /// The Parse message under `server_name`.
+    parse: bytes::Bytes,
+}
+
+/// The server-side name of a tracked statement: `helios_` and a hash of what was parsed.
+fn tracked_name(sql: &str, types_raw: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(sql.as_bytes());
+    h.update([0]);
+    h.update(types_raw);
+    let d = h.finalize();
+    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("helios_{hex}")
+}
+
+/// A frontend message `tag` with `body`.
+fn message(tag: u8, body: &[&[u8]]) -> bytes::Bytes {
+    let len: usize = body.iter().map(|p| p.len()).sum::<usize>() + 4;
+    let mut b = BytesMut::with_capacity(len + 1);
+    b.extend_from_slice(&[tag]);
+    b.extend_from_slice(&(len as i32).to_be_bytes());
+    for p in body {
+        b.extend_from_slice(p);
+    }
+    b.freeze()
+}
+
+/// `DEALLOCATE [PREPARE] name|ALL` and `DISCARD ALL`, which change tracked statements.
+#[derive(Debug, PartialEq, Eq)]
+enum Dealloc {
+    One(String),
+    All,
+}
+
+fn parse_dealloc(sql: &str) -> Option<Dealloc> {
+    let s = sql.trim().trim_end_matches(';').trim_end();
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    match lower.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => Some(Dealloc::All),
+        ["deallocate", _] | ["deallocate", "prepare", _] => {
+            let raw = words[words.len() - 1];
+            let name = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                Some(q) => q.replace("\"\"", "\""),
+                None => raw.to_ascii_lowercase(),
+            };
+            Some(Dealloc::One(name))
+        }
+        _ => None,
+    }
 }
 
 /// What happens to one statement: decided once for Query and Parse alike.
@@ -839,6 +901,12 @@ impl Session {
                         return self.refuse(Refusal::new(e.sqlstate(), e.to_string(), ctx), Proto::Simple).await;
                     }
                 };
+                if self.tracking()
+                    && let Some(d) = parse_dealloc(rewritten.as_deref().unwrap_or(&sql))
+                    && self.deallocate_tracked(d, ctx.as_deref()).await?
+                {
+                    return Ok(());
+                }
                 let stmt = ctx.map(|c| Statement::new(c, node));
                 match &rewritten {
                     Some(new) => {
@@ -871,7 +939,8 @@ impl Session {
                 codec::command_complete(&mut done, tag);
                 codec::parse_complete(&mut self.cout);
                 let node = self.current.unwrap_or(self.shared.default_node);
-                self.statements.insert(name, Prepared { node, ctx: None, cached: Some(Arc::new(done.to_vec())) });
+                self.statements
+                    .insert(name, Prepared { node, ctx: None, cached: Some(Arc::new(done.to_vec())), tracked: None });
             }
             Plan::Cached { ctx, bytes } => {
                 if !self.make_settled().await? {
@@ -879,7 +948,7 @@ impl Session {
                 }
                 codec::parse_complete(&mut self.cout);
                 let node = self.current.unwrap_or(self.shared.default_node);
-                self.statements.insert(name, Prepared { node, ctx, cached: Some(Arc::new(bytes)) });
+                self.statements.insert(name, Prepared { node, ctx, cached: Some(Arc::new(bytes)), tracked: None });
             }
             Plan::Refuse(r) => self.refuse(r, Proto::Extended).await?,
             Plan::Forward { ctx, rewritten, node } => {
@@ -890,6 +959,11 @@ impl Session {
                     }
                 };
                 let stmt = ctx.clone().map(|c| Statement::new(c, node));
+                if self.tracking() && !name.is_empty() {
+                    return self
+                        .parse_tracked(name, rewritten.as_deref().unwrap_or(&sql), types_raw, node, ctx, stmt)
+                        .await;
+                }
                 match &rewritten {
                     Some(new) => {
                         let mut tr = Reader::new(types_raw, "Parse");
@@ -905,10 +979,80 @@ impl Session {
                     }
                     None => self.forward(&f.raw, Some(Step::Parse), stmt),
                 }
-                self.statements.insert(name, Prepared { node, ctx, cached: None });
+                self.statements.insert(name, Prepared { node, ctx, cached: None, tracked: None });
             }
         }
         Ok(())
+    }
+
+    /// Named statements are tracked (renamed and re-prepared per connection) in transaction mode.
+    fn tracking(&self) -> bool {
+        self.shared.config.pool_mode == PoolMode::Transaction
+    }
+
+    /// Prepares a named statement in transaction mode under its server-side name (see [`Tracked`]).
+    async fn parse_tracked(
+        &mut self,
+        name: String,
+        sql: &str,
+        types_raw: &[u8],
+        node: usize,
+        ctx: Option<Arc<QueryContext>>,
+        stmt: Option<Statement>,
+    ) -> Result<(), ProtocolError> {
+        if self.statements.get(&name).is_some_and(|p| p.tracked.is_some()) {
+            let msg = format!("prepared statement \"{name}\" already exists");
+            return self.refuse(Refusal::new(sqlstate::DUPLICATE_PREPARED_STATEMENT, msg, ctx), Proto::Extended).await;
+        }
+        let server_name: Arc<str> = Arc::from(tracked_name(sql, types_raw));
+        let parse = message(b'P', &[server_name.as_bytes(), b"\0", sql.as_bytes(), b"\0", types_raw]);
+        // The connection may hold the name already (another client prepared the same SQL there):
+        // close it first, which is no error when it does not.
+        let close = message(b'C', &[b"S", server_name.as_bytes(), b"\0"]);
+        self.forward(&close, Some(Step::Hidden), None);
+        self.forward(&parse, Some(Step::Parse), stmt);
+        if let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) {
+            p.server.prepared.insert(server_name.clone());
+        }
+        let tracked = Some(Tracked { server_name, parse });
+        self.statements.insert(name, Prepared { node, ctx, cached: None, tracked });
+        Ok(())
+    }
+
+    /// Re-prepares a tracked statement on the current connection if it does not hold it.
+    fn ensure_prepared(&mut self, t: &Tracked) {
+        let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) else { return };
+        if p.server.prepared.insert(t.server_name.clone()) {
+            debug!(statement = %t.server_name, "re-preparing a tracked statement on this connection");
+            self.forward(&t.parse, Some(Step::Hidden), None);
+        }
+    }
+
+    /// `DEALLOCATE`/`DISCARD ALL` in transaction mode. True when answered here (a tracked name);
+    /// for `ALL` the statement still goes upstream, and the tracking forgets what it drops.
+    async fn deallocate_tracked(&mut self, d: Dealloc, ctx: Option<&QueryContext>) -> Result<bool, ProtocolError> {
+        match d {
+            Dealloc::One(name) => {
+                if self.statements.get(&name).is_none_or(|p| p.tracked.is_none()) {
+                    return Ok(false);
+                }
+                self.statements.remove(&name);
+                self.make_quiet().await?;
+                codec::command_complete(&mut self.cout, "DEALLOCATE");
+                codec::ready_for_query(&mut self.cout, self.pipe.tx().byte());
+                if let Some(c) = ctx {
+                    self.report_local(c, None, 0);
+                }
+                Ok(true)
+            }
+            Dealloc::All => {
+                self.statements.retain(|_, p| p.tracked.is_none());
+                if let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) {
+                    p.server.prepared.clear();
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// The node a prepared statement or portal lives on, made current. False when it could not be
@@ -948,8 +1092,15 @@ impl Session {
         }
         let node = self.current.unwrap_or(self.shared.default_node);
         let s = prepared.as_ref().and_then(|p| p.ctx.clone()).map(|c| Statement::new(c, node));
-        self.forward(&f.raw, Some(Step::Bind), s);
-        let p = prepared.unwrap_or(Prepared { node, ctx: None, cached: None });
+        match prepared.as_ref().and_then(|p| p.tracked.as_ref()) {
+            Some(t) => {
+                self.ensure_prepared(t);
+                let m = message(b'B', &[portal.as_bytes(), b"\0", t.server_name.as_bytes(), b"\0", r.rest()]);
+                self.forward(&m, Some(Step::Bind), s);
+            }
+            None => self.forward(&f.raw, Some(Step::Bind), s),
+        }
+        let p = prepared.unwrap_or(Prepared { node, ctx: None, cached: None, tracked: None });
         self.portals.insert(portal, Prepared { node, ..p });
         Ok(())
     }
@@ -973,10 +1124,18 @@ impl Session {
             }
             return Ok(());
         }
+        let tracked = if kind == b'S' { prepared.as_ref().and_then(|p| p.tracked.clone()) } else { None };
         if !self.goto(prepared.map(|p| p.node)).await? {
             return Ok(());
         }
-        self.forward(&f.raw, Some(Step::Describe), None);
+        match tracked {
+            Some(t) => {
+                self.ensure_prepared(&t);
+                let m = message(b'D', &[b"S", t.server_name.as_bytes(), b"\0"]);
+                self.forward(&m, Some(Step::Describe), None);
+            }
+            None => self.forward(&f.raw, Some(Step::Describe), None),
+        }
         Ok(())
     }
 
@@ -1021,10 +1180,20 @@ impl Session {
             }
             return Ok(());
         }
+        let tracked = prepared.as_ref().and_then(|p| p.tracked.clone());
         if !self.goto(prepared.map(|p| p.node)).await? {
             return Ok(());
         }
-        self.forward(&f.raw, Some(Step::Close), None);
+        match tracked {
+            Some(t) => {
+                if let Some(p) = self.current.and_then(|c| self.conns[c].as_mut()) {
+                    p.server.prepared.remove(&t.server_name);
+                }
+                let m = message(b'C', &[b"S", t.server_name.as_bytes(), b"\0"]);
+                self.forward(&m, Some(Step::Close), None);
+            }
+            None => self.forward(&f.raw, Some(Step::Close), None),
+        }
         Ok(())
     }
 
@@ -1084,6 +1253,7 @@ impl Session {
             let pool = self.shared.clone();
             if session_mode {
                 tokio::spawn(async move {
+                    p.server.prepared.clear();
                     if p.server.run_quietly("DISCARD ALL").await {
                         pool.pool.checkin(p);
                     }
@@ -1107,5 +1277,32 @@ async fn read_opt(c: Option<&mut Conn>) -> Result<Frame, ProtocolError> {
     match c {
         Some(c) => c.read_frame().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deallocate_and_discard_are_recognised_in_their_spellings() {
+        assert_eq!(parse_dealloc("DEALLOCATE s1"), Some(Dealloc::One("s1".into())));
+        assert_eq!(
+            parse_dealloc("deallocate prepare \"__asyncpg_stmt_3__\";"),
+            Some(Dealloc::One("__asyncpg_stmt_3__".into()))
+        );
+        assert_eq!(parse_dealloc("DEALLOCATE ALL"), Some(Dealloc::All));
+        assert_eq!(parse_dealloc(" discard all ; "), Some(Dealloc::All));
+        assert_eq!(parse_dealloc("DISCARD PLANS"), None);
+        assert_eq!(parse_dealloc("SELECT 'deallocate x'"), None);
+    }
+
+    #[test]
+    fn tracked_names_depend_on_sql_and_parameter_types_only() {
+        let a = tracked_name("SELECT $1", &[0, 1, 0, 0, 0, 23]);
+        assert_eq!(a, tracked_name("SELECT $1", &[0, 1, 0, 0, 0, 23]));
+        assert_ne!(a, tracked_name("SELECT $1", &[0, 1, 0, 0, 0, 25]));
+        assert_ne!(a, tracked_name("SELECT $2", &[0, 1, 0, 0, 0, 23]));
+        assert!(a.starts_with("helios_") && a.len() < 64, "{a}");
     }
 }

@@ -27,6 +27,9 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// A client attempted to change an attribute the operator bound to its user (`insufficient_privilege`).
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
+/// A client prepared a statement name it already uses (`duplicate_prepared_statement`).
+pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+
 /// PostgreSQL's own message for a statement in a failed transaction block.
 pub const IN_FAILED_SQL_TRANSACTION_MESSAGE: &str =
     "current transaction is aborted, commands ignored until end of transaction block";

@@ -34,6 +34,9 @@ pub struct ServerConn {
     pub backend_secret: i32,
     /// ParameterStatus values from startup (and later changes).
     pub params: Vec<(String, String)>,
+    /// Server-side names of the tracked prepared statements this connection holds (transaction
+    /// mode; see `session`).
+    pub prepared: std::collections::HashSet<Arc<str>>,
 }
 
 /// Everything needed to open a connection.
@@ -78,8 +81,15 @@ impl ServerConn {
         conn.write_all(&buf).await.map_err(|e| connect_err(e.to_string()))?;
 
         let mut scram: Option<ScramSha256> = None;
-        let mut server =
-            ServerConn { conn, key: t.key.clone(), addr, backend_pid: 0, backend_secret: 0, params: Vec::new() };
+        let mut server = ServerConn {
+            conn,
+            key: t.key.clone(),
+            addr,
+            backend_pid: 0,
+            backend_secret: 0,
+            params: Vec::new(),
+            prepared: Default::default(),
+        };
         loop {
             let f = server.conn.read_frame().await.map_err(|e| connect_err(e.to_string()))?;
             let peer = server.conn.peer().to_string();

@@ -109,11 +109,11 @@ fn asyncpg_sees_what_postgresql_shows_and_refusals_act_as_server_errors() {
 }
 
 /// Runs pool_clients.py: `n` asyncpg clients at once through `port`; (succeeded, errors).
-pub fn pool_clients(n: usize, port: u16, statement_cache: usize) -> (u64, Vec<String>) {
+pub fn pool_clients(n: usize, port: u16, statement_cache: usize, rounds: usize) -> (u64, Vec<String>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/pool_clients.py");
     let out = Command::new(python())
         .args([script, &n.to_string(), "127.0.0.1", &port.to_string(), pg::SUPERUSER, "postgres"])
-        .arg(statement_cache.to_string())
+        .args([statement_cache.to_string(), rounds.to_string()])
         .output()
         .unwrap_or_else(|e| panic!("running {script}: {e}"));
     assert!(out.status.success(), "pool_clients.py: {}", String::from_utf8_lossy(&out.stderr));
@@ -151,7 +151,7 @@ fn forty_clients_on_a_pool_of_four(mode: &str) {
         })
     };
     let started = std::time::Instant::now();
-    let (ok, errors) = pool_clients(40, proxy.port(), 100);
+    let (ok, errors) = pool_clients(40, proxy.port(), 100, 1);
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
@@ -167,4 +167,23 @@ use helios_proxy::NoHooks as NoHooksLocal;
 #[test]
 fn forty_asyncpg_clients_share_a_pool_of_four_in_session_mode() {
     forty_clients_on_a_pool_of_four("session");
+}
+
+#[test]
+fn forty_asyncpg_clients_share_a_pool_of_four_in_transaction_mode() {
+    forty_clients_on_a_pool_of_four("transaction");
+}
+
+/// asyncpg with its statement cache on, in transaction mode over many transactions: 8 clients, 2
+/// connections, 20 rounds each (about 180 transactions per client). Each named statement is
+/// re-prepared on whichever connection serves the next transaction.
+#[test]
+fn asyncpg_statement_cache_works_in_transaction_mode_over_many_transactions() {
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE hits (client int);");
+    let toml = "pool_mode = \"transaction\"\npool_size = 2\npool_timeout_ms = 30000\n";
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], toml), Arc::new(NoHooksLocal));
+    let (ok, errors) = pool_clients(8, proxy.port(), 100, 20);
+    assert_eq!(ok, 8, "{errors:?}");
+    assert_eq!(db.psql("SELECT count(*) FROM hits;").trim(), "160");
 }

@@ -98,3 +98,29 @@ fn post_query_hears_of_route_refusals_and_statements_the_server_rejects_at_parse
     assert!(!ok && err.unwrap_or_default().contains("42601"));
     assert!(failed("SELECT 1").is_some_and(|(ok, _)| ok));
 }
+
+#[test]
+fn transaction_mode_tracks_named_statements_across_connections_as_postgresql_would() {
+    let db = PgCluster::start();
+    let toml = "pool_mode = \"transaction\"\npool_size = 2\n";
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], toml), Arc::new(NoHooks));
+    rt().block_on(async {
+        let a = connect(proxy.port()).await;
+        let b = connect(proxy.port()).await;
+        let st = a.prepare("SELECT $1::int * 10").await.unwrap();
+        // b holds one connection in a transaction, so a's next statements may land on the other.
+        b.batch_execute("BEGIN").await.unwrap();
+        for i in 0..5 {
+            assert_eq!(a.query_one(&st, &[&i]).await.unwrap().get::<_, i32>(0), i * 10);
+        }
+        b.batch_execute("COMMIT").await.unwrap();
+        for i in 0..5 {
+            assert_eq!(a.query_one(&st, &[&i]).await.unwrap().get::<_, i32>(0), i * 10);
+        }
+        // DEALLOCATE of a tracked name, then using it, fails as on PostgreSQL.
+        a.batch_execute("DEALLOCATE s0").await.unwrap();
+        let e = a.query_one(&st, &[&1i32]).await.expect_err("deallocated");
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("26000"), "{e}");
+        assert_eq!(a.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    });
+}
