@@ -29,6 +29,17 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// (PgBouncer's default has 100; clients are cheap here, upstream connections are what `pool_size`
 /// caps).
 pub const DEFAULT_MAX_CLIENT_CONN: usize = 1000;
+/// How long a client may take from connecting to finishing authentication. Default: 60 s (as
+/// PgBouncer's `client_login_timeout`).
+pub const DEFAULT_CLIENT_LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a session may sit idle inside a transaction before it is closed (holding locks and an
+/// upstream connection). Default: 0, off (as PostgreSQL's `idle_in_transaction_session_timeout`).
+pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::ZERO;
+/// Plugin calls (`pre_query`, `route`) running at once, each on a thread off the async workers.
+/// Default: 64.
+pub const DEFAULT_PLUGIN_WORKERS: usize = 64;
+/// How long a statement waits for a free plugin worker before it is refused (53000). Default: 5 s.
+pub const DEFAULT_PLUGIN_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +70,18 @@ pub struct ProxyConfig {
     /// See [`DEFAULT_MAX_CLIENT_CONN`].
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
+    /// See [`DEFAULT_CLIENT_LOGIN_TIMEOUT`] (milliseconds).
+    #[serde(default = "default_client_login_timeout_ms")]
+    pub client_login_timeout_ms: u64,
+    /// See [`DEFAULT_PLUGIN_WORKERS`].
+    #[serde(default = "default_plugin_workers")]
+    pub plugin_workers: usize,
+    /// See [`DEFAULT_PLUGIN_WAIT_TIMEOUT`] (milliseconds).
+    #[serde(default = "default_plugin_wait_timeout_ms")]
+    pub plugin_wait_timeout_ms: u64,
+    /// See [`DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT`] (milliseconds; 0 is off).
+    #[serde(default)]
+    pub idle_in_transaction_timeout_ms: u64,
     pub listeners: Vec<ListenerConfig>,
     pub nodes: Vec<NodeConfig>,
     #[serde(default)]
@@ -86,6 +109,15 @@ fn default_server_idle_timeout_ms() -> u64 {
 fn default_shutdown_timeout_ms() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT.as_millis() as u64
 }
+fn default_plugin_workers() -> usize {
+    DEFAULT_PLUGIN_WORKERS
+}
+fn default_plugin_wait_timeout_ms() -> u64 {
+    DEFAULT_PLUGIN_WAIT_TIMEOUT.as_millis() as u64
+}
+fn default_client_login_timeout_ms() -> u64 {
+    DEFAULT_CLIENT_LOGIN_TIMEOUT.as_millis() as u64
+}
 fn default_max_client_conn() -> usize {
     DEFAULT_MAX_CLIENT_CONN
 }
@@ -111,6 +143,18 @@ pub struct ListenerConfig {
     /// How clients authenticate. Default: trust.
     #[serde(default)]
     pub auth: ClientAuth,
+    /// `trust` on an address other than loopback lets anyone who reaches it log in as any
+    /// configured user with that user's stored upstream password: refused at start unless this is
+    /// true. Default: false.
+    #[serde(default)]
+    pub allow_trust_non_loopback: bool,
+}
+
+/// Whether `listen` (`host:port`) is a loopback address.
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Client authentication methods.
@@ -193,6 +237,18 @@ impl ProxyConfig {
         if self.listeners.is_empty() {
             return Err(invalid("listeners", "expected at least one [[listeners]] entry, found none".into()));
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.auth == ClientAuth::Trust && !l.allow_trust_non_loopback && !is_loopback(&l.listen) {
+                return Err(invalid(
+                    &format!("listeners[{i}].auth"),
+                    format!(
+                        "trust on {} (not a loopback address) lets anyone who reaches it log in with the stored \
+                         upstream passwords: use auth = \"scram-sha-256\", or set allow_trust_non_loopback = true",
+                        l.listen
+                    ),
+                ));
+            }
+        }
         if self.nodes.is_empty() {
             return Err(invalid("nodes", "expected at least one [[nodes]] entry, found none".into()));
         }
@@ -218,6 +274,9 @@ impl ProxyConfig {
                     .map_err(|e| invalid(&format!("users[{i}].scram_verifier"), format!("user \"{}\": {e}", u.name)))?;
             }
         }
+        if self.plugin_workers == 0 {
+            return Err(invalid("plugin_workers", "expected at least 1, found 0".into()));
+        }
         if self.pool_size == 0 {
             return Err(invalid("pool_size", "expected at least 1, found 0".into()));
         }
@@ -238,6 +297,19 @@ impl ProxyConfig {
     /// A configured user by name.
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn plugin_wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.plugin_wait_timeout_ms)
+    }
+
+    pub fn client_login_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_login_timeout_ms)
+    }
+
+    /// `None` when off.
+    pub fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        (self.idle_in_transaction_timeout_ms > 0).then(|| Duration::from_millis(self.idle_in_transaction_timeout_ms))
     }
 
     pub fn pool_timeout(&self) -> Duration {
@@ -275,8 +347,28 @@ mod tests {
         assert_eq!(c.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
         assert_eq!(c.max_client_conn, DEFAULT_MAX_CLIENT_CONN);
         assert_eq!(c.pool_timeout(), DEFAULT_POOL_TIMEOUT);
+        assert_eq!(c.client_login_timeout(), DEFAULT_CLIENT_LOGIN_TIMEOUT);
+        assert_eq!(c.idle_in_transaction_timeout(), None);
+        assert_eq!(c.plugin_workers, DEFAULT_PLUGIN_WORKERS);
+        assert_eq!(c.plugin_wait_timeout(), DEFAULT_PLUGIN_WAIT_TIMEOUT);
         assert_eq!(c.listeners[0].auth, ClientAuth::Trust);
         assert_eq!(c.default_node().name, "primary");
+    }
+
+    #[test]
+    fn trust_on_a_non_loopback_address_is_refused_unless_allowed() {
+        for (listen, ok) in [("127.0.0.1:6432", true), ("[::1]:6432", true), ("localhost:6432", true)] {
+            let text = MINIMAL.replace("127.0.0.1:0", listen);
+            assert_eq!(ProxyConfig::from_toml(&text, "proxy.toml").is_ok(), ok, "{listen}");
+        }
+        let text = MINIMAL.replace("127.0.0.1:0", "0.0.0.0:6432");
+        let err = ProxyConfig::from_toml(&text, "proxy.toml").unwrap_err().to_string();
+        assert!(err.contains("listeners[0].auth") && err.contains("0.0.0.0:6432"), "{err}");
+        let allowed =
+            text.replace("listen = \"0.0.0.0:6432\"", "listen = \"0.0.0.0:6432\"\nallow_trust_non_loopback = true");
+        assert!(ProxyConfig::from_toml(&allowed, "proxy.toml").is_ok());
+        let scram = text.replace("listen = \"0.0.0.0:6432\"", "listen = \"0.0.0.0:6432\"\nauth = \"scram-sha-256\"");
+        assert!(ProxyConfig::from_toml(&scram, "proxy.toml").is_ok());
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Shared {
     pub boot_id: u32,
     /// The portal name of refusal fences (see [`crate::pipeline`]), random per process.
     pub fence_portal: String,
+    /// Places for plugin calls (`plugin_workers`).
+    pub plugin_slots: tokio::sync::Semaphore,
     pub shutdown: watch::Receiver<bool>,
     next_session: AtomicU64,
     /// Client connections being served (bounded by `max_client_conn`).
@@ -168,6 +170,7 @@ impl Proxy {
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let pool = Pool::new(config.pool_size, config.pool_timeout());
+        let plugin_slots = tokio::sync::Semaphore::new(config.plugin_workers);
         let shared = Arc::new(Shared {
             config,
             nodes,
@@ -177,6 +180,7 @@ impl Proxy {
             verifiers,
             boot_id: random_u32(),
             fence_portal: crate::pipeline::fence_portal(random_u32()),
+            plugin_slots,
             shutdown,
             next_session: AtomicU64::new(0),
             clients: AtomicUsize::new(0),

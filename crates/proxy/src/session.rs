@@ -165,21 +165,30 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth:
     let span = tracing::info_span!("session", id, client = %peer);
     let fut = async move {
         let mut client = Conn::new(stream, shared.config.max_message_bytes, format!("client {peer}"));
-        let _client_slot = match ClientSlot::take(&shared) {
-            Some(s) => s,
+        // Over max_client_conn: answer the StartupMessage with 53300 (cancel requests still pass).
+        let client_slot = ClientSlot::take(&shared);
+        let too_many = match &client_slot {
+            Some(_) => None,
             None => {
                 let max = shared.config.max_client_conn;
                 warn!(max_client_conn = max, "client refused: too many clients");
-                let msg = format!("sorry, too many clients already (max_client_conn = {max})");
-                send_error(&mut client, Severity::Fatal, sqlstate::TOO_MANY_CONNECTIONS, &msg).await;
-                return;
+                Some(format!("sorry, too many clients already (max_client_conn = {max})"))
             }
         };
-        let login = match startup::login(&shared, &mut client, auth).await {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
+        let refuse = too_many.as_deref().map(|m| (sqlstate::TOO_MANY_CONNECTIONS, m));
+        let limit = shared.config.client_login_timeout();
+        let login = match tokio::time::timeout(limit, startup::login(&shared, &mut client, auth, refuse)).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 debug!(error = %e, "connection ended during startup");
+                return;
+            }
+            Err(_) => {
+                let ms = limit.as_millis();
+                info!(client_login_timeout_ms = ms as u64, "client did not log in in time");
+                let msg = format!("login not completed within {ms} ms (client_login_timeout_ms)");
+                send_error(&mut client, Severity::Fatal, sqlstate::PROTOCOL_VIOLATION, &msg).await;
                 return;
             }
         };
@@ -336,6 +345,12 @@ impl Session {
                 }
             }
             let idle = self.idle();
+            // Waiting for the client inside a transaction: bounded by idle_in_transaction_timeout_ms.
+            let idle_in_tx = self
+                .shared
+                .config
+                .idle_in_transaction_timeout()
+                .filter(|_| self.pipe.quiet() && self.tx() != TxStatus::Idle && !self.client.has_buffered());
             let cur = self.current;
             let server = cur.and_then(|i| self.conns[i].as_mut()).map(|p| &mut p.server.conn);
             tokio::select! {
@@ -354,6 +369,16 @@ impl Session {
                     }
                 }
                 _ = shutdown.changed(), if idle => {}
+                _ = sleep_opt(idle_in_tx) => {
+                    let ms = idle_in_tx.map_or(0, |d| d.as_millis());
+                    info!(idle_in_transaction_timeout_ms = ms as u64, "closing a session idle in a transaction");
+                    let msg = format!(
+                        "terminating connection due to idle-in-transaction timeout ({ms} ms, idle_in_transaction_timeout_ms)"
+                    );
+                    codec::error_response(&mut self.cout, Severity::Fatal, sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, &msg, None);
+                    self.flush_client().await?;
+                    return Ok(());
+                }
             }
         }
     }
@@ -635,12 +660,12 @@ impl Session {
     }
 
     /// The node for a statement: the pinned one, else the `route` hooks' choice.
-    fn route(&mut self, ctx: Option<&QueryContext>) -> Result<usize, Refusal> {
+    async fn route(&mut self, ctx: Option<&QueryContext>) -> Result<usize, Refusal> {
         if let Some(cur) = self.pinned() {
             return Ok(cur);
         }
         let Some(ctx) = ctx else { return Ok(self.shared.default_node) };
-        let d = self.shared.hooks.route(ctx);
+        let d = self.call_hook("route", |h| h.route(ctx)).await?;
         let by = d.decided_by.as_deref().unwrap_or("route");
         match d.result {
             RouteResult::Default | RouteResult::Primary => Ok(self.shared.default_node),
@@ -695,14 +720,17 @@ impl Session {
     }
 
     /// Decides what happens to a statement (Query or Parse): the single plan of both protocols.
-    fn plan(&mut self, sql: &str) -> Plan {
+    async fn plan(&mut self, sql: &str) -> Plan {
         if let Some(set) = attrs::parse_helios_set(sql) {
             return Plan::HeliosSet(set);
         }
         let mut ctx = self.query_context(sql);
         let mut rewritten = None;
         if let Some(c) = &ctx {
-            let d = self.shared.hooks.pre_query(c);
+            let d = match self.call_hook("pre_query", |h| h.pre_query(c)).await {
+                Ok(d) => d,
+                Err(r) => return Plan::Refuse(Refusal { ctx: ctx.map(Arc::new), ..r }),
+            };
             let by = d.decided_by.as_deref().unwrap_or("?");
             match d.result {
                 PreQueryResult::Continue => {}
@@ -732,7 +760,7 @@ impl Session {
             c.query = new.clone();
         }
         let ctx = ctx.map(Arc::new);
-        match self.route(ctx.as_deref()) {
+        match self.route(ctx.as_deref()).await {
             Ok(node) => Plan::Forward { ctx, rewritten, node },
             Err(r) => Plan::Refuse(Refusal { ctx, ..r }),
         }
@@ -750,7 +778,8 @@ impl Session {
                 error,
             },
         };
-        self.shared.hooks.post_query(&env);
+        let hooks = &*self.shared.hooks;
+        off_worker(|| hooks.post_query(&env));
     }
 
     /// `post_query` for a statement that never reached a node.
@@ -766,7 +795,32 @@ impl Session {
                 error,
             },
         };
-        self.shared.hooks.post_query(&env);
+        let hooks = &*self.shared.hooks;
+        off_worker(|| hooks.post_query(&env));
+    }
+
+    /// Runs a `pre_query` or `route` call off the async workers, on one of `plugin_workers` places
+    /// (waiting up to `plugin_wait_timeout_ms` for one), so a slow plugin stalls its own statement
+    /// only: accept, cancel and other sessions go on.
+    async fn call_hook<R>(&self, what: &str, f: impl FnOnce(&dyn crate::StatementHooks) -> R) -> Result<R, Refusal> {
+        let wait = self.shared.config.plugin_wait_timeout();
+        let permit = match tokio::time::timeout(wait, self.shared.plugin_slots.acquire()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                let n = self.shared.config.plugin_workers;
+                warn!(plugin_workers = n, hook = what, "no plugin worker free; statement refused");
+                let msg = format!(
+                    "all {n} plugin workers were busy for {} ms (plugin_workers, plugin_wait_timeout_ms): the {what} \
+                     hook could not run, so the statement is refused",
+                    wait.as_millis()
+                );
+                return Err(Refusal::new(sqlstate::INSUFFICIENT_RESOURCES, msg, None));
+            }
+        };
+        let hooks = &*self.shared.hooks;
+        let r = off_worker(|| f(hooks));
+        drop(permit);
+        Ok(r)
     }
 
     // ---------------------------------------------------------------- refusals
@@ -877,7 +931,7 @@ impl Session {
     async fn on_query(&mut self, f: Frame) -> Result<(), ProtocolError> {
         let peer = self.client.peer().to_string();
         let sql = Reader::new(f.body(), "Query").cstr(&peer)?.to_string();
-        match self.plan(&sql) {
+        match self.plan(&sql).await {
             Plan::HeliosSet(set) => {
                 self.make_quiet().await?;
                 let tag = self.apply_helios_set(set);
@@ -928,7 +982,7 @@ impl Session {
         let name = r.cstr(&peer)?.to_string();
         let sql = r.cstr(&peer)?.to_string();
         let types_raw = r.rest();
-        match self.plan(&sql) {
+        match self.plan(&sql).await {
             Plan::HeliosSet(set) => {
                 // Answered by the proxy like the simple-protocol form; applied when parsed.
                 if !self.make_settled().await? {
@@ -1269,6 +1323,24 @@ fn set_param(params: &mut Vec<(String, String)>, k: &str, v: &str) {
     match params.iter_mut().find(|(n, _)| n == k) {
         Some(p) => p.1 = v.to_string(),
         None => params.push((k.to_string(), v.to_string())),
+    }
+}
+
+/// Runs `f` where blocking is allowed: on a multi-threaded runtime the worker hands its other tasks
+/// to another thread first (`block_in_place`); elsewhere (a current-thread runtime) it just runs.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Sleeps for `d`, or forever when `None`.
+async fn sleep_opt(d: Option<std::time::Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -30,6 +30,12 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// A client prepared a statement name it already uses (`duplicate_prepared_statement`).
 pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
 
+/// A session idle in a transaction for too long (`idle_in_transaction_session_timeout`).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+
+/// No plugin worker was free in time (`insufficient_resources`).
+pub const INSUFFICIENT_RESOURCES: &str = "53000";
+
 /// PostgreSQL's own message for a statement in a failed transaction block.
 pub const IN_FAILED_SQL_TRANSACTION_MESSAGE: &str =
     "current transaction is aborted, commands ignored until end of transaction block";

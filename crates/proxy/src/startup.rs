@@ -28,8 +28,14 @@ pub async fn send_error(client: &mut Conn, severity: Severity, code: &str, messa
 }
 
 /// Runs the startup phase. `Ok(None)` when the connection ended there normally (a cancel request,
-/// a refused login: the client was told why).
-pub async fn login(shared: &Shared, client: &mut Conn, auth: ClientAuth) -> Result<Option<Login>, ProtocolError> {
+/// a refused login: the client was told why). With `refuse` set, a StartupMessage is answered with
+/// that FATAL error (code, message) instead: after SSLRequest, so every client can show it.
+pub async fn login(
+    shared: &Shared,
+    client: &mut Conn,
+    auth: ClientAuth,
+    refuse: Option<(&str, &str)>,
+) -> Result<Option<Login>, ProtocolError> {
     let params = loop {
         let body = match client.read_startup().await {
             Ok(b) => b,
@@ -78,6 +84,10 @@ pub async fn login(shared: &Shared, client: &mut Conn, auth: ClientAuth) -> Resu
             }
         }
     };
+    if let Some((code, message)) = refuse {
+        send_error(client, Severity::Fatal, code, message).await;
+        return Ok(None);
+    }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user) = get("user") else {
         send_error(

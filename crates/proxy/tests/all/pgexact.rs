@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use helios_proxy::NoHooks;
+use postgres_protocol::message::frontend;
 
 use crate::extended::{connect, rt};
 use crate::support::pg::{self, PgCluster};
@@ -117,10 +118,30 @@ fn transaction_mode_tracks_named_statements_across_connections_as_postgresql_wou
         for i in 0..5 {
             assert_eq!(a.query_one(&st, &[&i]).await.unwrap().get::<_, i32>(0), i * 10);
         }
-        // DEALLOCATE of a tracked name, then using it, fails as on PostgreSQL.
-        a.batch_execute("DEALLOCATE s0").await.unwrap();
-        let e = a.query_one(&st, &[&1i32]).await.expect_err("deallocated");
-        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("26000"), "{e}");
-        assert_eq!(a.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
     });
+    // DEALLOCATE of a tracked name, then using it, fails as on PostgreSQL; parsing a used name is 42P05.
+    let mut c = RawClient::connect(proxy.port(), pg::SUPERUSER);
+    let mut b = BytesMut::new();
+    frontend::parse("named1", "SELECT 42", [], &mut b).unwrap();
+    frontend::sync(&mut b);
+    c.send(&b);
+    assert_eq!(c.read_until_ready()[0].0, b'1');
+    c.send(&b);
+    let msgs = c.read_until_ready();
+    assert_eq!((msgs[0].0, raw::sqlstate(&msgs[0].1).as_str()), (b'E', "42P05"), "{msgs:?}");
+    let mut run = BytesMut::new();
+    run.put_u8(b'B');
+    run.put_i32(4 + 1 + 7 + 6);
+    run.put_slice(b"\0named1\0");
+    run.put_slice(&[0, 0, 0, 0, 0, 0]);
+    frontend::execute("", 0, &mut run).unwrap();
+    frontend::sync(&mut run);
+    c.send(&run);
+    assert!(c.read_until_ready().iter().any(|m| m.0 == b'D' && m.1.ends_with(b"42")));
+    c.query("DEALLOCATE named1");
+    let msgs = c.read_until_ready();
+    assert_eq!(msgs[0].0, b'C', "{msgs:?}");
+    c.send(&run);
+    let msgs = c.read_until_ready();
+    assert_eq!((msgs[0].0, raw::sqlstate(&msgs[0].1).as_str()), (b'E', "26000"), "{msgs:?}");
 }

@@ -96,6 +96,9 @@ pub struct ScriptedHooks {
     pub cached: Vec<(String, Vec<u8>)>,
     /// (substring, node): route statements containing the substring to the node.
     pub route: Vec<(String, String)>,
+    /// (substring, time): `pre_query` blocks its thread this long, as a plugin spinning to its
+    /// deadline does.
+    pub spin: Vec<(String, std::time::Duration)>,
     pub seen: Mutex<Vec<QueryContext>>,
     pub outcomes: Mutex<Vec<PostQueryEnvelope>>,
 }
@@ -124,6 +127,9 @@ impl StatementHooks for ScriptedHooks {
         self.seen.lock().unwrap().push(ctx.clone());
         let q = ctx.query.to_ascii_lowercase();
         let by = Some(Arc::from("scripted"));
+        if let Some((_, d)) = self.spin.iter().find(|(s, _)| q.contains(&s.to_ascii_lowercase())) {
+            std::thread::sleep(*d);
+        }
         if let Some((_, reason)) = self.block.iter().find(|(s, _)| q.contains(&s.to_ascii_lowercase())) {
             return PreQueryDecision { result: PreQueryResult::Block { reason: reason.clone() }, decided_by: by };
         }
