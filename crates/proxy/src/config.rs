@@ -202,6 +202,12 @@ pub struct UserConfig {
     /// The password used upstream when it differs from `password` (or when only a verifier is set).
     #[serde(default)]
     pub upstream_password: Option<String>,
+    /// `helios.*` attributes the operator binds to this user (e.g. `"helios.tenant" = "acme"`):
+    /// plugins see these values, and a client's attempt to set one (startup options or `SET`) is
+    /// refused with 42501. Only as strong as the listener's authentication: bind them behind
+    /// `scram-sha-256`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl UserConfig {
@@ -268,6 +274,14 @@ impl ProxyConfig {
                     &format!("users[{i}].name"),
                     format!("user \"{}\" is already defined by users[{first}]", u.name),
                 ));
+            }
+            for k in u.attributes.keys() {
+                if !k.starts_with(crate::attrs::HELIOS_PREFIX) || k.len() <= crate::attrs::HELIOS_PREFIX.len() {
+                    return Err(invalid(
+                        &format!("users[{i}].attributes"),
+                        format!("user \"{}\": attribute \"{k}\" must be named helios.<name>", u.name),
+                    ));
+                }
             }
             if let Some(v) = &u.scram_verifier {
                 crate::scram::Verifier::parse(v)

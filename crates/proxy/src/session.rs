@@ -261,7 +261,16 @@ impl Session {
         let mut pool_params: Vec<(String, String)> =
             params.iter().filter(|(k, _)| k != "user" && k != "database" && k != "replication").cloned().collect();
         pool_params.sort();
-        let attrs = attrs::from_startup(&params);
+        let mut attrs = attrs::from_startup(&params);
+        let bound = shared.config.user(&user).map(|u| u.attributes.clone()).unwrap_or_default();
+        if let Some((k, v)) = bound.iter().find(|(k, v)| attrs.get(*k).is_some_and(|c| c != *v)) {
+            let mut client = client;
+            info!(%user, attribute = %k, "login refused: the client set an attribute bound to its user");
+            let msg = bound_message(k, &user, v);
+            send_error(&mut client, Severity::Fatal, sqlstate::INSUFFICIENT_PRIVILEGE, &msg).await;
+            return None;
+        }
+        attrs.extend(bound);
         let (pid, secret) = shared.new_backend_key();
         let cancel = shared.register_cancel(pid, secret);
         let mut out = BytesMut::new();
@@ -928,11 +937,25 @@ impl Session {
         }
     }
 
+    /// A `SET/RESET helios.*` of an attribute bound to the user: the refusal, if it is one.
+    fn bound_refusal(&self, set: &HeliosSet) -> Option<Refusal> {
+        let name = match set {
+            HeliosSet::Set { name, .. } | HeliosSet::Reset { name } => name,
+        };
+        let user = self.shared.config.user(&self.user)?;
+        let value = user.attributes.get(name)?;
+        info!(user = %self.user, attribute = %name, "refused a SET of a bound attribute");
+        Some(Refusal::new(sqlstate::INSUFFICIENT_PRIVILEGE, bound_message(name, &self.user, value), None))
+    }
+
     async fn on_query(&mut self, f: Frame) -> Result<(), ProtocolError> {
         let peer = self.client.peer().to_string();
         let sql = Reader::new(f.body(), "Query").cstr(&peer)?.to_string();
         match self.plan(&sql).await {
             Plan::HeliosSet(set) => {
+                if let Some(r) = self.bound_refusal(&set) {
+                    return self.refuse(r, Proto::Simple).await;
+                }
                 self.make_quiet().await?;
                 let tag = self.apply_helios_set(set);
                 codec::command_complete(&mut self.cout, tag);
@@ -984,6 +1007,9 @@ impl Session {
         let types_raw = r.rest();
         match self.plan(&sql).await {
             Plan::HeliosSet(set) => {
+                if let Some(r) = self.bound_refusal(&set) {
+                    return self.refuse(r, Proto::Extended).await;
+                }
                 // Answered by the proxy like the simple-protocol form; applied when parsed.
                 if !self.make_settled().await? {
                     return Ok(());
@@ -1317,6 +1343,14 @@ impl Session {
             }
         }
     }
+}
+
+/// The error for a client changing an operator-bound attribute.
+fn bound_message(name: &str, user: &str, value: &str) -> String {
+    format!(
+        "attribute \"{name}\" is bound to user \"{user}\" by the operator (= \"{value}\" in proxy.toml [[users]] \
+         attributes) and cannot be set by the client"
+    )
 }
 
 fn set_param(params: &mut Vec<(String, String)>, k: &str, v: &str) {

@@ -145,3 +145,35 @@ fn transaction_mode_tracks_named_statements_across_connections_as_postgresql_wou
     let msgs = c.read_until_ready();
     assert_eq!((msgs[0].0, raw::sqlstate(&msgs[0].1).as_str()), (b'E', "26000"), "{msgs:?}");
 }
+
+#[test]
+fn an_attribute_bound_to_the_user_cannot_be_forged_by_set_or_startup_options() {
+    let db = PgCluster::start();
+    let hooks = Arc::new(ScriptedHooks::default());
+    let users = format!("[[users]]\nname = \"{}\"\nattributes = {{ \"helios.tenant\" = \"acme\" }}\n", pg::SUPERUSER);
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], &users), hooks.clone());
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        for set in ["SET helios.tenant = 'evil'", "RESET helios.tenant"] {
+            let e = c.batch_execute(set).await.expect_err("a bound attribute");
+            let d = e.as_db_error().expect("an ErrorResponse");
+            assert_eq!(d.code().code(), "42501", "{d:?}");
+            assert!(d.message().contains("helios.tenant") && d.message().contains("bound"), "{d:?}");
+        }
+        let e = c.execute("SET helios.tenant = 'evil'", &[]).await.expect_err("extended protocol too");
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("42501"));
+        c.batch_execute("SET helios.region = 'eu'").await.expect("an unbound attribute is the client's");
+        c.query_one("SELECT 'tagged'::text", &[]).await.unwrap();
+    });
+    let seen = hooks.seen();
+    let tagged = seen.iter().find(|c| c.query.contains("tagged")).expect("pre_query saw the SELECT");
+    assert_eq!(tagged.hook_context.attr("helios.tenant"), Some("acme"));
+    assert_eq!(tagged.hook_context.attr("helios.region"), Some("eu"));
+    // At startup: another value is refused, the bound value is accepted.
+    let sql = "SELECT 'in';";
+    let forged = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", sql, &[("PGOPTIONS", "-c helios.tenant=evil")]);
+    let err = String::from_utf8_lossy(&forged.stderr);
+    assert!(!forged.status.success() && err.contains("helios.tenant") && err.contains("bound"), "{err}");
+    let same = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", sql, &[("PGOPTIONS", "-c helios.tenant=acme")]);
+    assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), "in");
+}
