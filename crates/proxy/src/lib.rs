@@ -40,4 +40,4 @@ pub mod upstream;
 pub use config::{ClientAuth, NodeRole, PoolMode, ProxyConfig};
 pub use error::{ConfigError, ProtocolError, ProxyError, UpstreamError};
 pub use hooks::{NoHooks, PreQueryDecision, RouteDecision, StatementHooks};
-pub use server::Proxy;
+pub use server::{Proxy, ReloadReport, Reloader};

@@ -49,9 +49,45 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(reload_on_sighup(proxy.reloader(), args.config));
         proxy.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// On every SIGHUP: reads, verifies and loads the configuration file again, then installs it. A
+/// file that fails is logged with its error and the running configuration stays.
+async fn reload_on_sighup(reloader: helios_proxy::server::Reloader, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: configuration reload disabled");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let origin = path.display().to_string();
+        tracing::info!(file = %origin, "SIGHUP: reloading the configuration");
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = helios_proxy::ProxyConfig::load(&p)?;
+            let hooks = helios_proxy::plugins::hooks_from_config(&config, &p.display().to_string())?;
+            Ok::<_, helios_proxy::ConfigError>((config, hooks))
+        })
+        .await;
+        match loaded {
+            Ok(Ok((config, hooks))) => {
+                let report = reloader.reload(config, hooks);
+                for l in &report.listeners_need_restart {
+                    tracing::warn!(listener = %l, "reload: listener changed; it takes effect after a restart");
+                }
+                tracing::info!(file = %origin, "reload: configuration replaced (new sessions use it)");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+            Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

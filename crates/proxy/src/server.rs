@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -53,12 +53,16 @@ pub struct Shared {
     /// Places for plugin calls (`plugin_workers`).
     pub plugin_slots: tokio::sync::Semaphore,
     pub shutdown: watch::Receiver<bool>,
-    next_session: AtomicU64,
-    /// Client connections being served (bounded by `max_client_conn`).
-    pub clients: AtomicUsize,
+    next_session: Arc<AtomicU64>,
+    /// Client connections being served (bounded by `max_client_conn`), over every generation.
+    pub clients: Arc<AtomicUsize>,
     standby_rr: AtomicUsize,
-    cancels: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+    /// Cancel keys of every session, over every generation (a reload keeps them).
+    cancels: Arc<CancelMap>,
 }
+
+/// Cancel slots by the (pid, secret) the proxy gave each client.
+type CancelMap = Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,7 +132,7 @@ impl Shared {
 
 /// A bound proxy, ready to serve.
 pub struct Proxy {
-    shared: Arc<Shared>,
+    current: Arc<RwLock<Arc<Shared>>>,
     listeners: Vec<(TcpListener, ClientAuth)>,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -139,17 +143,15 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-impl Proxy {
-    /// Binds every listener of `config`. Plugins come in as `hooks`.
-    pub async fn bind(config: ProxyConfig, hooks: Arc<dyn StatementHooks>) -> Result<Proxy, ProxyError> {
-        let mut listeners = Vec::new();
-        for l in &config.listeners {
-            let sock = TcpListener::bind(&l.listen)
-                .await
-                .map_err(|source| ProxyError::Bind { listen: l.listen.clone(), source })?;
-            info!(listen = %sock.local_addr().map(|a| a.to_string()).unwrap_or_default(), auth = ?l.auth, "listening");
-            listeners.push((sock, l.auth));
-        }
+impl Shared {
+    /// The state for `config`; `prev` (on a reload) passes on what outlives a configuration: cancel
+    /// keys, the client count, session ids and the boot id.
+    fn build(
+        config: ProxyConfig,
+        hooks: Arc<dyn StatementHooks>,
+        shutdown: watch::Receiver<bool>,
+        prev: Option<&Shared>,
+    ) -> Shared {
         let nodes: Vec<Node> = config
             .nodes
             .iter()
@@ -168,26 +170,92 @@ impl Proxy {
                 verifiers.insert(u.name.clone(), v);
             }
         }
-        let (shutdown_tx, shutdown) = watch::channel(false);
         let pool = Pool::new(config.pool_size, config.pool_timeout());
         let plugin_slots = tokio::sync::Semaphore::new(config.plugin_workers);
-        let shared = Arc::new(Shared {
+        Shared {
             config,
             nodes,
             default_node,
             pool,
             hooks,
             verifiers,
-            boot_id: random_u32(),
-            fence_portal: crate::pipeline::fence_portal(random_u32()),
+            boot_id: prev.map_or_else(random_u32, |p| p.boot_id),
+            fence_portal: prev.map_or_else(|| crate::pipeline::fence_portal(random_u32()), |p| p.fence_portal.clone()),
             plugin_slots,
             shutdown,
-            next_session: AtomicU64::new(0),
-            clients: AtomicUsize::new(0),
+            next_session: prev.map_or_else(Default::default, |p| p.next_session.clone()),
+            clients: prev.map_or_else(Default::default, |p| p.clients.clone()),
             standby_rr: AtomicUsize::new(0),
-            cancels: Mutex::new(HashMap::new()),
-        });
-        Ok(Proxy { shared, listeners, shutdown_tx })
+            cancels: prev.map_or_else(Default::default, |p| p.cancels.clone()),
+        }
+    }
+}
+
+/// What a reload changed that only a restart applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Listeners (`listen`, with their auth) added, removed or changed: the running ones stay.
+    pub listeners_need_restart: Vec<String>,
+}
+
+/// Replaces a running proxy's configuration (nodes, users, pools, plugins, limits) atomically:
+/// sessions that start afterwards use the new one, running sessions finish on the one they began
+/// with. Listeners are bound once; a changed `[[listeners]]` is reported as needing a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    current: Arc<RwLock<Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Installs `config` and `hooks` (already parsed, verified and loaded by the caller).
+    pub fn reload(&self, config: ProxyConfig, hooks: Arc<dyn StatementHooks>) -> ReloadReport {
+        let mut w = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let old = w.clone();
+        let describe = |l: &crate::config::ListenerConfig| format!("{} (auth {:?})", l.listen, l.auth);
+        let before: Vec<String> = old.config.listeners.iter().map(describe).collect();
+        let after: Vec<String> = config.listeners.iter().map(describe).collect();
+        let mut listeners_need_restart: Vec<String> =
+            after.iter().chain(&before).filter(|l| !(before.contains(l) && after.contains(l))).cloned().collect();
+        listeners_need_restart.dedup();
+        *w = Arc::new(Shared::build(config, hooks, old.shutdown.clone(), Some(&old)));
+        drop(w);
+        // Idle connections of the old generation close now; checked-out ones when their session
+        // ends (the old pool goes with the last session that holds it).
+        old.pool.reap(std::time::Duration::ZERO);
+        ReloadReport { listeners_need_restart }
+    }
+}
+
+impl Proxy {
+    /// Binds every listener of `config`. Plugins come in as `hooks`.
+    pub async fn bind(config: ProxyConfig, hooks: Arc<dyn StatementHooks>) -> Result<Proxy, ProxyError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let sock = TcpListener::bind(&l.listen)
+                .await
+                .map_err(|source| ProxyError::Bind { listen: l.listen.clone(), source })?;
+            info!(listen = %sock.local_addr().map(|a| a.to_string()).unwrap_or_default(), auth = ?l.auth, "listening");
+            listeners.push((sock, l.auth));
+        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared::build(config, hooks, shutdown, None));
+        let current = Arc::new(RwLock::new(shared));
+        Ok(Proxy { current, listeners, shutdown_tx })
+    }
+
+    /// A handle that replaces the configuration while the proxy serves (SIGHUP in the binary).
+    pub fn reloader(&self) -> Reloader {
+        Reloader { current: self.current.clone() }
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The bound addresses, in `[[listeners]]` order.
@@ -198,10 +266,11 @@ impl Proxy {
     /// Serves until `shutdown` completes, then stops accepting, lets running transactions finish
     /// (idle sessions get a FATAL 57P01 at their next pause) and returns when every session ended
     /// or `shutdown_timeout_ms` passed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) {
         let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr, ClientAuth)>(64);
         let mut acceptors = JoinSet::new();
-        for (l, auth) in self.listeners {
+        let reaper = self.reloader();
+        for (l, auth) in std::mem::take(&mut self.listeners) {
             let tx = tx.clone();
             acceptors.spawn(async move {
                 loop {
@@ -220,14 +289,16 @@ impl Proxy {
             });
         }
         drop(tx);
-        let idle_timeout = self.shared.config.server_idle_timeout();
-        let reaper_shared = self.shared.clone();
         acceptors.spawn(async move {
-            let period =
-                (idle_timeout / 2).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(10));
             loop {
+                let shared = reaper.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let idle_timeout = shared.config.server_idle_timeout();
+                let period =
+                    (idle_timeout / 2).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(10));
+                drop(shared);
                 tokio::time::sleep(period).await;
-                let closed = reaper_shared.pool.reap(idle_timeout);
+                let shared = reaper.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let closed = shared.pool.reap(idle_timeout);
                 if closed > 0 {
                     debug!(closed, "closed idle upstream connections");
                 }
@@ -239,7 +310,7 @@ impl Proxy {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some((s, peer, auth)) = rx.recv() => {
-                    sessions.spawn(crate::session::run(self.shared.clone(), s, peer, auth));
+                    sessions.spawn(crate::session::run(self.shared(), s, peer, auth));
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
@@ -248,7 +319,7 @@ impl Proxy {
         drop(rx);
         let _ = self.shutdown_tx.send(true);
         info!(sessions = sessions.len(), "shutting down: no new connections; draining sessions");
-        let grace = self.shared.config.shutdown_timeout();
+        let grace = self.shared().config.shutdown_timeout();
         let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             warn!(

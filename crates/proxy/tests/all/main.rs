@@ -11,5 +11,6 @@ mod limits;
 mod pgbench;
 mod pgexact;
 mod plugins;
+mod reload;
 mod simple;
 mod slow;
