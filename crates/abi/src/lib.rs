@@ -46,6 +46,8 @@ pub use helios_plugin_schema::{
 pub use helios_plugin_sdk_macros::{chio_guard, hook};
 
 pub mod alloc_exports;
+pub mod config;
+pub mod kv;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

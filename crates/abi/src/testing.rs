@@ -37,6 +37,18 @@ struct Host {
 
 thread_local! {
     static HOST: RefCell<Host> = RefCell::new(Host::default());
+    /// Bumped whenever this thread's config may have changed; [`crate::config::InstanceConfig`]
+    /// parses again when it moved.
+    static CONFIG_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn config_changed() {
+    CONFIG_GENERATION.with(|g| g.set(g.get() + 1));
+}
+
+/// The config generation of this thread (see [`CONFIG_GENERATION`]).
+pub(crate) fn config_generation() -> u64 {
+    CONFIG_GENERATION.with(|g| g.get())
 }
 
 fn with<R>(f: impl FnOnce(&mut Host) -> R) -> R {
@@ -45,11 +57,13 @@ fn with<R>(f: impl FnOnce(&mut Host) -> R) -> R {
 
 /// Clears this thread's KV, config and logs, and puts the clock back on system time.
 pub fn reset() {
+    config_changed();
     with(|h| *h = Host::default());
 }
 
 /// Sets a config value, as a host would from the plugin's configuration.
 pub fn set_config(key: &str, value: &str) {
+    config_changed();
     with(|h| h.config.insert(key.to_owned(), value.to_owned()));
 }
 

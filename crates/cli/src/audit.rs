@@ -37,8 +37,8 @@ pub fn run(args: AuditArgs) -> Result<i32> {
         .map(|l| l.find("audit-record ").map(|i| &l[i + "audit-record ".len()..]).unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
-    let opts = audit_chain::VerifyOptions { genesis, ..Default::default() };
-    match audit_chain::verify_chain_with(&ndjson, &opts) {
+    let opts = audit_chain_verify::VerifyOptions { genesis, ..Default::default() };
+    match audit_chain_verify::verify_chain_with(&ndjson, &opts) {
         Ok(n) => {
             println!("{}: {n} records, every link intact", file.display());
             Ok(0)

@@ -6,54 +6,62 @@
 //! request id, in a bounded ring ([`record`]). The plugin never blocks: its `pre_query` always answers
 //! `continue`, even when its config or the KV fails (it logs the failure). See README.md.
 
+pub use ai_detect as detect;
+/// The host's KV (namespaced to this plugin by the host) as a [`record::Store`].
+pub use helios_plugin_abi::kv::HostKv;
 use helios_plugin_abi::*;
 
-pub mod detect;
 pub mod record;
 
-/// The host's KV (namespaced to this plugin by the host) as a [`record::Store`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HostKv;
-
-impl record::Store for HostKv {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        kv_read(key).map_err(|e| e.to_string())
-    }
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        kv_write(key, value).map_err(|e| e.to_string())
-    }
-    fn remove(&mut self, key: &str) -> Result<(), String> {
-        kv_remove(key).map_err(|e| e.to_string())
-    }
+/// The classifier's configuration, read once per instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub detect: detect::DetectConfig,
+    /// The ring size (config `max_findings`).
+    pub max_findings: usize,
+    /// A bad `max_findings` value, logged on every call that falls back to the default.
+    pub max_findings_error: Option<String>,
 }
 
-/// The ring size from config `max_findings` (default 256, at most 400); a bad value is logged and the
-/// default used.
-fn max_findings() -> usize {
-    match get_config("max_findings") {
-        None => record::DEFAULT_MAX_FINDINGS,
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=record::MAX_MAX_FINDINGS).contains(&n) => n,
-            _ => {
-                log(
-                    Level::Error,
-                    &format!(
+impl Config {
+    /// Reads the detection keys and `max_findings` (default 256, at most 400; a bad value is
+    /// reported in `max_findings_error` and the default used).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
+        let (max_findings, max_findings_error) = match get("max_findings") {
+            None => (record::DEFAULT_MAX_FINDINGS, None),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=record::MAX_MAX_FINDINGS).contains(&n) => (n, None),
+                _ => (
+                    record::DEFAULT_MAX_FINDINGS,
+                    Some(format!(
                         "ai-classifier: config key max_findings: expected 1..={}, found {v:?}; using {}",
                         record::MAX_MAX_FINDINGS,
                         record::DEFAULT_MAX_FINDINGS
-                    ),
-                );
-                record::DEFAULT_MAX_FINDINGS
-            }
-        },
+                    )),
+                ),
+            },
+        };
+        Config { detect: detect::DetectConfig::from_lookup(&get), max_findings, max_findings_error }
     }
 }
+
+static CONFIG: config::InstanceConfig<Config, std::convert::Infallible> =
+    config::InstanceConfig::new(|| Ok(Config::from_lookup(get_config)));
 
 /// Classifies the statement, logs and records the finding, and lets the statement through.
 #[hook(PreQuery)]
 pub fn classify(ctx: &QueryContext) -> PreQueryResult {
-    let cfg = detect::DetectConfig::from_lookup(get_config);
-    let signals: Vec<String> = detect::signals(&cfg, ctx).iter().map(ToString::to_string).collect();
+    CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => classify_with(cfg, ctx),
+        Err(never) => match *never {},
+    })
+}
+
+fn classify_with(cfg: &Config, ctx: &QueryContext) -> PreQueryResult {
+    if let Some(e) = &cfg.max_findings_error {
+        log(Level::Error, e);
+    }
+    let signals: Vec<String> = detect::signals(&cfg.detect, ctx).iter().map(ToString::to_string).collect();
     let finding = record::Finding {
         request_id: ctx.hook_context.request_id.clone(),
         ai: !signals.is_empty(),
@@ -68,7 +76,7 @@ pub fn classify(ctx: &QueryContext) -> PreQueryResult {
     } else {
         log(Level::Debug, &format!("ai-classifier: request {:?} is not AI traffic", finding.request_id));
     }
-    if let Err(e) = record::record(&mut HostKv, &finding, max_findings()) {
+    if let Err(e) = record::record(&mut HostKv, &finding, cfg.max_findings) {
         log(Level::Warn, &format!("ai-classifier: finding for request {:?} not recorded: {e}", finding.request_id));
     }
     PreQueryResult::Continue

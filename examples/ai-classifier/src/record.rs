@@ -10,11 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The plugin's key-value store: the host's KV in the plugin, a map in unit tests.
-pub trait Store {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
-    fn remove(&mut self, key: &str) -> Result<(), String>;
-}
+pub use helios_plugin_abi::kv::Store;
 
 /// Key of the ring's order.
 pub const ORDER_KEY: &str = "findings:order";

@@ -17,12 +17,15 @@
 
 use helios_plugin_abi::*;
 
-pub mod chain;
+/// The record format and the verifier live in `audit-chain-verify`, which the CLI uses too.
+pub use audit_chain_verify::chain;
 #[cfg(not(target_arch = "wasm32"))]
-pub mod verify;
+pub use audit_chain_verify::verify;
+#[cfg(not(target_arch = "wasm32"))]
+pub use audit_chain_verify::{BrokenLink, VerifyOptions, verify_chain, verify_chain_with};
 
-#[cfg(not(target_arch = "wasm32"))]
-pub use verify::{BrokenLink, VerifyOptions, verify_chain, verify_chain_with};
+/// The genesis, read once per instance.
+static GENESIS: config::InstanceConfig<String, String> = config::InstanceConfig::new(genesis);
 
 /// The genesis from config `genesis` (64 lowercase hex; default 64 zeros).
 pub fn genesis() -> Result<String, String> {
@@ -35,7 +38,7 @@ pub fn genesis() -> Result<String, String> {
 
 fn read_tail() -> Result<chain::Tail, String> {
     match kv_read(chain::TAIL_KEY).map_err(|e| e.to_string())? {
-        None => Ok(chain::Tail { seq: 0, hash: genesis()? }),
+        None => Ok(chain::Tail { seq: 0, hash: GENESIS.with(|g| g.cloned().map_err(Clone::clone))? }),
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             format!("KV key {:?}: expected {{\"seq\", \"hash\"}}, found something else ({e})", chain::TAIL_KEY)
         }),

@@ -11,18 +11,25 @@ use helios_plugin_abi::*;
 
 pub mod mask;
 
+/// The configuration, read once per instance.
+static CONFIG: config::InstanceConfig<mask::Config, String> =
+    config::InstanceConfig::new(|| mask::Config::from_lookup(get_config));
+
 /// Masks the statement for the session's identity.
 #[hook(PreQuery)]
 pub fn mask_columns(ctx: &QueryContext) -> PreQueryResult {
-    let id = &ctx.hook_context.request_id;
-    let cfg = match mask::Config::from_lookup(get_config) {
-        Ok(c) => c,
+    CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => mask_with(cfg, ctx),
         Err(e) => {
-            log(Level::Error, &e);
-            return PreQueryResult::Block { reason: e };
+            log(Level::Error, e);
+            PreQueryResult::Block { reason: e.clone() }
         }
-    };
-    match mask::rewrite(&cfg, ctx.hook_context.identity.as_deref(), &ctx.query) {
+    })
+}
+
+fn mask_with(cfg: &mask::Config, ctx: &QueryContext) -> PreQueryResult {
+    let id = &ctx.hook_context.request_id;
+    match mask::rewrite(cfg, ctx.hook_context.identity.as_deref(), &ctx.query) {
         Ok(None) => PreQueryResult::Continue,
         Ok(Some(sql)) => {
             log(Level::Debug, &format!("column-mask: request {id:?} rewritten"));

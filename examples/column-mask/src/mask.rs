@@ -23,68 +23,17 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject,
-    TableWithJoins, UpdateTableFromKind, VisitMut, VisitorMut,
+    CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind,
+    VisitMut, VisitorMut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-/// A configured table name, lower-cased: `name` or `schema.name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableName {
-    pub schema: Option<String>,
-    pub name: String,
-}
-
-impl TableName {
-    pub fn parse(s: &str) -> TableName {
-        let s = s.trim().to_lowercase();
-        match s.rsplit_once('.') {
-            Some((schema, name)) => TableName { schema: Some(schema.to_owned()), name: name.to_owned() },
-            None => TableName { schema: None, name: s },
-        }
-    }
-
-    /// Whether a name as written in a statement denotes this table (case-insensitively; a configured
-    /// name without schema matches any schema).
-    pub fn matches(&self, name: &ObjectName) -> bool {
-        let parts = parts(name);
-        match (parts.last(), &self.schema) {
-            (Some(last), None) => *last == self.name,
-            (Some(last), Some(schema)) => *last == self.name && parts.len() >= 2 && parts[parts.len() - 2] == *schema,
-            (None, _) => false,
-        }
-    }
-}
-
-impl std::fmt::Display for TableName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.schema {
-            Some(s) => write!(f, "{s}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-fn parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
-            other => other.to_string().to_lowercase(),
-        })
-        .collect()
-}
-
-/// sqlparser 0.63 reads `FROM ONLY t` as the table `ONLY` aliased `t`; PostgreSQL reads the table
-/// `t` (without its inheritance children). Returns `t` for that shape.
-pub fn only_table(name: &ObjectName, alias: Option<&TableAlias>) -> Option<ObjectName> {
-    let a = alias?;
-    let is_only = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("only"));
-    (is_only && !a.explicit && a.columns.is_empty()).then(|| ObjectName::from(vec![a.name.clone()]))
-}
+pub use plugin_sql::TableName;
+use plugin_sql::ast::name_parts as parts;
+pub use plugin_sql::ast::only_table;
 
 /// One masking rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,10 +80,7 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn parse_u64(key: &str, v: &str) -> Result<u64, ConfigError> {
-    v.trim().parse().map_err(|_| ConfigError {
-        key: key.to_owned(),
-        message: format!("expected a non-negative integer, found {v:?}"),
-    })
+    helios_plugin_abi::config::non_negative(v).map_err(|message| ConfigError { key: key.to_owned(), message })
 }
 
 impl Config {

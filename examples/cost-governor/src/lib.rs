@@ -7,41 +7,32 @@
 //! config keys and the KV keys.
 //!
 //! The decisions live in [`governor`] as plain functions over a [`ledger::Store`]; this file binds them
-//! to the host: its config, its clock and its KV.
+//! to the host: its config (parsed once per instance), its clock and its KV.
 
 use helios_plugin_abi::*;
 
 pub mod governor;
-pub mod ledger;
+/// The window ledger, shared with token-budget.
+pub use budget_ledger as ledger;
 
 /// The host's KV (namespaced to this plugin by the host) as a [`ledger::Store`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HostKv;
+pub use helios_plugin_abi::kv::HostKv;
 
-impl ledger::Store for HostKv {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        kv_read(key).map_err(|e| e.to_string())
-    }
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        kv_write(key, value).map_err(|e| e.to_string())
-    }
-    fn remove(&mut self, key: &str) -> Result<(), String> {
-        kv_remove(key).map_err(|e| e.to_string())
-    }
-}
+/// The configuration, read once per instance.
+static CONFIG: config::InstanceConfig<governor::Config, governor::ConfigError> =
+    config::InstanceConfig::new(|| governor::Config::from_lookup(get_config));
 
 /// Blocks a tenant whose budget is used up; a configuration error blocks too (fail-closed), with the
 /// reason naming the key.
 #[hook(PreQuery)]
 pub fn check_budget(ctx: &QueryContext) -> PreQueryResult {
-    let cfg = match governor::Config::from_lookup(get_config) {
-        Ok(cfg) => cfg,
+    let result = CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => governor::check(cfg, &mut HostKv, &ctx.hook_context, get_time()),
         Err(e) => {
             log(Level::Error, &e.to_string());
-            return PreQueryResult::Block { reason: e.to_string() };
+            PreQueryResult::Block { reason: e.to_string() }
         }
-    };
-    let result = governor::check(&cfg, &mut HostKv, &ctx.hook_context, get_time());
+    });
     if let PreQueryResult::Block { reason } = &result {
         log(Level::Info, reason);
     }
@@ -51,11 +42,14 @@ pub fn check_budget(ctx: &QueryContext) -> PreQueryResult {
 /// Charges the statement's cost to its tenant in every window.
 #[hook(PostQuery)]
 pub fn charge_cost(env: &PostQueryEnvelope) {
-    let cfg = match governor::Config::from_lookup(get_config) {
-        Ok(cfg) => cfg,
-        Err(e) => return log(Level::Error, &e.to_string()),
-    };
-    match governor::charge(&cfg, &mut HostKv, env, get_time()) {
+    CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => charge_with(cfg, env),
+        Err(e) => log(Level::Error, &e.to_string()),
+    })
+}
+
+fn charge_with(cfg: &governor::Config, env: &PostQueryEnvelope) {
+    match governor::charge(cfg, &mut HostKv, env, get_time()) {
         Ok((tenant, milli)) => {
             log(Level::Debug, &format!("cost-governor: charged tenant {tenant:?} {} units", governor::units(milli)))
         }

@@ -7,10 +7,9 @@
 //! TRUNCATE / destructive ALTER, DELETE or UPDATE without a restricting WHERE, unbounded SELECT on
 //! configured large tables, and tenant tables without a tenant predicate. See README.md.
 
+pub use ai_detect as detect;
 use helios_plugin_abi::*;
 
-#[path = "../../ai-classifier/src/detect.rs"]
-pub mod detect;
 pub mod rules;
 
 /// The guardrail's whole configuration.
@@ -24,14 +23,9 @@ pub struct Config {
 impl Config {
     /// Reads `apply_to_all` (`"true"`/`"false"`, default false), the detection keys and the rule keys.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let apply_to_all = match get("apply_to_all").as_deref().map(str::trim) {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(format!(
-                    "llm-guardrail: config key apply_to_all: expected \"true\" or \"false\", found {other:?}"
-                ));
-            }
+        let apply_to_all = match get("apply_to_all") {
+            None => false,
+            Some(v) => config::flag(&v).map_err(|e| format!("llm-guardrail: config key apply_to_all: {e}"))?,
         };
         Ok(Config {
             apply_to_all,
@@ -60,13 +54,16 @@ pub fn decide(cfg: &Config, ctx: &QueryContext) -> PreQueryResult {
     }
 }
 
+/// The configuration, read once per instance.
+static CONFIG: config::InstanceConfig<Config, String> = config::InstanceConfig::new(|| Config::from_lookup(get_config));
+
 /// Refuses dangerous SQL from AI traffic. A configuration error blocks AI traffic too (fail-closed).
 #[hook(PreQuery)]
 pub fn guard(ctx: &QueryContext) -> PreQueryResult {
-    let result = match Config::from_lookup(get_config) {
-        Ok(cfg) => decide(&cfg, ctx),
-        Err(e) => PreQueryResult::Block { reason: e },
-    };
+    let result = CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => decide(cfg, ctx),
+        Err(e) => PreQueryResult::Block { reason: e.clone() },
+    });
     if let PreQueryResult::Block { reason } = &result {
         log(Level::Warn, &format!("request {:?}: {reason}", ctx.hook_context.request_id));
     }

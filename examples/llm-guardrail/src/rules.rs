@@ -24,63 +24,14 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, Ident, JoinConstraint, JoinOperator,
-    LimitClause, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableAlias, TableFactor,
-    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
+    AlterTableOperation, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, Ident, JoinConstraint, ObjectName,
+    Query, Select, SetExpr, Statement, TableWithJoins, UpdateTableFromKind, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-/// A configured table name, lower-cased.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableName {
-    pub schema: Option<String>,
-    pub name: String,
-}
-
-impl TableName {
-    /// Parses `name` or `schema.name`.
-    pub fn parse(s: &str) -> TableName {
-        let s = s.trim().to_lowercase();
-        match s.rsplit_once('.') {
-            Some((schema, name)) => TableName { schema: Some(schema.to_owned()), name: name.to_owned() },
-            None => TableName { schema: None, name: s },
-        }
-    }
-
-    /// Whether a name as written in a statement denotes this table.
-    pub fn matches(&self, name: &ObjectName) -> bool {
-        let parts = name_parts(name);
-        let Some(last) = parts.last() else { return false };
-        if *last != self.name {
-            return false;
-        }
-        match &self.schema {
-            None => true,
-            Some(schema) => parts.len() >= 2 && parts[parts.len() - 2] == *schema,
-        }
-    }
-}
-
-impl std::fmt::Display for TableName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.schema {
-            Some(s) => write!(f, "{s}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-/// The parts of a name, lower-cased.
-fn name_parts(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
-            other => other.to_string().to_lowercase(),
-        })
-        .collect()
-}
+pub use plugin_sql::TableName;
+use plugin_sql::ast::{and_terms, collect_instances, join_constraint, name_parts, references_columns, relations};
 
 fn ident_eq(a: &Ident, b: &str) -> bool {
     a.value.to_lowercase() == b
@@ -99,9 +50,7 @@ impl Rules {
     /// From the comma-separated `large_tables` and `tenant_tables` and the `tenant_column` (default
     /// `tenant_id`) config keys.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Rules {
-        let list = |k: &str| -> Vec<TableName> {
-            get(k).unwrap_or_default().split(',').filter(|s| !s.trim().is_empty()).map(TableName::parse).collect()
-        };
+        let list = |k: &str| TableName::list(&get(k).unwrap_or_default());
         Rules {
             large_tables: list("large_tables"),
             tenant_tables: list("tenant_tables"),
@@ -205,15 +154,7 @@ impl Visitor for Checker<'_> {
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
-        let bounded = query.fetch.is_some()
-            || match &query.limit_clause {
-                Some(LimitClause::LimitOffset { limit: Some(l), .. }) => {
-                    !matches!(l, Expr::Value(v) if v.value == Value::Null)
-                }
-                Some(LimitClause::OffsetCommaLimit { .. }) => true,
-                _ => false,
-            };
-        self.check_set_expr(&query.body, bounded)
+        self.check_set_expr(&query.body, plugin_sql::ast::has_limit(query))
     }
 }
 
@@ -295,63 +236,6 @@ fn is_destructive_alter(op: &AlterTableOperation) -> bool {
     )
 }
 
-fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
-    use JoinOperator::*;
-    match op {
-        Join(c) | Inner(c) | Left(c) | LeftOuter(c) | Right(c) | RightOuter(c) | FullOuter(c) | CrossJoin(c)
-        | Semi(c) | LeftSemi(c) | RightSemi(c) | Anti(c) | LeftAnti(c) | RightAnti(c) | StraightJoin(c) => Some(c),
-        _ => None,
-    }
-}
-
-/// Named tables read directly by a FROM item (not inside derived tables, which are queries visited
-/// on their own).
-fn relations(twj: &TableWithJoins) -> Vec<ObjectName> {
-    let mut v = Vec::new();
-    collect_instances(&twj.relation, &mut v);
-    for j in &twj.joins {
-        collect_instances(&j.relation, &mut v);
-    }
-    v.into_iter().map(|(n, _)| n).collect()
-}
-
-/// sqlparser 0.63 reads `FROM ONLY t` as the table `ONLY` aliased `t`; PostgreSQL reads the table
-/// `t` (without its inheritance children). Returns `t` for that shape.
-fn only_table(name: &ObjectName, alias: Option<&TableAlias>) -> Option<ObjectName> {
-    let a = alias?;
-    let is_only = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("only"));
-    (is_only && !a.explicit && a.columns.is_empty()).then(|| ObjectName::from(vec![a.name.clone()]))
-}
-
-/// (table name, alias) of every named table in a table factor, through parenthesised joins.
-fn collect_instances(tf: &TableFactor, out: &mut Vec<(ObjectName, Option<Ident>)>) {
-    match tf {
-        TableFactor::Table { name, alias, .. } => match only_table(name, alias.as_ref()) {
-            Some(real) => out.push((real, None)),
-            None => out.push((name.clone(), alias.as_ref().map(|a| a.name.clone()))),
-        },
-        TableFactor::NestedJoin { table_with_joins, .. } => {
-            collect_instances(&table_with_joins.relation, out);
-            for j in &table_with_joins.joins {
-                collect_instances(&j.relation, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The top-level `AND`ed terms of a condition.
-fn and_terms<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
-    match e {
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-            and_terms(left, out);
-            and_terms(right, out);
-        }
-        Expr::Nested(inner) => and_terms(inner, out),
-        other => out.push(other),
-    }
-}
-
 /// `col = value` or `value = col`, `col` naming the tenant column (unqualified or qualified by one of
 /// `qualifiers`) and `value` referencing no column.
 fn is_tenant_equality(e: &Expr, col: &str, qualifiers: &[String]) -> bool {
@@ -381,31 +265,6 @@ pub fn is_trivial(e: &Expr) -> bool {
         }
         other => !references_columns(other),
     }
-}
-
-/// Whether `e` references a column outside any subquery.
-fn references_columns(e: &Expr) -> bool {
-    struct Refs {
-        depth: usize,
-    }
-    impl Visitor for Refs {
-        type Break = ();
-        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if self.depth == 0 && matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    e.visit(&mut Refs { depth: 0 }).is_break()
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 use std::ops::ControlFlow;
 
 use helios_plugin_abi::*;
-use sqlparser::ast::{Expr, LimitClause, Query, SetExpr, Statement, Value, Visit, Visitor};
+use plugin_sql::ast::{any_expr_outside_subqueries, has_limit};
+use sqlparser::ast::{Expr, Query, SetExpr, Statement, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
@@ -55,40 +56,9 @@ fn is_vector_op(op: &impl std::fmt::Display) -> bool {
     VECTOR_OPERATORS.contains(&s.as_str())
 }
 
-fn has_limit(q: &Query) -> bool {
-    q.fetch.is_some()
-        || match &q.limit_clause {
-            Some(LimitClause::LimitOffset { limit: Some(l), .. }) => {
-                !matches!(l, Expr::Value(v) if v.value == Value::Null)
-            }
-            Some(LimitClause::OffsetCommaLimit { .. }) => true,
-            _ => false,
-        }
-}
-
 /// Whether an expression uses a vector operator outside subqueries.
 fn uses_vector_op(e: &Expr) -> bool {
-    struct Find {
-        depth: usize,
-    }
-    impl Visitor for Find {
-        type Break = ();
-        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            match e {
-                Expr::BinaryOp { op, .. } if self.depth == 0 && is_vector_op(op) => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    e.visit(&mut Find { depth: 0 }).is_break()
+    any_expr_outside_subqueries(e, |e| matches!(e, Expr::BinaryOp { op, .. } if is_vector_op(op)))
 }
 
 /// Some query in the statement is a top-K vector search, and nothing in it writes or locks.
@@ -177,11 +147,17 @@ pub fn decide(configured: Option<&str>, ctx: &QueryContext) -> (RouteResult, Det
     }
 }
 
+/// The configured node, read once per instance.
+static CONFIGURED_NODE: config::InstanceConfig<Option<String>, std::convert::Infallible> =
+    config::InstanceConfig::new(|| Ok(get_config(VECTOR_NODE_KEY)));
+
 /// Sends top-K vector searches to the vector replica.
 #[hook(Route)]
 pub fn route_vectors(ctx: &QueryContext) -> RouteResult {
-    let configured = get_config(VECTOR_NODE_KEY);
-    let (route, d) = decide(configured.as_deref(), ctx);
+    let (route, d) = CONFIGURED_NODE.with(|node| match node {
+        Ok(node) => decide(node.as_deref(), ctx),
+        Err(never) => match *never {},
+    });
     let id = &ctx.hook_context.request_id;
     match (&route, d) {
         (RouteResult::Node { target }, d) => {

@@ -43,14 +43,9 @@ impl Config {
                     })
                     .collect()
             };
-        let enforce = match get("enforce").as_deref().map(str::trim) {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(format!(
-                    "residency-router: config key enforce: expected \"true\" or \"false\", found {other:?}"
-                ));
-            }
+        let enforce = match get("enforce") {
+            None => false,
+            Some(v) => config::flag(&v).map_err(|e| format!("residency-router: config key enforce: {e}"))?,
         };
         Ok(Config {
             region_map: lower(json_map(&get, "region_map")?, true),
@@ -94,19 +89,25 @@ pub fn decide(cfg: &Config, hc: &HookContext) -> (RouteResult, Option<String>) {
     }
 }
 
+/// The configuration, read once per instance.
+static CONFIG: config::InstanceConfig<Config, String> = config::InstanceConfig::new(|| Config::from_lookup(get_config));
+
 /// Routes the statement to the user's in-region node.
 #[hook(Route)]
 pub fn route_in_region(ctx: &QueryContext) -> RouteResult {
-    let id = &ctx.hook_context.request_id;
-    let cfg = match Config::from_lookup(get_config) {
-        Ok(c) => c,
+    CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => route_with(cfg, ctx),
         Err(e) => {
-            log(Level::Error, &e);
+            log(Level::Error, e);
             // A router that cannot read its map cannot keep data in region: refuse.
-            return RouteResult::Block { reason: e };
+            RouteResult::Block { reason: e.clone() }
         }
-    };
-    let (route, why) = decide(&cfg, &ctx.hook_context);
+    })
+}
+
+fn route_with(cfg: &Config, ctx: &QueryContext) -> RouteResult {
+    let id = &ctx.hook_context.request_id;
+    let (route, why) = decide(cfg, &ctx.hook_context);
     if let Some(why) = why {
         log(if cfg.enforce { Level::Warn } else { Level::Info }, &format!("request {id:?}: {why}"));
     }

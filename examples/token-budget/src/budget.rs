@@ -77,11 +77,9 @@ impl Config {
         let err = |key: &str, message: String| ConfigError { key: key.to_owned(), message };
         let num = |key: &str| -> Result<Option<u64>, ConfigError> {
             match get(key) {
-                Some(v) if !v.trim().is_empty() => v
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| err(key, format!("expected a non-negative integer, found {v:?}"))),
+                Some(v) if !v.trim().is_empty() => {
+                    helios_plugin_abi::config::non_negative(&v).map(Some).map_err(|m| err(key, m))
+                }
                 _ => Ok(None),
             }
         };

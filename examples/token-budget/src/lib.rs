@@ -6,39 +6,30 @@
 //! the reason names the window and when it resets); `post_query` charges the tokens of every statement
 //! that ran. Windows follow the host clock. See README.md.
 //!
-//! The decisions live in [`budget`]; the window ledger is cost-governor's, included from its crate so
-//! the window and eviction rules exist once.
+//! The decisions live in [`budget`]; the window ledger is the `budget-ledger` crate, shared with
+//! cost-governor so the window and eviction rules exist once. The config is parsed once per instance.
 
 use helios_plugin_abi::*;
 
 pub mod budget;
-#[path = "../../cost-governor/src/ledger.rs"]
-pub mod ledger;
+/// The window ledger, shared with cost-governor.
+pub use budget_ledger as ledger;
 
 /// The host's KV (namespaced to this plugin by the host) as a [`ledger::Store`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HostKv;
+pub use helios_plugin_abi::kv::HostKv;
 
-impl ledger::Store for HostKv {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        kv_read(key).map_err(|e| e.to_string())
-    }
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        kv_write(key, value).map_err(|e| e.to_string())
-    }
-    fn remove(&mut self, key: &str) -> Result<(), String> {
-        kv_remove(key).map_err(|e| e.to_string())
-    }
-}
+/// The configuration, read once per instance.
+static CONFIG: config::InstanceConfig<budget::Config, budget::ConfigError> =
+    config::InstanceConfig::new(|| budget::Config::from_lookup(get_config));
 
 /// Blocks a statement that would take its (agent, model) past a limit; a configuration error blocks
 /// too (fail-closed), with the reason naming the key.
 #[hook(PreQuery)]
 pub fn gate_spend(ctx: &QueryContext) -> PreQueryResult {
-    let result = match budget::Config::from_lookup(get_config) {
-        Ok(cfg) => budget::check(&cfg, &mut HostKv, &ctx.hook_context, get_time()),
+    let result = CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => budget::check(cfg, &mut HostKv, &ctx.hook_context, get_time()),
         Err(e) => PreQueryResult::Block { reason: e.to_string() },
-    };
+    });
     if let PreQueryResult::Block { reason } = &result {
         log(Level::Info, reason);
     }
@@ -48,11 +39,14 @@ pub fn gate_spend(ctx: &QueryContext) -> PreQueryResult {
 /// Charges the statement's tokens to its (agent, model).
 #[hook(PostQuery)]
 pub fn charge_spend(env: &PostQueryEnvelope) {
-    let cfg = match budget::Config::from_lookup(get_config) {
-        Ok(cfg) => cfg,
-        Err(e) => return log(Level::Error, &e.to_string()),
-    };
-    match budget::charge(&cfg, &mut HostKv, env, get_time()) {
+    CONFIG.with(|cfg| match cfg {
+        Ok(cfg) => charge_with(cfg, env),
+        Err(e) => log(Level::Error, &e.to_string()),
+    })
+}
+
+fn charge_with(cfg: &budget::Config, env: &PostQueryEnvelope) {
+    match budget::charge(cfg, &mut HostKv, env, get_time()) {
         Ok(Some((pair, tokens))) => log(Level::Debug, &format!("token-budget: charged {pair} {tokens} tokens")),
         Ok(None) => {}
         Err(e) => log(Level::Error, &format!("token-budget: {e}")),

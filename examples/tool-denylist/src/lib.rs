@@ -11,14 +11,22 @@ pub fn parse_denylist(value: &str) -> Vec<&str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
 
+/// The denied tool names, read once per instance (empty when the key is not configured).
+static DENYLIST: config::InstanceConfig<Vec<String>, std::convert::Infallible> = config::InstanceConfig::new(|| {
+    Ok(get_config(DENYLIST_KEY)
+        .map(|v| parse_denylist(&v).into_iter().map(str::to_owned).collect())
+        .unwrap_or_default())
+});
+
 /// Denies a listed tool with a reason naming it; allows everything else (and everything when the
 /// key is not configured).
 #[chio_guard]
 pub fn evaluate(req: &GuardRequest) -> GuardVerdict {
-    let Some(list) = get_config(DENYLIST_KEY) else {
-        return GuardVerdict::Allow;
-    };
-    if parse_denylist(&list).contains(&req.tool_name.as_str()) {
+    let listed = DENYLIST.with(|list| match list {
+        Ok(list) => list.contains(&req.tool_name),
+        Err(never) => match *never {},
+    });
+    if listed {
         log(Level::Info, &format!("denied tool {:?}", req.tool_name));
         return GuardVerdict::deny(format!("tool \"{}\" is on the denylist", req.tool_name));
     }

@@ -1,7 +1,6 @@
 //! A bounded ledger of spend per subject (a tenant, an agent and model) over fixed clock windows.
 //!
-//! Shared by cost-governor and token-budget (token-budget includes this file with `#[path]`, so the
-//! window and eviction rules exist once).
+//! A library shared by cost-governor and token-budget, so the window and eviction rules exist once.
 //!
 //! KV layout, under a prefix `p` chosen by the plugin:
 //! * `p:<subject>:usage`: JSON `{"<window>": {"start": <unix secs>, "used": <u64>}, ...}`, one key per
@@ -15,14 +14,13 @@
 
 use std::collections::BTreeMap;
 
+use helios_plugin_abi::kv::{self, KvError};
 use serde::{Deserialize, Serialize};
 
+/// An in-memory [`Store`] that enforces the host's key and value caps, for unit tests.
+pub use helios_plugin_abi::kv::MemoryStore as MemStore;
 /// The plugin's key-value store: the host's KV in a plugin, a map in unit tests.
-pub trait Store {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
-    fn remove(&mut self, key: &str) -> Result<(), String>;
-}
+pub use helios_plugin_abi::kv::Store;
 
 /// A fixed clock window, aligned on multiples of its length since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +101,15 @@ impl std::fmt::Display for LedgerError {
 
 impl std::error::Error for LedgerError {}
 
+impl From<KvError> for LedgerError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::Store { key, message } => LedgerError::Store { key, message },
+            KvError::Corrupt { key, message } => LedgerError::Corrupt { key, message },
+        }
+    }
+}
+
 /// The ledger over a store.
 #[derive(Debug)]
 pub struct Ledger<'a, S> {
@@ -127,18 +134,11 @@ impl<'a, S: Store> Ledger<'a, S> {
     }
 
     fn read_json<T: for<'de> Deserialize<'de> + Default>(&mut self, key: &str) -> Result<T, LedgerError> {
-        match self.store.get(key) {
-            Ok(None) => Ok(T::default()),
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                .map_err(|e| LedgerError::Corrupt { key: key.to_owned(), message: e.to_string() }),
-            Err(message) => Err(LedgerError::Store { key: key.to_owned(), message }),
-        }
+        Ok(kv::read_json(self.store, key)?.unwrap_or_default())
     }
 
     fn write_json<T: Serialize>(&mut self, key: &str, value: &T) -> Result<(), LedgerError> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| LedgerError::Corrupt { key: key.to_owned(), message: e.to_string() })?;
-        self.store.set(key, &bytes).map_err(|message| LedgerError::Store { key: key.to_owned(), message })
+        Ok(kv::write_json(self.store, key, value)?)
     }
 
     /// A subject's usage (empty for a subject never charged).
@@ -182,42 +182,6 @@ impl<'a, S: Store> Ledger<'a, S> {
         index.insert(subject.to_owned(), now);
         self.write_json(&index_key, &index)?;
         Ok(usage)
-    }
-}
-
-/// An in-memory [`Store`] that enforces the host's key cap, for unit tests.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub struct MemStore {
-    pub map: BTreeMap<String, Vec<u8>>,
-    pub max_keys: usize,
-}
-
-#[cfg(test)]
-impl MemStore {
-    pub fn with_max_keys(max_keys: usize) -> Self {
-        Self { map: BTreeMap::new(), max_keys }
-    }
-}
-
-#[cfg(test)]
-impl Store for MemStore {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.map.get(key).cloned())
-    }
-    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-        if value.len() > helios_plugin_abi::schema::limits::KV_MAX_VALUE_BYTES {
-            return Err(format!("value of {} bytes is over the cap", value.len()));
-        }
-        if !self.map.contains_key(key) && self.map.len() >= self.max_keys {
-            return Err(format!("key cap of {} reached", self.max_keys));
-        }
-        self.map.insert(key.to_owned(), value.to_vec());
-        Ok(())
-    }
-    fn remove(&mut self, key: &str) -> Result<(), String> {
-        self.map.remove(key);
-        Ok(())
     }
 }
 

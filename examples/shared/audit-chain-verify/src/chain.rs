@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use helios_plugin_abi::PostQueryEnvelope;
+use helios_plugin_schema::PostQueryEnvelope;
 
 /// Domain separation prefix of the hashed bytes.
 pub const HASH_DOMAIN: &str = "helios-audit-v1\n";
