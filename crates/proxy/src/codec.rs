@@ -34,10 +34,67 @@ impl Frame {
     }
 }
 
-/// A TCP connection read as protocol frames into one buffer.
+/// A connection's transport: plain TCP, or TLS after an SSLRequest the proxy accepted.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Only during the TLS handshake.
+    Closed,
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Closed => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Closed => std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Closed => std::task::Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Closed => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A connection read as protocol frames into one buffer.
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     rbuf: BytesMut,
     max: usize,
     peer: String,
@@ -46,7 +103,7 @@ pub struct Conn {
 impl Conn {
     pub fn new(stream: TcpStream, max_message_bytes: usize, peer: String) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn { stream, rbuf: BytesMut::with_capacity(16 << 10), max: max_message_bytes, peer }
+        Conn { stream: Stream::Plain(stream), rbuf: BytesMut::with_capacity(16 << 10), max: max_message_bytes, peer }
     }
 
     pub fn peer(&self) -> &str {
@@ -138,7 +195,40 @@ impl Conn {
             return true;
         }
         let mut b = [0u8; 1];
-        !matches!(self.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match &self.stream {
+            Stream::Plain(s) => !matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            // Reading under TLS would consume a record: only upstream (plain) connections are pooled.
+            Stream::Tls(_) => false,
+            Stream::Closed => true,
+        }
+    }
+
+    /// Whether the client talks TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Performs the server side of a TLS handshake after answering an SSLRequest with 'S'. Bytes
+    /// the client sent before the handshake (plaintext a man in the middle could have injected)
+    /// are a protocol violation.
+    pub async fn accept_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), ProtocolError> {
+        if !self.rbuf.is_empty() {
+            return Err(ProtocolError::Malformed {
+                peer: self.peer.clone(),
+                what: "SSLRequest",
+                message: "data received before the TLS handshake".into(),
+            });
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(ProtocolError::Malformed {
+                peer: self.peer.clone(),
+                what: "SSLRequest",
+                message: "TLS requested twice".into(),
+            });
+        };
+        let tls = acceptor.accept(tcp).await.map_err(|e| self.io(e))?;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
     }
 
     fn io(&self, e: std::io::Error) -> ProtocolError {

@@ -148,6 +148,14 @@ pub struct ListenerConfig {
     /// true. Default: false.
     #[serde(default)]
     pub allow_trust_non_loopback: bool,
+    /// PEM certificate chain (leaf first) for TLS with clients; with `tls_key_file`, an SSLRequest
+    /// is answered `S` and the session runs over TLS (`sslmode=require`/`verify-full`). Relative
+    /// paths are resolved against the configuration file. Reloaded on SIGHUP.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Whether `listen` (`host:port`) is a loopback address.
@@ -244,6 +252,12 @@ impl ProxyConfig {
             return Err(invalid("listeners", "expected at least one [[listeners]] entry, found none".into()));
         }
         for (i, l) in self.listeners.iter().enumerate() {
+            if l.tls_cert_file.is_some() != l.tls_key_file.is_some() {
+                return Err(invalid(
+                    &format!("listeners[{i}]"),
+                    "tls_cert_file and tls_key_file go together: set both or neither".into(),
+                ));
+            }
             if l.auth == ClientAuth::Trust && !l.allow_trust_non_loopback && !is_loopback(&l.listen) {
                 return Err(invalid(
                     &format!("listeners[{i}].auth"),

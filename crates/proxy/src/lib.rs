@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod sqlstate;
 pub mod startup;
+pub mod tls;
 pub mod upstream;
 
 pub use config::{ClientAuth, NodeRole, PoolMode, ProxyConfig};

@@ -78,7 +78,13 @@ async fn reload_on_sighup(reloader: helios_proxy::server::Reloader, path: PathBu
         .await;
         match loaded {
             Ok(Ok((config, hooks))) => {
-                let report = reloader.reload(config, hooks);
+                let report = match reloader.reload(config, hooks) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; the running configuration stays");
+                        continue;
+                    }
+                };
                 for l in &report.listeners_need_restart {
                     tracing::warn!(listener = %l, "reload: listener changed; it takes effect after a restart");
                 }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub boot_id: u32,
     /// The portal name of refusal fences (see [`crate::pipeline`]), random per process.
     pub fence_portal: String,
+    /// TLS for clients, by the `listen` address of the listener that has it.
+    pub tls: HashMap<String, tokio_rustls::TlsAcceptor>,
     /// Places for plugin calls (`plugin_workers`).
     pub plugin_slots: tokio::sync::Semaphore,
     pub shutdown: watch::Receiver<bool>,
@@ -130,10 +132,18 @@ impl Shared {
     }
 }
 
+/// What a bound listener hands to its sessions.
+#[derive(Debug, Clone)]
+struct Listener {
+    auth: ClientAuth,
+    /// The configured `listen` address (the key of its TLS acceptor).
+    listen: Arc<str>,
+}
+
 /// A bound proxy, ready to serve.
 pub struct Proxy {
     current: Arc<RwLock<Arc<Shared>>>,
-    listeners: Vec<(TcpListener, ClientAuth)>,
+    listeners: Vec<(TcpListener, Listener)>,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -151,7 +161,16 @@ impl Shared {
         hooks: Arc<dyn StatementHooks>,
         shutdown: watch::Receiver<bool>,
         prev: Option<&Shared>,
-    ) -> Shared {
+    ) -> Result<Shared, crate::error::ConfigError> {
+        let origin = config.base_dir.join("proxy.toml").display().to_string();
+        let mut tls = HashMap::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            if let (Some(cert), Some(key)) = (&l.tls_cert_file, &l.tls_key_file) {
+                let (cert, key) = (config.base_dir.join(cert), config.base_dir.join(key));
+                let field = format!("listeners[{i}].tls_cert_file");
+                tls.insert(l.listen.clone(), crate::tls::acceptor(&cert, &key, &origin, &field)?);
+            }
+        }
         let nodes: Vec<Node> = config
             .nodes
             .iter()
@@ -172,8 +191,9 @@ impl Shared {
         }
         let pool = Pool::new(config.pool_size, config.pool_timeout());
         let plugin_slots = tokio::sync::Semaphore::new(config.plugin_workers);
-        Shared {
+        Ok(Shared {
             config,
+            tls,
             nodes,
             default_node,
             pool,
@@ -187,7 +207,7 @@ impl Shared {
             clients: prev.map_or_else(Default::default, |p| p.clients.clone()),
             standby_rr: AtomicUsize::new(0),
             cancels: prev.map_or_else(Default::default, |p| p.cancels.clone()),
-        }
+        })
     }
 }
 
@@ -214,21 +234,28 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// Installs `config` and `hooks` (already parsed, verified and loaded by the caller).
-    pub fn reload(&self, config: ProxyConfig, hooks: Arc<dyn StatementHooks>) -> ReloadReport {
+    /// Fails, changing nothing, when a TLS certificate or key cannot be loaded.
+    pub fn reload(
+        &self,
+        config: ProxyConfig,
+        hooks: Arc<dyn StatementHooks>,
+    ) -> Result<ReloadReport, crate::error::ConfigError> {
+        let old = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let new = Arc::new(Shared::build(config, hooks, old.shutdown.clone(), Some(&old))?);
         let mut w = self.current.write().unwrap_or_else(|p| p.into_inner());
         let old = w.clone();
         let describe = |l: &crate::config::ListenerConfig| format!("{} (auth {:?})", l.listen, l.auth);
         let before: Vec<String> = old.config.listeners.iter().map(describe).collect();
-        let after: Vec<String> = config.listeners.iter().map(describe).collect();
+        let after: Vec<String> = new.config.listeners.iter().map(describe).collect();
         let mut listeners_need_restart: Vec<String> =
             after.iter().chain(&before).filter(|l| !(before.contains(l) && after.contains(l))).cloned().collect();
         listeners_need_restart.dedup();
-        *w = Arc::new(Shared::build(config, hooks, old.shutdown.clone(), Some(&old)));
+        *w = new;
         drop(w);
         // Idle connections of the old generation close now; checked-out ones when their session
         // ends (the old pool goes with the last session that holds it).
         old.pool.reap(std::time::Duration::ZERO);
-        ReloadReport { listeners_need_restart }
+        Ok(ReloadReport { listeners_need_restart })
     }
 }
 
@@ -241,10 +268,10 @@ impl Proxy {
                 .await
                 .map_err(|source| ProxyError::Bind { listen: l.listen.clone(), source })?;
             info!(listen = %sock.local_addr().map(|a| a.to_string()).unwrap_or_default(), auth = ?l.auth, "listening");
-            listeners.push((sock, l.auth));
+            listeners.push((sock, Listener { auth: l.auth, listen: Arc::from(l.listen.as_str()) }));
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let shared = Arc::new(Shared::build(config, hooks, shutdown, None));
+        let shared = Arc::new(Shared::build(config, hooks, shutdown, None)?);
         let current = Arc::new(RwLock::new(shared));
         Ok(Proxy { current, listeners, shutdown_tx })
     }
@@ -267,7 +294,7 @@ impl Proxy {
     /// (idle sessions get a FATAL 57P01 at their next pause) and returns when every session ended
     /// or `shutdown_timeout_ms` passed.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) {
-        let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr, ClientAuth)>(64);
+        let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr, Listener)>(64);
         let mut acceptors = JoinSet::new();
         let reaper = self.reloader();
         for (l, auth) in std::mem::take(&mut self.listeners) {
@@ -276,7 +303,7 @@ impl Proxy {
                 loop {
                     match l.accept().await {
                         Ok((s, peer)) => {
-                            if tx.send((s, peer, auth)).await.is_err() {
+                            if tx.send((s, peer, auth.clone())).await.is_err() {
                                 return;
                             }
                         }
@@ -309,8 +336,8 @@ impl Proxy {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some((s, peer, auth)) = rx.recv() => {
-                    sessions.spawn(crate::session::run(self.shared(), s, peer, auth));
+                Some((s, peer, l)) = rx.recv() => {
+                    sessions.spawn(crate::session::run(self.shared(), s, peer, l.auth, l.listen));
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }

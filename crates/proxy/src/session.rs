@@ -160,7 +160,7 @@ enum Flow {
 }
 
 /// Entry point for an accepted socket.
-pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth: ClientAuth) {
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth: ClientAuth, listen: Arc<str>) {
     let id = shared.next_session_id();
     let span = tracing::info_span!("session", id, client = %peer);
     let fut = async move {
@@ -177,7 +177,12 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, auth:
         };
         let refuse = too_many.as_deref().map(|m| (sqlstate::TOO_MANY_CONNECTIONS, m));
         let limit = shared.config.client_login_timeout();
-        let login = match tokio::time::timeout(limit, startup::login(&shared, &mut client, auth, refuse)).await {
+        let login = match tokio::time::timeout(
+            limit,
+            startup::login(&shared, &mut client, auth, shared.tls.get(&*listen), refuse),
+        )
+        .await
+        {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {

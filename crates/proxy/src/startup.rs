@@ -34,6 +34,7 @@ pub async fn login(
     shared: &Shared,
     client: &mut Conn,
     auth: ClientAuth,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
     refuse: Option<(&str, &str)>,
 ) -> Result<Option<Login>, ProtocolError> {
     let params = loop {
@@ -54,6 +55,12 @@ pub async fn login(
         let mut r = Reader::new(&body, "startup");
         let code = r.i32(client.peer())?;
         match code {
+            codec::SSL_REQUEST_CODE if tls.is_some() && !client.is_tls() => {
+                client.write_all(b"S").await?;
+                if let Some(acceptor) = tls {
+                    client.accept_tls(acceptor).await?;
+                }
+            }
             codec::SSL_REQUEST_CODE | codec::GSSENC_REQUEST_CODE => client.write_all(b"N").await?,
             codec::CANCEL_REQUEST_CODE => {
                 let pid = r.i32(client.peer())?;

@@ -15,7 +15,7 @@ use crate::support::proxy::{ScriptedHooks, TestProxy, config_text};
 /// The SQLSTATE of the script's refused statement when run directly (undefined_function).
 const DIRECT_REFUSAL: &str = "42883";
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("HELIOS_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 

@@ -14,3 +14,4 @@ mod plugins;
 mod reload;
 mod simple;
 mod slow;
+mod tls;
