@@ -45,10 +45,15 @@ fn refusing_hooks() -> Arc<ScriptedHooks> {
 
 /// Runs `driver`'s script directly and through the proxy; returns (direct, proxied, hooks).
 fn differential(driver: &str) -> (Vec<Value>, Vec<Value>, Arc<ScriptedHooks>) {
+    differential_with(driver, "")
+}
+
+/// [`differential`] with extra top-level `proxy.toml` settings.
+fn differential_with(driver: &str, toml: &str) -> (Vec<Value>, Vec<Value>, Arc<ScriptedHooks>) {
     let direct_db = PgCluster::start();
     let proxied_db = PgCluster::start();
     let hooks = refusing_hooks();
-    let proxy = TestProxy::start(&config_text(&[("primary", proxied_db.port(), "primary")], ""), hooks.clone());
+    let proxy = TestProxy::start(&config_text(&[("primary", proxied_db.port(), "primary")], toml), hooks.clone());
     let direct = run_script(driver, direct_db.port());
     let proxied = run_script(driver, proxy.port());
     (direct, proxied, hooks)
@@ -186,4 +191,14 @@ fn asyncpg_statement_cache_works_in_transaction_mode_over_many_transactions() {
     let (ok, errors) = pool_clients(8, proxy.port(), 100, 20);
     assert_eq!(ok, 8, "{errors:?}");
     assert_eq!(db.psql("SELECT count(*) FROM hits;").trim(), "160");
+}
+
+/// The same scripts in transaction pool mode (one connection per transaction, statements tracked).
+#[test]
+fn both_drivers_see_what_postgresql_shows_in_transaction_pool_mode() {
+    for driver in ["psycopg", "asyncpg"] {
+        let (direct, proxied, _) = differential_with(driver, "pool_mode = \"transaction\"\npool_size = 2\n");
+        let diffs = differences(&direct, &proxied);
+        assert!(diffs.is_empty(), "{driver} differs through the proxy in transaction mode:\n{}", diffs.join("\n"));
+    }
 }
