@@ -3,7 +3,6 @@
 //! next request; a request that outlives its deadline or loses its connection becomes an error that
 //! names the upstream and the cause, never a wait without end.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
@@ -127,11 +126,6 @@ impl Upstream {
         self.request(&method, |p| async move { p.call_tool_once(params).await }).await
     }
 
-    pub fn supports(&self) -> Option<model::ServerCapabilities> {
-        let conn = self.conn.try_lock().ok()?;
-        conn.as_ref()?.peer().peer_info().map(|i| i.capabilities.clone())
-    }
-
     pub async fn list_prompts(&self) -> Result<Vec<model::Prompt>, UpstreamError> {
         self.request("prompts/list", |p| async move { p.list_all_prompts().await }).await
     }
@@ -161,6 +155,3 @@ impl Upstream {
         }
     }
 }
-
-/// Upstreams shared by every agent session.
-pub type Upstreams = Arc<Vec<Upstream>>;
