@@ -82,13 +82,14 @@ fn route_label(r: &Result<RouteResult, helios_plugin_host::PluginError>) -> &'st
 }
 
 fn context(i: usize, st: &Statement) -> QueryContext {
-    let upper = st.sql.trim_start().to_ascii_uppercase();
+    // Like helios-proxy: the host analyses the statement once with PostgreSQL's parser.
+    let facts = helios_plugin_facts::pg::extract(&st.sql);
     QueryContext {
         query: st.sql.clone(),
-        normalized: String::new(),
-        tables: Vec::new(),
-        is_read_only: upper.starts_with("SELECT")
-            || upper.starts_with("WITH") && !upper.contains("DELETE") && !upper.contains("UPDATE"),
+        normalized: facts.normalized.clone(),
+        tables: facts.tables(),
+        is_read_only: facts.is_read_only,
+        facts: Some(facts),
         hook_context: HookContext {
             request_id: format!("demo-{:04}", i + 1),
             client_id: Some("127.0.0.1:50000".into()),

@@ -331,6 +331,7 @@ mod tests {
             tables: vec!["t".into()],
             is_read_only: false,
             hook_context: HookContext { request_id: "r1".into(), ..Default::default() },
+            facts: None,
         }
     }
 

@@ -89,9 +89,33 @@ pub struct ProxyConfig {
     /// Plugin entries, interpreted by the plugin loader.
     #[serde(default)]
     pub plugins: Vec<toml::Table>,
+    /// Where compiled plugin modules are kept so a restart loads them without compiling (the host's
+    /// integrity-checked module cache): a directory (relative to the config file), or `off`.
+    /// Default: `$XDG_CACHE_HOME/helios-proxy/modules`, else `$HOME/.cache/helios-proxy/modules`.
+    /// Whoever can write that directory can run code in the proxy: keep it the proxy user's own.
+    #[serde(default)]
+    pub module_cache: Option<String>,
     /// The directory relative plugin paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+impl ProxyConfig {
+    /// The module cache directory `module_cache` asks for; `None` when `off` (or when the default
+    /// is asked for and neither `XDG_CACHE_HOME` nor `HOME` is set).
+    pub fn module_cache_dir(&self) -> Option<PathBuf> {
+        match self.module_cache.as_deref().map(str::trim) {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(dir) if !dir.is_empty() => Some(self.base_dir.join(dir)),
+            _ => {
+                let base =
+                    std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+                        std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache"))
+                    })?;
+                Some(base.join("helios-proxy").join("modules"))
+            }
+        }
+    }
 }
 
 fn default_pool_size() -> usize {
@@ -397,6 +421,19 @@ mod tests {
         assert!(ProxyConfig::from_toml(&allowed, "proxy.toml").is_ok());
         let scram = text.replace("listen = \"0.0.0.0:6432\"", "listen = \"0.0.0.0:6432\"\nauth = \"scram-sha-256\"");
         assert!(ProxyConfig::from_toml(&scram, "proxy.toml").is_ok());
+    }
+
+    #[test]
+    fn the_module_cache_is_on_by_default_relative_to_the_config_and_can_be_off() {
+        let c = ProxyConfig::from_toml(MINIMAL, "conf/proxy.toml").unwrap();
+        if std::env::var_os("XDG_CACHE_HOME").is_some() || std::env::var_os("HOME").is_some() {
+            let dir = c.module_cache_dir().expect("on by default");
+            assert!(dir.ends_with("helios-proxy/modules"), "{}", dir.display());
+        }
+        let c = ProxyConfig::from_toml(&format!("module_cache = \"off\"\n{MINIMAL}"), "conf/proxy.toml").unwrap();
+        assert_eq!(c.module_cache_dir(), None);
+        let c = ProxyConfig::from_toml(&format!("module_cache = \"cache/m\"\n{MINIMAL}"), "conf/proxy.toml").unwrap();
+        assert_eq!(c.module_cache_dir(), Some(PathBuf::from("conf/cache/m")));
     }
 
     #[test]

@@ -11,12 +11,18 @@ use helios_plugin_host::{Chain, Runtime, RuntimeConfig};
 use crate::config::ProxyConfig;
 use crate::error::ConfigError;
 
-/// Verifies and loads every plugin of `cfg` (read from `origin`) with one default runtime.
+/// Verifies and loads every plugin of `cfg` (read from `origin`) with one default runtime, using the
+/// module cache `cfg.module_cache` names (on by default).
 pub fn load_chain(cfg: &ProxyConfig, origin: &str) -> Result<Chain, ConfigError> {
     if cfg.plugins.is_empty() {
         return Ok(Chain::new(Vec::new()));
     }
-    let runtime = Runtime::new(RuntimeConfig::default())
+    let mut rc = RuntimeConfig::default();
+    if let Some(dir) = cfg.module_cache_dir() {
+        tracing::info!(dir = %dir.display(), "compiled plugin modules are cached (module_cache = \"off\" to disable)");
+        rc = rc.module_cache_dir(dir);
+    }
+    let runtime = Runtime::new(rc)
         .map_err(|e| ConfigError::Plugins { message: format!("{origin}: cannot start the plugin runtime: {e}") })?;
     load_chain_with(cfg, origin, &runtime)
 }

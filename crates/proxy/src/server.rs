@@ -39,6 +39,9 @@ impl CancelSlot {
     }
 }
 
+/// How many distinct statement texts keep their facts cached.
+const FACTS_CACHE_STATEMENTS: usize = 4096;
+
 /// State shared by every session of a proxy.
 pub struct Shared {
     pub config: ProxyConfig,
@@ -54,6 +57,8 @@ pub struct Shared {
     pub tls: HashMap<String, tokio_rustls::TlsAcceptor>,
     /// Places for plugin calls (`plugin_workers`).
     pub plugin_slots: tokio::sync::Semaphore,
+    /// Statement facts by text (PostgreSQL's parser), for the hook context.
+    pub facts: helios_plugin_facts::cache::FactsCache,
     pub shutdown: watch::Receiver<bool>,
     next_session: Arc<AtomicU64>,
     /// Client connections being served (bounded by `max_client_conn`), over every generation.
@@ -202,6 +207,7 @@ impl Shared {
             boot_id: prev.map_or_else(random_u32, |p| p.boot_id),
             fence_portal: prev.map_or_else(|| crate::pipeline::fence_portal(random_u32()), |p| p.fence_portal.clone()),
             plugin_slots,
+            facts: helios_plugin_facts::cache::FactsCache::new(FACTS_CACHE_STATEMENTS),
             shutdown,
             next_session: prev.map_or_else(Default::default, |p| p.next_session.clone()),
             clients: prev.map_or_else(Default::default, |p| p.clients.clone()),

@@ -707,21 +707,20 @@ impl Session {
     // ---------------------------------------------------------------- hooks
 
     /// The one place a statement's [`QueryContext`] is built (`None` when no plugin is loaded).
-    /// `normalized`, `tables` and other facts about the SQL are to be filled here.
+    /// The statement facts (PostgreSQL's parser, cached by text) fill `facts`, `normalized`, `tables`
+    /// and `is_read_only`.
     fn query_context(&mut self, sql: &str) -> Option<QueryContext> {
         if self.shared.hooks.is_empty() {
             return None;
         }
         self.seq += 1;
-        let head =
-            sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
-        let is_read_only = matches!(head.as_str(), "select" | "show" | "explain" | "values" | "table")
-            && !sql.to_ascii_lowercase().contains(" into ");
+        let facts = self.shared.facts.get(sql);
         Some(QueryContext {
             query: sql.to_string(),
-            normalized: String::new(),
-            tables: Vec::new(),
-            is_read_only,
+            normalized: facts.normalized.clone(),
+            tables: facts.tables(),
+            is_read_only: facts.is_read_only,
+            facts: Some((*facts).clone()),
             hook_context: HookContext {
                 request_id: format!("{:08x}-{}-{}", self.shared.boot_id, self.id, self.seq),
                 client_id: Some(self.peer.to_string()),

@@ -15,6 +15,9 @@ pub mod manifest;
 pub mod section;
 pub mod wire;
 
+/// Statement facts (the types only; extraction lives in `helios-plugin-facts`'s features).
+pub use helios_plugin_facts as facts;
+
 pub use guard::{GuardRequest, GuardVerdict};
 pub use hooks::{Hook, HookId, HookSpec, Phase, Protocol};
 pub use limits::Limits;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use helios_plugin_facts::StatementFacts;
+
 /// Who is asking and on which session. Filled by the host; read by plugins.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -43,10 +45,17 @@ pub struct QueryContext {
     pub query: String,
     /// The SQL with literals replaced, for grouping; may be empty when the host does not normalise.
     pub normalized: String,
-    /// Tables the host saw in the statement (may be empty).
+    /// Tables the host saw in the statement, schema-qualified where the statement qualifies them
+    /// (may be empty).
     pub tables: Vec<String>,
+    /// Every statement only reads (see [`StatementFacts::is_read_only`]).
     pub is_read_only: bool,
     pub hook_context: HookContext,
+    /// What the host's parser learnt about the statement (PostgreSQL's own parser in helios-proxy).
+    /// `None` from a host that does not analyse statements: a plugin then computes the facts itself
+    /// (`helios-plugin-facts` with its `guest` feature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<StatementFacts>,
 }
 
 /// What a `pre_query` (or `rewrite`) hook decides.
@@ -126,5 +135,18 @@ mod tests {
         let q: QueryContext = serde_json::from_str(r#"{"query":"select 1","from_a_newer_host":true}"#).unwrap();
         assert_eq!(q.query, "select 1");
         assert!(q.tables.is_empty());
+        assert!(q.facts.is_none());
+    }
+
+    #[test]
+    fn facts_travel_with_the_context_and_tolerate_a_newer_host() {
+        let q: QueryContext = serde_json::from_str(
+            r#"{"query":"drop table t","facts":{"version":9,"statements":[{"kind":"DROP TABLE","class":"ddl","x":1}]}}"#,
+        )
+        .unwrap();
+        let f = q.facts.expect("facts");
+        assert_eq!(f.statements[0].class, helios_plugin_facts::StatementClass::Ddl);
+        let none = serde_json::to_string(&QueryContext::default()).unwrap();
+        assert!(!none.contains("facts"), "no facts, no field: {none}");
     }
 }

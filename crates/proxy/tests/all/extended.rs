@@ -206,3 +206,44 @@ fn set_helios_attributes_work_in_the_extended_protocol() {
     assert_eq!(tagged.hook_context.attr("helios.tenant"), Some("acme"));
     assert!(!seen.iter().any(|c| c.query.contains("SET helios")), "SET helios.* is not a plugin statement");
 }
+
+#[test]
+fn every_statement_arrives_with_postgresql_parser_facts_in_both_protocols() {
+    use helios_plugin_schema::facts::StatementClass;
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE orders (id int, tenant_id text);");
+    let hooks = Arc::new(ScriptedHooks::default());
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], ""), hooks.clone());
+    let out = pg::psql_raw(
+        proxy.port(),
+        pg::SUPERUSER,
+        "postgres",
+        "/* ai: simple */ SELECT id FROM public.orders WHERE tenant_id = 'acme';\n",
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rt().block_on(async {
+        let c = connect(proxy.port()).await;
+        c.execute("DELETE FROM orders WHERE id IS NOT NULL", &[]).await.unwrap();
+        c.query("SELECT id FROM orders WHERE id = $1", &[&1i32]).await.unwrap();
+    });
+    let seen = hooks.seen();
+    let find = |s: &str| seen.iter().find(|c| c.query.contains(s)).unwrap_or_else(|| panic!("{s} not seen"));
+
+    let simple = find("ai: simple");
+    assert_eq!(simple.tables, ["public.orders"]);
+    assert!(simple.is_read_only);
+    assert!(simple.normalized.contains("SELECT id FROM public.orders WHERE tenant_id = $1"), "{}", simple.normalized);
+    let f = simple.facts.as_ref().expect("facts in the simple protocol");
+    assert_eq!((f.source.as_str(), f.comments.as_slice()), ("pg_query", &["ai: simple".to_owned()][..]));
+    assert_eq!(f.statements[0].levels[0].equalities[0].column, "tenant_id");
+
+    let delete = find("DELETE");
+    assert!(!delete.is_read_only);
+    let f = delete.facts.as_ref().expect("facts in the extended protocol");
+    assert_eq!(f.statements[0].class, StatementClass::Write);
+    assert!(!f.statements[0].levels[0].is_restricted("orders"), "IS NOT NULL restricts nothing");
+
+    let param = find("id = $1");
+    assert!(param.facts.as_ref().unwrap().statements[0].levels[0].is_restricted("orders"));
+}

@@ -144,3 +144,23 @@ fn the_binary_refuses_a_broken_config_naming_file_and_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("proxy.toml") && err.contains("primray"), "{err}");
 }
+
+#[test]
+fn compiled_plugins_are_kept_in_the_configured_module_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("modules");
+    let plugins = plugin_entry("llm_guardrail", "", &[]);
+    let cwasm = |d: &std::path::Path| -> usize {
+        std::fs::read_dir(d).map_or(0, |r| {
+            r.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))).count()
+        })
+    };
+    let on = format!("module_cache = \"{}\"\n", cache.display());
+    let config =
+        ProxyConfig::from_toml(&(config_text(&[("primary", 1, "primary")], &on) + &plugins), "p.toml").unwrap();
+    let chain = plugins::load_chain(&config, "p.toml").expect("plugins load");
+    assert_eq!(chain.plugins().len(), 1);
+    assert_eq!(cwasm(&cache), 1, "the compiled guardrail is cached in {}", cache.display());
+    // A second load (a restart) finds it and still loads.
+    plugins::load_chain(&config, "p.toml").expect("plugins load from the cache");
+}

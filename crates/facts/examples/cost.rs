@@ -1,0 +1,48 @@
+//! Per-statement cost of the host's analysis, in microseconds, as one JSON object on stdout:
+//! `cargo run --release -p helios-plugin-facts --features pg --example cost [iterations]`.
+//! Used by `cargo xtask bench-proxy` for its parse-cost rows.
+
+use std::time::Instant;
+
+use helios_plugin_facts::cache::FactsCache;
+use helios_plugin_facts::pg;
+
+const STATEMENTS: &[(&str, &str)] = &[
+    ("pgbench -S", "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"),
+    ("pgbench update", "UPDATE pgbench_accounts SET abalance = abalance + -4021 WHERE aid = 48213;"),
+    (
+        "corpus join",
+        "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.tenant_id = 'acme' ORDER BY o.created_at DESC LIMIT 20",
+    ),
+];
+
+fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+fn main() {
+    let n: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let mut rows = Vec::new();
+    for (name, sql) in STATEMENTS {
+        let parse = per_call(n, || drop(std::hint::black_box(pg_query::parse(sql))));
+        let fingerprint = per_call(n, || drop(std::hint::black_box(pg_query::fingerprint(sql))));
+        let normalize = per_call(n, || drop(std::hint::black_box(pg_query::normalize(sql))));
+        let extract = per_call(n, || drop(std::hint::black_box(pg::extract(sql))));
+        let cache = FactsCache::new(16);
+        cache.get(sql);
+        let hit = per_call(n, || drop(std::hint::black_box(cache.get(sql))));
+        rows.push(serde_json::json!({
+            "statement": name, "sql": sql,
+            "parse_us": parse, "fingerprint_us": fingerprint, "normalize_us": normalize,
+            "facts_us": extract, "cache_hit_us": hit,
+        }));
+    }
+    println!("{}", serde_json::json!({ "iterations": n, "rows": rows }));
+}
