@@ -18,6 +18,10 @@ pub enum Protocol {
     ToolCall,
     /// Host-defined extension points.
     Custom,
+    /// HTTP/1.x and HTTP/2 request/response messages (yorishiro's `http`).
+    Http,
+    /// Connection lifecycle, accept and close (yorishiro's `connection`).
+    Connection,
 }
 
 /// When, relative to the host's own processing, a hook runs.
@@ -83,9 +87,29 @@ catalogue! {
     OnConnect => "on_connect", Postgres, "connect", None;
     OnDisconnect => "on_disconnect", Postgres, "disconnect", None;
     CustomHook => "custom_hook", Custom, "custom", None;
+    HttpRequest => "http_on_request", Http, "on_request", PrePipeline;
+    HttpRequestPost => "http_on_request_post", Http, "on_request", PostPipeline;
+    HttpResponse => "http_on_response", Http, "on_response", PrePipeline;
+    HttpResponsePost => "http_on_response_post", Http, "on_response", PostPipeline;
+    ConnectionOpen => "connection_on_connect", Connection, "on_connect", None;
+    ConnectionClose => "connection_on_disconnect", Connection, "on_disconnect", None;
 }
 
 impl Hook {
+    /// The catalogue hook with this identity (yorishiro's protocol and event names: `http`,
+    /// `on_request`), if there is one.
+    pub fn from_identity(protocol: &str, event: &str, phase: Phase) -> Option<Hook> {
+        let protocol = match protocol {
+            "http" => Protocol::Http,
+            "connection" => Protocol::Connection,
+            _ => return None,
+        };
+        Hook::ALL.iter().copied().find(|h| {
+            let id = h.id();
+            id.protocol == protocol && id.event == event && id.phase == phase
+        })
+    }
+
     /// Position in [`Hook::ALL`]; stable for a given schema version.
     pub fn index(self) -> usize {
         Hook::ALL.iter().position(|&h| h == self).unwrap_or(0)
@@ -150,6 +174,7 @@ macro_rules! spec {
 /// exchange free-form JSON.
 pub mod spec {
     use super::*;
+    use crate::http::{HttpHookInput, HttpHookOutput};
     use serde_json::Value;
     spec! {
         PreQuery: QueryContext => PreQueryResult;
@@ -164,6 +189,12 @@ pub mod spec {
         OnConnect: HookContext => ();
         OnDisconnect: HookContext => ();
         CustomHook: Value => Value;
+        HttpRequest: HttpHookInput => HttpHookOutput;
+        HttpRequestPost: HttpHookInput => HttpHookOutput;
+        HttpResponse: HttpHookInput => HttpHookOutput;
+        HttpResponsePost: HttpHookInput => HttpHookOutput;
+        ConnectionOpen: HttpHookInput => HttpHookOutput;
+        ConnectionClose: HttpHookInput => HttpHookOutput;
     }
 }
 
@@ -179,7 +210,7 @@ mod tests {
             assert_eq!(Hook::from_export_name(h.export_name()), Some(h));
             assert_eq!(h.variant_name().parse::<Hook>(), Ok(h));
         }
-        assert_eq!(Hook::ALL.len(), 12);
+        assert_eq!(Hook::ALL.len(), 18);
     }
 
     #[test]

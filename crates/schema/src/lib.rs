@@ -10,6 +10,7 @@
 pub mod abi;
 pub mod guard;
 pub mod hooks;
+pub mod http;
 pub mod limits;
 pub mod manifest;
 pub mod section;

@@ -164,7 +164,7 @@ impl<'e> BeforeStmtFuncDyn<'e> for Budget {
             Some(Trip::Steps)
         } else if eval.heap().allocated_bytes() > MAX_HEAP_BYTES {
             Some(Trip::Memory)
-        } else if self.steps % 256 == 0 && Instant::now() > self.deadline {
+        } else if self.steps.is_multiple_of(256) && Instant::now() > self.deadline {
             Some(Trip::Deadline)
         } else {
             None

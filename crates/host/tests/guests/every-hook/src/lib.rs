@@ -1,13 +1,16 @@
-//! guest-every-hook: one SDK guest serving all twelve hooks of the catalogue. Every answer names the
+//! guest-every-hook: one SDK guest serving every hook of the catalogue. Every answer names the
 //! hook that produced it, so a host test can tell that each export reaches its own function:
 //!
 //! * `pre_query`, `rewrite`: `Rewrite { sql: "<hook>:" + query }`
 //! * `route`: `Node { target: "route:" + query }`
 //! * free-form hooks (`authenticate`, `authorize`, `cache_get`, `cache_set`, `metrics`,
 //!   `custom_hook`): `{"hook": "<hook>", "input": <input>}`
+//! * HTTP and connection hooks (`http_on_request`, ...): continue with the message
+//!   `{"hook": "<hook>", "msg": <msg>}`
 //! * hooks without output (`post_query`, `on_connect`, `on_disconnect`): write KV key `<hook>` = the
 //!   request id they saw.
 
+use helios_plugin_abi::schema::http::{HttpHookInput, HttpHookOutput};
 use helios_plugin_abi::*;
 use serde_json::{Value, json};
 
@@ -79,6 +82,40 @@ pub fn on_disconnect(ctx: HookContext) {
 #[hook(CustomHook)]
 pub fn custom_hook(v: &Value) -> Value {
     tagged("custom_hook", v.clone())
+}
+
+fn http_tagged(hook: &str, input: HttpHookInput) -> HttpHookOutput {
+    HttpHookOutput::continue_with(json!({ "hook": hook, "msg": input.msg }))
+}
+
+#[hook(HttpRequest)]
+pub fn http_on_request(input: HttpHookInput) -> HttpHookOutput {
+    http_tagged("http_on_request", input)
+}
+
+#[hook(HttpRequestPost)]
+pub fn http_on_request_post(input: HttpHookInput) -> HttpHookOutput {
+    http_tagged("http_on_request_post", input)
+}
+
+#[hook(HttpResponse)]
+pub fn http_on_response(input: HttpHookInput) -> HttpHookOutput {
+    http_tagged("http_on_response", input)
+}
+
+#[hook(HttpResponsePost)]
+pub fn http_on_response_post(input: HttpHookInput) -> HttpHookOutput {
+    http_tagged("http_on_response_post", input)
+}
+
+#[hook(ConnectionOpen)]
+pub fn connection_on_connect(input: HttpHookInput) -> HttpHookOutput {
+    http_tagged("connection_on_connect", input)
+}
+
+#[hook(ConnectionClose)]
+pub fn connection_on_disconnect(input: HttpHookInput) -> HttpHookOutput {
+    http_tagged("connection_on_disconnect", input)
 }
 
 #[cfg(test)]

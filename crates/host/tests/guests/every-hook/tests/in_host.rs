@@ -69,6 +69,14 @@ fn each_export_reaches_its_own_function_and_answers_through_the_host() {
         ..Default::default()
     };
     call::<spec::PostQuery>(&p, &env);
+    let http = helios_plugin_host::schema::http::HttpHookInput { msg: json!({"path": "/x"}), ..Default::default() };
+    let tagged_http = |hook: &str| Some(json!({"hook": hook, "msg": {"path": "/x"}}));
+    assert_eq!(call::<spec::HttpRequest>(&p, &http).msg, tagged_http("http_on_request"));
+    assert_eq!(call::<spec::HttpRequestPost>(&p, &http).msg, tagged_http("http_on_request_post"));
+    assert_eq!(call::<spec::HttpResponse>(&p, &http).msg, tagged_http("http_on_response"));
+    assert_eq!(call::<spec::HttpResponsePost>(&p, &http).msg, tagged_http("http_on_response_post"));
+    assert_eq!(call::<spec::ConnectionOpen>(&p, &http).msg, tagged_http("connection_on_connect"));
+    assert_eq!(call::<spec::ConnectionClose>(&p, &http).msg, tagged_http("connection_on_disconnect"));
     let kv = rt.kv().entries("every-hook");
     let get = |k: &str| kv.iter().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| v.clone());
     assert_eq!(get("on_connect").as_deref(), Some(&b"c-1"[..]));
