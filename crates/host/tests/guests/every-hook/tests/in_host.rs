@@ -1,4 +1,4 @@
-//! Builds this guest for wasm32 (profile `guest`) and calls each of its twelve exports through the
+//! Builds this guest for wasm32 (profile `guest`) and calls each of its exports through the
 //! real host's typed calls: every hook's input reaches its own function and its output comes back.
 
 use std::path::{Path, PathBuf};
