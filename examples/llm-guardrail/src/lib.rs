@@ -27,11 +27,9 @@ impl Config {
             None => false,
             Some(v) => config::flag(&v).map_err(|e| format!("llm-guardrail: config key apply_to_all: {e}"))?,
         };
-        Ok(Config {
-            apply_to_all,
-            detect: detect::DetectConfig::from_lookup(&get),
-            rules: rules::Rules::from_lookup(&get),
-        })
+        let rules = rules::Rules::from_lookup(&get);
+        rules.check_allow()?;
+        Ok(Config { apply_to_all, detect: detect::DetectConfig::from_lookup(&get), rules })
     }
 }
 
