@@ -6,7 +6,8 @@
 //! * the attribute macros [`hook`] (HeliosProxy's hook convention) and [`chio_guard`] (chio's guard
 //!   convention), which turn an ordinary Rust function into a wasm export,
 //! * safe wrappers over the host imports: [`kv_read`], [`kv_write`], [`kv_remove`],
-//!   [`sha256_digest_hex`], [`log`], [`get_config`] and [`get_time`].
+//!   [`sha256_digest_hex`], [`log`], [`get_config`] and [`get_time`]; atomic updates
+//!   ([`atomic::kv_add`], [`atomic::kv_compare_and_swap`]) in [`atomic`].
 //!
 //! ```
 //! use helios_plugin_abi::*;
@@ -46,6 +47,7 @@ pub use helios_plugin_schema::{
 pub use helios_plugin_sdk_macros::{chio_guard, hook};
 
 pub mod alloc_exports;
+pub mod atomic;
 pub mod config;
 pub mod kv;
 mod sys;
@@ -70,6 +72,13 @@ pub enum HostError {
     Rejected { key: String },
     /// An import returned a code its contract does not allow.
     BadResult { import: &'static str, code: i32 },
+    /// `kv_add` on a key that holds something other than a counter.
+    NotACounter { key: String },
+    /// `kv_add` past the range of `i64`.
+    Overflow { key: String },
+    /// The host's state store cannot be reached (the host logs which and why). A plugin that enforces
+    /// a budget should refuse the request.
+    StoreUnavailable,
 }
 
 impl fmt::Display for HostError {
@@ -87,6 +96,9 @@ impl fmt::Display for HostError {
             HostError::BadResult { import, code } => {
                 write!(f, "host import {import} returned {code}, which its contract does not allow")
             }
+            HostError::NotACounter { key } => write!(f, "kv key {key:?} does not hold a counter"),
+            HostError::Overflow { key } => write!(f, "kv counter {key:?} would overflow"),
+            HostError::StoreUnavailable => f.write_str("the host's state store is unavailable"),
         }
     }
 }

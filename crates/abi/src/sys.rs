@@ -22,6 +22,8 @@ mod wasm {
             pub fn kv_get(key_ptr: i32, key_len: i32, val_ptr: i32, val_max: i32) -> i32;
             pub fn kv_set(key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32) -> i32;
             pub fn kv_delete(key_ptr: i32, key_len: i32) -> i32;
+            pub fn kv_add(key_ptr: i32, key_len: i32, delta: i64, out_ptr: i32) -> i32;
+            pub fn kv_cas(key_ptr: i32, key_len: i32, exp_ptr: i32, exp_len: i32, new_ptr: i32, new_len: i32) -> i32;
             pub fn sha256_hex(in_ptr: i32, in_len: i32, out_ptr: i32) -> i32;
         }
     }
@@ -62,6 +64,20 @@ mod wasm {
     pub(crate) fn kv_delete(key: &[u8]) -> i32 {
         // SAFETY: the host only reads the live slice.
         unsafe { env::kv_delete(ptr(key), len(key)) }
+    }
+
+    pub(crate) fn kv_add(key: &[u8], delta: i64, out: &mut [u8; 8]) -> i32 {
+        // SAFETY: the host reads `key` and writes exactly 8 bytes into `out`, which has 8.
+        unsafe { env::kv_add(ptr(key), len(key), delta, out.as_mut_ptr() as usize as i32) }
+    }
+
+    pub(crate) fn kv_cas(key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> i32 {
+        let (ep, el) = match expected {
+            Some(e) => (ptr(e), len(e)),
+            None => (0, helios_plugin_schema::abi::KV_CAS_EXPECT_MISSING),
+        };
+        // SAFETY: the host only reads the live slices.
+        unsafe { env::kv_cas(ptr(key), len(key), ep, el, ptr(new), len(new)) }
     }
 
     pub(crate) fn sha256_hex(input: &[u8], out: &mut [u8; 64]) -> i32 {

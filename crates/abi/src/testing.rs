@@ -33,6 +33,8 @@ struct Host {
     logs: Vec<(Level, String)>,
     /// `None`: the system clock.
     time: Option<i64>,
+    /// Set by [`set_store_unavailable`]: the KV imports fail as with an unreachable store.
+    unavailable: bool,
 }
 
 thread_local! {
@@ -77,6 +79,12 @@ pub fn logs() -> Vec<(Level, String)> {
     with(|h| h.logs.clone())
 }
 
+/// Makes this thread's store behave as unreachable (`true`) or reachable again: `kv_add` and
+/// `kv_cas` answer "unavailable", so a plugin's fail-closed path can be tested.
+pub fn set_store_unavailable(unavailable: bool) {
+    with(|h| h.unavailable = unavailable);
+}
+
 /// A copy of this thread's KV store.
 pub fn kv_snapshot() -> BTreeMap<Vec<u8>, Vec<u8>> {
     with(|h| h.kv.clone())
@@ -116,6 +124,37 @@ pub(crate) mod sys {
             h.kv.insert(key.to_vec(), value.to_vec());
             abi::KV_OK
         })
+    }
+
+    pub(crate) fn kv_add(key: &[u8], delta: i64, out: &mut [u8; 8]) -> i32 {
+        if with(|h| h.unavailable) {
+            return abi::KV_UNAVAILABLE;
+        }
+        let old = match with(|h| h.kv.get(key).cloned()) {
+            None => 0,
+            Some(v) => match abi::counter_value(&v) {
+                Some(n) => n,
+                None => return abi::KV_NOT_A_COUNTER,
+            },
+        };
+        let Some(new) = old.checked_add(delta) else { return abi::KV_OVERFLOW };
+        match kv_set(key, new.to_string().as_bytes()) {
+            abi::KV_OK => {
+                *out = new.to_le_bytes();
+                abi::KV_OK
+            }
+            code => code,
+        }
+    }
+
+    pub(crate) fn kv_cas(key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> i32 {
+        if with(|h| h.unavailable) {
+            return abi::KV_UNAVAILABLE;
+        }
+        if with(|h| h.kv.get(key).map(Vec::as_slice) != expected) {
+            return abi::KV_CAS_CONFLICT;
+        }
+        kv_set(key, new)
     }
 
     pub(crate) fn kv_delete(key: &[u8]) -> i32 {

@@ -1,4 +1,4 @@
-//! The host import surface: `env.kv_get/kv_set/kv_delete/sha256_hex` and
+//! The host import surface: `env.kv_get/kv_set/kv_delete/kv_add/kv_cas/sha256_hex` and
 //! `chio.log/get_config/get_time_unix_secs`.
 //!
 //! Ownership: every buffer named by a pointer belongs to the guest; the host only reads or writes
@@ -12,11 +12,17 @@ use helios_plugin_schema::{abi, limits};
 use sha2::{Digest, Sha256};
 use wasmtime::{Caller, Linker};
 
-use crate::{error::ImportFault, services::Level, state::HostState};
+use crate::{
+    error::ImportFault,
+    services::{KvError, Level},
+    state::HostState,
+};
 
 const KV_GET: &str = "env.kv_get";
 const KV_SET: &str = "env.kv_set";
 const KV_DELETE: &str = "env.kv_delete";
+const KV_ADD: &str = "env.kv_add";
+const KV_CAS: &str = "env.kv_cas";
 const SHA256_HEX: &str = "env.sha256_hex";
 const LOG: &str = "chio.log";
 const GET_CONFIG: &str = "chio.get_config";
@@ -54,6 +60,8 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(abi::ENV_MODULE, abi::KV_GET, kv_get)?;
     linker.func_wrap(abi::ENV_MODULE, abi::KV_SET, kv_set)?;
     linker.func_wrap(abi::ENV_MODULE, abi::KV_DELETE, kv_delete)?;
+    linker.func_wrap(abi::ENV_MODULE, abi::KV_ADD, kv_add)?;
+    linker.func_wrap(abi::ENV_MODULE, abi::KV_CAS, kv_cas)?;
     linker.func_wrap(abi::ENV_MODULE, abi::SHA256_HEX, sha256_hex)?;
     linker.func_wrap(abi::CHIO_MODULE, abi::LOG, log)?;
     linker.func_wrap(abi::CHIO_MODULE, abi::GET_CONFIG, get_config)?;
@@ -76,7 +84,7 @@ fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i3
     key.copy_from_slice(&mem[kr]);
     let mut rc = abi::KV_MISSING;
     let out = &mut mem[vr];
-    state.shared.kv.get(&state.shared.name, key, &mut |v| {
+    let read = state.shared.kv.get(&state.shared.name, key, &mut |v| {
         rc = match v {
             None => abi::KV_MISSING,
             Some(v) if v.len() > out.len() => abi::KV_BUFFER_TOO_SMALL,
@@ -86,6 +94,11 @@ fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i3
             }
         }
     });
+    // kv_get's codes have no "store failed": answering "missing" would let a budget start from zero,
+    // so the call fails, naming the store, and the plugin's on_error policy decides.
+    if let Err(e) = read {
+        return Err(fault(KV_GET, format!("state store failed: {e}")));
+    }
     Ok(rc)
 }
 
@@ -116,6 +129,67 @@ fn kv_delete(mut caller: Caller<'_, HostState>, kp: i32, kl: i32) -> wasmtime::R
         return Ok(abi::KV_ERROR);
     }
     Ok(abi::KV_OK)
+}
+
+/// The code a guest sees for a refused atomic operation; a store failure is logged with its cause.
+fn atomic_refusal(state: &HostState, import: &'static str, e: &KvError) -> i32 {
+    match e {
+        KvError::NotACounter => abi::KV_NOT_A_COUNTER,
+        KvError::Overflow => abi::KV_OVERFLOW,
+        KvError::Unavailable(cause) => {
+            tracing::warn!(plugin = %state.shared.name, import, %cause, "state store unavailable");
+            abi::KV_UNAVAILABLE
+        }
+        e => {
+            tracing::debug!(plugin = %state.shared.name, import, error = %e, "refused");
+            abi::KV_ERROR
+        }
+    }
+}
+
+/// `env.kv_add`: see [`abi::KV_ADD`]. Reads the key, writes 8 bytes at `out_ptr` only on success.
+fn kv_add(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, delta: i64, op: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, KV_ADD)?;
+    let kr = range(KV_ADD, "key", mem.len(), kp, kl)?;
+    let or = range(KV_ADD, "output", mem.len(), op, 8)?;
+    if kr.len() > limits::KV_MAX_KEY_BYTES {
+        return Ok(abi::KV_ERROR);
+    }
+    match state.shared.kv.add(&state.shared.name, &mem[kr], delta) {
+        Ok(v) => {
+            mem[or].copy_from_slice(&v.to_le_bytes());
+            Ok(abi::KV_OK)
+        }
+        Err(e) => Ok(atomic_refusal(state, KV_ADD, &e)),
+    }
+}
+
+/// `env.kv_cas`: see [`abi::KV_CAS`]. Only reads guest memory.
+fn kv_cas(
+    mut caller: Caller<'_, HostState>,
+    kp: i32,
+    kl: i32,
+    ep: i32,
+    el: i32,
+    np: i32,
+    nl: i32,
+) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, KV_CAS)?;
+    let kr = range(KV_CAS, "key", mem.len(), kp, kl)?;
+    let er = match el {
+        abi::KV_CAS_EXPECT_MISSING => None,
+        _ => Some(range(KV_CAS, "expected value", mem.len(), ep, el)?),
+    };
+    let nr = range(KV_CAS, "new value", mem.len(), np, nl)?;
+    if kr.len() > limits::KV_MAX_KEY_BYTES || nr.len() > limits::KV_MAX_VALUE_BYTES {
+        return Ok(abi::KV_ERROR);
+    }
+    let expected = er.map(|r| &mem[r]);
+    match state.shared.kv.compare_and_swap(&state.shared.name, &mem[kr], expected, &mem[nr]) {
+        Ok(true) => Ok(abi::KV_OK),
+        Ok(false) => Ok(abi::KV_CAS_CONFLICT),
+        Err(e) => Ok(atomic_refusal(state, KV_CAS, &e)),
+    }
 }
 
 fn sha256_hex(mut caller: Caller<'_, HostState>, ip: i32, il: i32, op: i32) -> wasmtime::Result<i32> {

@@ -8,7 +8,10 @@ use std::{
     },
 };
 
-use helios_plugin_schema::limits::{KV_MAX_KEYS, KV_MAX_TOTAL_BYTES};
+use helios_plugin_schema::{
+    abi::counter_value,
+    limits::{KV_MAX_KEYS, KV_MAX_TOTAL_BYTES},
+};
 
 /// The source of `chio.get_time_unix_secs`.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -91,18 +94,34 @@ pub enum KvError {
     TooManyBytes { would: usize, limit: usize },
     #[error("backend: {0}")]
     Backend(String),
+    /// `add` on a value that is not a counter ([`helios_plugin_schema::abi::counter_value`]).
+    #[error("value is not a counter (the decimal text of a signed 64-bit integer)")]
+    NotACounter,
+    /// `add` past the range of a signed 64-bit integer.
+    #[error("counter would overflow a signed 64-bit integer")]
+    Overflow,
+    /// The store cannot be reached or failed; the message names it (never a password).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Per-plugin key-value storage. The host passes the namespace (the plugin's name); a guest never
 /// names it, so no key bytes can reach another plugin's keys.
 ///
 /// Key and value sizes are checked by the host before a backend sees them; a backend enforces the
-/// per-namespace key count and byte total.
+/// per-namespace key count and byte total. `add` and `compare_and_swap` are atomic against every
+/// other call on the same key, from any thread (and, for a shared store, any process).
 pub trait KvBackend: Send + Sync + std::fmt::Debug {
-    /// Calls `f` with the value, or `None`, without copying it out of the backend when possible.
-    fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>));
+    /// Calls `f` with the value, or `None`, without copying it out of the backend when possible. A
+    /// store failure is an error, never a `None`.
+    fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), KvError>;
     fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError>;
     fn delete(&self, ns: &str, key: &[u8]) -> Result<(), KvError>;
+    /// Adds `delta` to the counter under `key` (missing: 0) and returns the new value.
+    fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, KvError>;
+    /// Replaces the value under `key` with `new` if it is `expected` (`None`: if the key is missing);
+    /// returns whether it did.
+    fn compare_and_swap(&self, ns: &str, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Result<bool, KvError>;
     /// Every (key, value) of a namespace, sorted by key; for inspection and exports.
     fn entries(&self, ns: &str) -> Vec<(Vec<u8>, Vec<u8>)>;
 }
@@ -148,22 +167,9 @@ impl MemoryKv {
         let mut w = self.spaces.write().map_err(|_| KvError::Backend("lock poisoned".into()))?;
         Ok(w.entry(ns.to_owned()).or_default().clone())
     }
-}
 
-impl KvBackend for MemoryKv {
-    fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) {
-        match self.space(ns) {
-            Some(s) => match s.lock() {
-                Ok(s) => f(s.map.get(key).map(Vec::as_slice)),
-                Err(_) => f(None),
-            },
-            None => f(None),
-        }
-    }
-
-    fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        let space = self.space_or_create(ns)?;
-        let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+    /// Stores `value` under `key` in a locked namespace, within the caps.
+    fn put(&self, s: &mut Namespace, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         let old = s.map.get(key).map(|v| key.len() + v.len());
         if old.is_none() && s.map.len() >= self.max_keys {
             return Err(KvError::TooManyKeys { limit: self.max_keys });
@@ -183,6 +189,46 @@ impl KvBackend for MemoryKv {
             }
         }
         Ok(())
+    }
+}
+
+impl KvBackend for MemoryKv {
+    fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), KvError> {
+        match self.space(ns) {
+            Some(s) => {
+                f(s.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?.map.get(key).map(Vec::as_slice))
+            }
+            None => f(None),
+        }
+        Ok(())
+    }
+
+    fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let space = self.space_or_create(ns)?;
+        let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+        self.put(&mut s, key, value)
+    }
+
+    fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, KvError> {
+        let space = self.space_or_create(ns)?;
+        let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+        let old = match s.map.get(key) {
+            Some(v) => counter_value(v).ok_or(KvError::NotACounter)?,
+            None => 0,
+        };
+        let new = old.checked_add(delta).ok_or(KvError::Overflow)?;
+        self.put(&mut s, key, new.to_string().as_bytes())?;
+        Ok(new)
+    }
+
+    fn compare_and_swap(&self, ns: &str, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Result<bool, KvError> {
+        let space = self.space_or_create(ns)?;
+        let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+        if s.map.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        self.put(&mut s, key, new)?;
+        Ok(true)
     }
 
     fn delete(&self, ns: &str, key: &[u8]) -> Result<(), KvError> {
@@ -217,7 +263,7 @@ mod tests {
         let kv = MemoryKv::default();
         kv.set("a", b"k", b"1").unwrap();
         let mut seen = None;
-        kv.get("b", b"k", &mut |v| seen = v.map(<[u8]>::to_vec));
+        kv.get("b", b"k", &mut |v| seen = v.map(<[u8]>::to_vec)).unwrap();
         assert_eq!(seen, None);
         kv.delete("b", b"k").unwrap();
         assert_eq!(kv.entries("a"), vec![(b"k".to_vec(), b"1".to_vec())]);
@@ -233,5 +279,36 @@ mod tests {
         assert!(matches!(kv.set("a", b"k2", b"123456"), Err(KvError::TooManyBytes { .. })));
         kv.delete("a", b"k1").unwrap();
         kv.set("a", b"k3", b"1").unwrap();
+    }
+
+    #[test]
+    fn add_and_compare_and_swap_are_atomic_and_keep_the_caps() {
+        let kv = MemoryKv { max_keys: 2, max_bytes: 30, spaces: RwLock::default() };
+        assert_eq!(kv.add("a", b"n", 5), Ok(5));
+        assert_eq!(kv.add("a", b"n", -7), Ok(-2));
+        kv.set("a", b"t", b"x").unwrap();
+        assert_eq!(kv.add("a", b"t", 1), Err(KvError::NotACounter));
+        assert_eq!(kv.add("a", b"new", 1), Err(KvError::TooManyKeys { limit: 2 }));
+        kv.set("a", b"n", i64::MAX.to_string().as_bytes()).unwrap();
+        assert_eq!(kv.add("a", b"n", 1), Err(KvError::Overflow));
+        assert_eq!(kv.compare_and_swap("a", b"t", Some(b"y"), b"z"), Ok(false));
+        assert_eq!(kv.compare_and_swap("a", b"t", Some(b"x"), b"z"), Ok(true));
+        assert_eq!(kv.compare_and_swap("a", b"t", None, b"w"), Ok(false));
+        kv.delete("a", b"t").unwrap();
+        assert_eq!(kv.compare_and_swap("a", b"t", None, b"w"), Ok(true));
+        assert_eq!(
+            kv.entries("a"),
+            vec![(b"n".to_vec(), i64::MAX.to_string().into_bytes()), (b"t".to_vec(), b"w".to_vec())]
+        );
+
+        let kv = std::sync::Arc::new(MemoryKv::default());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let kv = kv.clone();
+                std::thread::spawn(move || (0..100_000).for_each(|_| drop(kv.add("c", b"n", 1).unwrap())))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(kv.entries("c"), vec![(b"n".to_vec(), b"200000".to_vec())]);
     }
 }

@@ -49,6 +49,16 @@ pub const KV_GET: &str = "kv_get";
 pub const KV_SET: &str = "kv_set";
 /// `env.kv_delete(key_ptr, key_len) -> i32`: [`KV_OK`] whether or not the key existed.
 pub const KV_DELETE: &str = "kv_delete";
+/// `env.kv_add(key_ptr, key_len, delta: i64, out_ptr) -> i32`: atomically adds `delta` to the
+/// counter under the key (a missing key counts as 0; see [`counter_value`]) and writes the new value
+/// as 8 little-endian bytes at `out_ptr`. Returns [`KV_OK`], [`KV_ERROR`] (a size or cap breach),
+/// [`KV_NOT_A_COUNTER`], [`KV_OVERFLOW`] or [`KV_UNAVAILABLE`]; nothing is written unless [`KV_OK`].
+pub const KV_ADD: &str = "kv_add";
+/// `env.kv_cas(key_ptr, key_len, expected_ptr, expected_len, new_ptr, new_len) -> i32`: atomically
+/// replaces the value with the new one if it equals the expected one; `expected_len` =
+/// [`KV_CAS_EXPECT_MISSING`] expects the key to be missing. Returns [`KV_OK`] (swapped),
+/// [`KV_CAS_CONFLICT`] (the value differed; nothing written), [`KV_ERROR`] or [`KV_UNAVAILABLE`].
+pub const KV_CAS: &str = "kv_cas";
 /// `env.sha256_hex(in_ptr, in_len, out_ptr) -> i32`: writes 64 lowercase hex bytes and returns
 /// [`SHA256_HEX_LEN`], or -1.
 pub const SHA256_HEX: &str = "sha256_hex";
@@ -64,6 +74,16 @@ pub const KV_OK: i32 = 0;
 pub const KV_MISSING: i32 = -1;
 pub const KV_ERROR: i32 = -1;
 pub const KV_BUFFER_TOO_SMALL: i32 = -2;
+/// `kv_add`: the key holds something other than a counter.
+pub const KV_NOT_A_COUNTER: i32 = -3;
+/// `kv_add`: the sum does not fit a signed 64-bit integer.
+pub const KV_OVERFLOW: i32 = -4;
+/// `kv_add`, `kv_cas`: the host's state store cannot be reached; a budget should fail closed.
+pub const KV_UNAVAILABLE: i32 = -5;
+/// `kv_cas`: the value was not the expected one.
+pub const KV_CAS_CONFLICT: i32 = 1;
+/// `kv_cas`'s `expected_len` for "the key must be missing".
+pub const KV_CAS_EXPECT_MISSING: i32 = -1;
 pub const CONFIG_MISSING: i32 = -1;
 pub const SHA256_HEX_LEN: i32 = 64;
 pub const SHA256_ERROR: i32 = -1;
@@ -121,6 +141,15 @@ impl std::fmt::Display for Level {
     }
 }
 
+/// The value of a KV counter, as `kv_add` reads and writes it: the canonical decimal text of a
+/// signed 64-bit integer (what `i64::to_string` writes and Redis's `HINCRBY` accepts: no `+`, no
+/// leading zeros, no `-0`). `None` for anything else.
+pub fn counter_value(bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let n: i64 = text.parse().ok()?;
+    (n.to_string() == text).then_some(n)
+}
+
 /// Prefix of the log line the SDK's panic hook sends, so a host can attach it to the trap it causes.
 pub const PANIC_LOG_PREFIX: &str = "guest panicked: ";
 
@@ -138,6 +167,8 @@ pub const IMPORTS: &[ImportSig] = &[
     ImportSig { module: ENV_MODULE, name: KV_GET, params: "IIII", results: "I" },
     ImportSig { module: ENV_MODULE, name: KV_SET, params: "IIII", results: "I" },
     ImportSig { module: ENV_MODULE, name: KV_DELETE, params: "II", results: "I" },
+    ImportSig { module: ENV_MODULE, name: KV_ADD, params: "IILI", results: "I" },
+    ImportSig { module: ENV_MODULE, name: KV_CAS, params: "IIIIII", results: "I" },
     ImportSig { module: ENV_MODULE, name: SHA256_HEX, params: "III", results: "I" },
     ImportSig { module: CHIO_MODULE, name: LOG, params: "III", results: "" },
     ImportSig { module: CHIO_MODULE, name: GET_CONFIG, params: "IIII", results: "I" },
@@ -168,6 +199,15 @@ mod tests {
     fn packing_round_trips_at_the_edges() {
         for (p, l) in [(0, 0), (1, 2), (u32::MAX, u32::MAX), (0x8000_0000, 7)] {
             assert_eq!(unpack_ptr_len(pack_ptr_len(p, l)), (p, l));
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_decimal_text_of_an_i64_is_a_counter() {
+        assert_eq!(counter_value(b"42"), Some(42));
+        assert_eq!(counter_value(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [&b""[..], b"+1", b"01", b"-0", b" 1", b"1.0", b"9223372036854775808", b"\xff"] {
+            assert_eq!(counter_value(bad), None, "{bad:?}");
         }
     }
 

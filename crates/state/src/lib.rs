@@ -93,6 +93,9 @@ impl From<StateError> for KvError {
         match e {
             StateError::TooManyKeys { limit } => KvError::TooManyKeys { limit },
             StateError::TooManyBytes { would, limit } => KvError::TooManyBytes { would, limit },
+            StateError::NotACounter => KvError::NotACounter,
+            StateError::Overflow => KvError::Overflow,
+            e @ (StateError::Sqlite { .. } | StateError::Redis { .. }) => KvError::Unavailable(e.to_string()),
             other => KvError::Backend(other.to_string()),
         }
     }
@@ -157,7 +160,7 @@ impl Store {
         match self {
             Store::Memory(m) => {
                 let mut out = None;
-                m.get(ns, key, &mut |v| out = v.map(<[u8]>::to_vec));
+                m.get(ns, key, &mut |v| out = v.map(<[u8]>::to_vec)).map_err(from_kv)?;
                 Ok(out)
             }
             Store::Sqlite(s) => s.read(ns, key),
@@ -171,6 +174,30 @@ impl Store {
             Store::Memory(m) => m.set(ns, key, value).map_err(from_kv),
             Store::Sqlite(s) => s.write(ns, key, value),
             Store::Redis(r) => r.write(ns, key, value),
+        }
+    }
+
+    /// Adds `delta` to the counter under `key` in `ns` (missing: 0) and returns the new value.
+    pub fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, StateError> {
+        match self {
+            Store::Memory(m) => m.add(ns, key, delta).map_err(from_kv),
+            Store::Sqlite(s) => s.add(ns, key, delta),
+            Store::Redis(r) => r.add(ns, key, delta),
+        }
+    }
+
+    /// Replaces the value under `key` with `new` if it is `expected` (`None`: missing).
+    pub fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StateError> {
+        match self {
+            Store::Memory(m) => m.compare_and_swap(ns, key, expected, new).map_err(from_kv),
+            Store::Sqlite(s) => s.compare_and_swap(ns, key, expected, new),
+            Store::Redis(r) => r.compare_and_swap(ns, key, expected, new),
         }
     }
 
@@ -207,23 +234,32 @@ fn from_kv(e: KvError) -> StateError {
     match e {
         KvError::TooManyKeys { limit } => StateError::TooManyKeys { limit },
         KvError::TooManyBytes { would, limit } => StateError::TooManyBytes { would, limit },
+        KvError::NotACounter => StateError::NotACounter,
+        KvError::Overflow => StateError::Overflow,
         other => StateError::Config(other.to_string()),
     }
 }
 
-/// The host's trait over the inherent methods. `get` cannot report an error through today's trait:
-/// a failed read is logged with the store's name and reads as missing.
+/// The host's trait over the inherent methods; a store failure becomes [`KvError::Unavailable`]
+/// naming the store.
 macro_rules! kv_backend {
     ($ty:ty, $name:literal) => {
         impl KvBackend for $ty {
-            fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) {
-                match self.read(ns, key) {
-                    Ok(v) => f(v.as_deref()),
-                    Err(e) => {
-                        tracing::error!(plugin = ns, backend = $name, error = %e, "state read failed");
-                        f(None)
-                    }
-                }
+            fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), KvError> {
+                f(self.read(ns, key)?.as_deref());
+                Ok(())
+            }
+            fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, KvError> {
+                Ok(<$ty>::add(self, ns, key, delta)?)
+            }
+            fn compare_and_swap(
+                &self,
+                ns: &str,
+                key: &[u8],
+                expected: Option<&[u8]>,
+                new: &[u8],
+            ) -> Result<bool, KvError> {
+                Ok(<$ty>::compare_and_swap(self, ns, key, expected, new)?)
             }
             fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
                 self.write(ns, key, value).map_err(KvError::from)

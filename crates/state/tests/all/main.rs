@@ -3,5 +3,6 @@
 
 mod atomic;
 mod failure;
+mod imports;
 mod isolation;
 mod support;
