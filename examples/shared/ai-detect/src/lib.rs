@@ -93,10 +93,23 @@ pub fn signals(cfg: &DetectConfig, ctx: &QueryContext) -> Vec<Signal> {
     {
         found.push(Signal::Attribute);
     }
-    if let Some(m) = comment_marker(cfg, &ctx.query) {
+    let marker = match &ctx.facts {
+        // The host's parser already found the comments: no tokenizing in the guest.
+        Some(facts) if facts.parse_error.is_none() => marker_in(cfg, facts.comments.iter().map(String::as_str)),
+        _ => comment_marker(cfg, &ctx.query),
+    };
+    if let Some(m) = marker {
         found.push(Signal::Comment(m));
     }
     found
+}
+
+/// The first configured marker one of `comments` (comment texts) starts with.
+fn marker_in<'a>(cfg: &DetectConfig, comments: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    comments.into_iter().find_map(|text| {
+        let text = text.trim_start().to_lowercase();
+        cfg.comment_markers.iter().find(|m| text.starts_with(m.as_str())).cloned()
+    })
 }
 
 /// The first configured marker some comment of `sql` starts with. SQL the tokenizer rejects (an
@@ -109,15 +122,14 @@ pub fn comment_marker(cfg: &DetectConfig, sql: &str) -> Option<String> {
     let mut tokens = Vec::new();
     // `tokenize_with_location_into_buf` keeps the tokens read before an error.
     let _ = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
-    tokens.iter().find_map(|t| {
-        let text = match &t.token {
-            Token::Whitespace(Whitespace::SingleLineComment { comment, .. }) => comment.as_str(),
-            Token::Whitespace(Whitespace::MultiLineComment(c)) => c.as_str(),
-            _ => return None,
-        };
-        let text = text.trim_start().to_lowercase();
-        cfg.comment_markers.iter().find(|m| text.starts_with(m.as_str())).cloned()
-    })
+    marker_in(
+        cfg,
+        tokens.iter().filter_map(|t| match &t.token {
+            Token::Whitespace(Whitespace::SingleLineComment { comment, .. }) => Some(comment.as_str()),
+            Token::Whitespace(Whitespace::MultiLineComment(c)) => Some(c.as_str()),
+            _ => None,
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -179,6 +191,21 @@ mod tests {
         assert_eq!(c("SELECT 1 -- email: x"), None, "a marker must start the comment");
         assert_eq!(c("SELECT \"ai:\" FROM t"), None, "a quoted identifier");
         assert_eq!(c("/* ai: before the error */ SELECT 'unterminated").as_deref(), Some("ai:"));
+    }
+
+    #[test]
+    fn host_facts_supply_the_comments_when_present() {
+        let cfg = DetectConfig::default();
+        let mut c = ctx("SELECT 1", &[]);
+        c.facts = Some(helios_plugin_abi::schema::facts::StatementFacts {
+            comments: vec!["  AI: from the host parser".into()],
+            ..Default::default()
+        });
+        assert_eq!(names(signals(&cfg, &c)), vec!["comment:ai:"]);
+        // Facts of text that did not parse carry no comments: the guest's tokenizer decides.
+        let mut unparsed = ctx("/* ai: x */ SELEC 1", &[]);
+        unparsed.facts = Some(helios_plugin_abi::schema::facts::StatementFacts::unparsed("pg_query", "syntax".into()));
+        assert_eq!(names(signals(&cfg, &unparsed)), vec!["comment:ai:"]);
     }
 
     #[test]
