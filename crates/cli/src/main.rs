@@ -10,6 +10,7 @@ use helios_plugin_cli as cli;
 
 mod audit;
 mod call;
+mod state;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,8 @@ enum Command {
     Call(call::CallArgs),
     /// Check an exported audit-chain trail and name the first broken link.
     Audit(audit::AuditArgs),
+    /// Inspect or fix a plugin's KV state in a SQLite file or on a Redis server.
+    State(state::StateArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => cli::verify(a),
         Command::Call(a) => call::run(a),
         Command::Audit(a) => audit::run(a),
+        Command::State(a) => state::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

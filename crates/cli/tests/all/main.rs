@@ -1,5 +1,7 @@
 //! The `helios-plugin` binary, run for real in a temporary directory.
 
+mod state;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
