@@ -4,9 +4,12 @@
 //! * `demo` — the main job: builds the guests, then runs the demo over the bundled corpus.
 //! * `test` — everything: builds the guests, then runs every test of the workspace.
 //! * `fuzz --minutes N` — every cargo-fuzz target for N minutes each, then the long load test.
+//! * `bench-proxy` — pgbench -S through PostgreSQL, PgBouncer and helios-proxy (0, 1, 8 plugins).
 
 mod bench;
+mod bench_proxy;
 mod build;
+mod chart;
 mod fuzz;
 mod tidy;
 
@@ -30,6 +33,7 @@ fn run(args: &[String]) -> Result<()> {
     match task {
         "build-examples" => build::build_guests(),
         "bench" => bench::run(rest),
+        "bench-proxy" => bench_proxy::run(rest),
         "demo" => {
             build::build_guests()?;
             cargo(&["run", "--quiet", "-p", "helios-demo", "--"], rest)
@@ -41,11 +45,11 @@ fn run(args: &[String]) -> Result<()> {
         "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <build-examples | demo | test | fuzz --minutes N> [extra args passed to cargo]"
+                "usage: cargo xtask <build-examples | demo | test | bench | bench-proxy | fuzz --minutes N> [extra args passed to cargo]"
             );
             Ok(())
         }
-        other => bail!("unknown task {other:?} (tasks: build-examples, demo, test, fuzz)"),
+        other => bail!("unknown task {other:?} (tasks: build-examples, demo, test, bench, bench-proxy, fuzz)"),
     }
 }
 

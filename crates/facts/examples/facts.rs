@@ -21,6 +21,11 @@ fn host_facts(sql: &str) -> helios_plugin_facts::StatementFacts {
 fn host_facts(_: &str) -> helios_plugin_facts::StatementFacts {
     panic!("build with --features pg")
 }
+#[cfg(feature = "guest")]
+fn guest_facts(sql: &str) -> helios_plugin_facts::StatementFacts {
+    helios_plugin_facts::guest::extract(sql)
+}
+#[cfg(not(feature = "guest"))]
 fn guest_facts(_: &str) -> helios_plugin_facts::StatementFacts {
-    panic!("the guest extractor is not built yet")
+    panic!("build with --features guest")
 }

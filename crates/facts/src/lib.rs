@@ -15,12 +15,15 @@
 //! See the crate's README for each field and for where the two extractors disagree.
 
 // Without an extractor feature the helpers the extractors share are unused.
-#![cfg_attr(not(feature = "pg"), allow(dead_code))]
+#![cfg_attr(not(any(feature = "pg", feature = "guest")), allow(dead_code))]
 
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "pg")]
 pub mod pg;
+
+#[cfg(feature = "guest")]
+pub mod guest;
 
 #[cfg(feature = "pg")]
 pub mod cache;

@@ -76,12 +76,19 @@ fn fill_statements(facts: &mut StatementFacts, stmts: &[&Value], depth: u32) {
     facts.is_read_only = read_only;
 }
 
-/// The comments of `sql`, by PostgreSQL's scanner. Text the scanner rejects yields none.
+/// The comments of `sql`, by PostgreSQL's scanner. When the scanner rejects the text (an
+/// unterminated string or comment), the comments before the offending quote or comment opener.
 fn comments(sql: &str) -> Vec<String> {
     if !sql.contains("--") && !sql.contains("/*") {
         return Vec::new();
     }
-    let Ok(scan) = pg_query::scan(sql) else { return Vec::new() };
+    let scan = pg_query::scan(sql).or_else(|e| {
+        // Cut before each opener from the last one back, until what precedes scans.
+        let cuts = sql.char_indices().filter(|(_, c)| matches!(c, '\'' | '"' | '$' | '/')).map(|(i, _)| i);
+        let cuts: Vec<usize> = cuts.collect();
+        cuts.into_iter().rev().take(16).find_map(|i| pg_query::scan(&sql[..i]).ok()).ok_or(e)
+    });
+    let Ok(scan) = scan else { return Vec::new() };
     scan.tokens
         .iter()
         .filter_map(|t| {

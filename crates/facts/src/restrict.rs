@@ -1,7 +1,7 @@
 //! The restriction rule and tenant-style equalities, on a small condition form both extractors
 //! lower their parser's expressions into, so the rule is written (and tested) once.
 
-#![cfg_attr(not(feature = "pg"), allow(dead_code))]
+#![cfg_attr(not(any(feature = "pg", feature = "guest")), allow(dead_code))]
 
 use crate::{Equality, Restriction, insert_sorted};
 
