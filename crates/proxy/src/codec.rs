@@ -39,6 +39,8 @@ impl Frame {
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS to a node.
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// Only during the TLS handshake.
     Closed,
 }
@@ -52,6 +54,7 @@ impl tokio::io::AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::TlsClient(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::Closed => std::task::Poll::Ready(Ok(())),
         }
     }
@@ -66,6 +69,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::TlsClient(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Closed => std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -76,6 +80,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::TlsClient(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Closed => std::task::Poll::Ready(Ok(())),
         }
     }
@@ -86,6 +91,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::TlsClient(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::Closed => std::task::Poll::Ready(Ok(())),
         }
     }
@@ -104,6 +110,11 @@ impl Conn {
     pub fn new(stream: TcpStream, max_message_bytes: usize, peer: String) -> Conn {
         let _ = stream.set_nodelay(true);
         Conn { stream: Stream::Plain(stream), rbuf: BytesMut::with_capacity(16 << 10), max: max_message_bytes, peer }
+    }
+
+    /// A connection over an already established transport (TLS to a node).
+    pub fn with_stream(stream: Stream, max_message_bytes: usize, peer: String) -> Conn {
+        Conn { stream, rbuf: BytesMut::with_capacity(16 << 10), max: max_message_bytes, peer }
     }
 
     pub fn peer(&self) -> &str {
@@ -195,12 +206,15 @@ impl Conn {
             return true;
         }
         let mut b = [0u8; 1];
-        match &self.stream {
-            Stream::Plain(s) => !matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            // Reading under TLS would consume a record: only upstream (plain) connections are pooled.
-            Stream::Tls(_) => false,
-            Stream::Closed => true,
-        }
+        // Under TLS this reads the socket beneath: any byte (or EOF) while idle means the
+        // connection is dropped anyway, so consuming it does no harm.
+        let tcp = match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::TlsClient(s) => s.get_ref().0,
+            Stream::Closed => return true,
+        };
+        !matches!(tcp.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Whether the client talks TLS.

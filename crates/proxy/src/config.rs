@@ -217,6 +217,25 @@ pub struct NodeConfig {
     pub host: String,
     pub port: u16,
     pub role: NodeRole,
+    /// TLS to this node, as libpq's `sslmode`: `disable`, `prefer` (TLS when offered, certificate
+    /// not checked), `require` (TLS or fail, certificate not checked) or `verify-full` (TLS with a
+    /// certificate for `host` signed by `tls_ca_file`). Default: disable.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// PEM CA certificates for `verify-full`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// TLS to a node (libpq's `sslmode` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
 }
 
 /// One user: how it proves itself to the proxy and which credentials the proxy uses upstream.
@@ -298,6 +317,12 @@ impl ProxyConfig {
         }
         let mut names = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
+            if n.tls == UpstreamTls::VerifyFull && n.tls_ca_file.is_none() {
+                return Err(invalid(
+                    &format!("nodes[{i}].tls_ca_file"),
+                    format!("node \"{}\": tls = \"verify-full\" needs tls_ca_file (PEM CA certificates)", n.name),
+                ));
+            }
             if let Some(first) = names.insert(n.name.as_str(), i) {
                 return Err(invalid(
                     &format!("nodes[{i}].name"),

@@ -24,6 +24,8 @@ pub struct Node {
     pub host: String,
     pub port: u16,
     pub role: NodeRole,
+    pub tls: crate::config::UpstreamTls,
+    pub tls_connector: Option<crate::tls::Connector>,
 }
 
 /// Where a session's running statement can be cancelled: (server address, backend pid, secret).
@@ -176,11 +178,24 @@ impl Shared {
                 tls.insert(l.listen.clone(), crate::tls::acceptor(&cert, &key, &origin, &field)?);
             }
         }
-        let nodes: Vec<Node> = config
-            .nodes
-            .iter()
-            .map(|n| Node { name: Arc::from(n.name.as_str()), host: n.host.clone(), port: n.port, role: n.role })
-            .collect();
+        let mut nodes = Vec::new();
+        for (i, n) in config.nodes.iter().enumerate() {
+            let tls_connector = match n.tls {
+                crate::config::UpstreamTls::Disable => None,
+                _ => {
+                    let ca = n.tls_ca_file.as_ref().map(|c| config.base_dir.join(c));
+                    Some(crate::tls::connector(ca.as_deref(), &origin, &format!("nodes[{i}].tls_ca_file"))?)
+                }
+            };
+            nodes.push(Node {
+                name: Arc::from(n.name.as_str()),
+                host: n.host.clone(),
+                port: n.port,
+                role: n.role,
+                tls: n.tls,
+                tls_connector,
+            });
+        }
         let default_name = config.default_node().name.clone();
         let default_node = nodes.iter().position(|n| *n.name == default_name).unwrap_or(0);
         let mut verifiers = HashMap::new();

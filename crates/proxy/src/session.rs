@@ -633,6 +633,8 @@ impl Session {
                 password: password.as_deref(),
                 connect_timeout: self.shared.config.connect_timeout(),
                 max_message_bytes: self.shared.config.max_message_bytes,
+                tls: node.tls,
+                tls_connector: node.tls_connector.as_ref(),
             };
             let p = self.shared.pool.checkout(target).await?;
             self.resync_params(&p);

@@ -11,6 +11,7 @@ use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
 use crate::codec::{self, Conn, Reader};
+use crate::config::UpstreamTls;
 use crate::error::UpstreamError;
 
 /// Where a connection goes and as whom. Connections with equal keys are interchangeable.
@@ -48,6 +49,9 @@ pub struct Target<'a> {
     pub password: Option<&'a str>,
     pub connect_timeout: Duration,
     pub max_message_bytes: usize,
+    /// TLS to the node and its connector (none when `Disable`).
+    pub tls: UpstreamTls,
+    pub tls_connector: Option<&'a crate::tls::Connector>,
 }
 
 impl ServerConn {
@@ -73,7 +77,41 @@ impl ServerConn {
         let auth = |m: String| UpstreamError::Auth { node: node.clone(), addr: addr_s.to_string(), message: m };
         let stream = TcpStream::connect(addr_s).await.map_err(|e| connect_err(e.to_string()))?;
         let addr = stream.peer_addr().map_err(|e| connect_err(e.to_string()))?;
-        let mut conn = Conn::new(stream, t.max_message_bytes, format!("node {node} ({addr_s})"));
+        let peer = format!("node {node} ({addr_s})");
+        let mut conn = match t.tls {
+            UpstreamTls::Disable => Conn::new(stream, t.max_message_bytes, peer),
+            mode => {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = stream;
+                let _ = stream.set_nodelay(true);
+                let mut req = BytesMut::new();
+                frontend::ssl_request(&mut req);
+                stream.write_all(&req).await.map_err(|e| connect_err(e.to_string()))?;
+                let mut answer = [0u8; 1];
+                stream.read_exact(&mut answer).await.map_err(|e| connect_err(e.to_string()))?;
+                match (answer[0], t.tls_connector) {
+                    (b'S', Some(connector)) => {
+                        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(t.host.to_string())
+                            .map_err(|e| connect_err(format!("TLS: host {:?} is no server name: {e}", t.host)))?;
+                        let tls = connector
+                            .0
+                            .connect(name, stream)
+                            .await
+                            .map_err(|e| connect_err(format!("TLS ({mode:?}): {e}")))?;
+                        Conn::with_stream(crate::codec::Stream::TlsClient(Box::new(tls)), t.max_message_bytes, peer)
+                    }
+                    (b'N', _) if mode == UpstreamTls::Prefer => Conn::new(stream, t.max_message_bytes, peer),
+                    (b'N', _) => {
+                        return Err(connect_err(format!(
+                            "the server does not offer TLS and the node's tls is {mode:?} (use prefer or disable)"
+                        )));
+                    }
+                    (other, _) => {
+                        return Err(proto(format!("unexpected answer {other:#04x} to SSLRequest")));
+                    }
+                }
+            }
+        };
         let mut buf = BytesMut::new();
         let mut params: Vec<(&str, &str)> = vec![("user", &t.key.user), ("database", &t.key.database)];
         params.extend(t.key.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -142,3 +142,51 @@ fn a_missing_certificate_stops_the_proxy_at_start_naming_the_file() {
     let err = rt.block_on(helios_proxy::Proxy::bind(config, Arc::new(NoHooks))).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/cert.pem") && err.contains("tls_cert_file"), "{err}");
 }
+
+/// A proxy config whose only node has `tls_lines`.
+fn node_tls_config(port: u16, tls_lines: &str) -> String {
+    config_text(&[("primary", port, "primary")], "")
+        .replace("role = \"primary\"\n", &format!("role = \"primary\"\n{tls_lines}"))
+}
+
+#[test]
+fn upstream_tls_verify_full_reaches_a_tls_node_and_require_refuses_a_plain_one() {
+    let db = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), "node");
+    db.enable_ssl(
+        &std::fs::read(dir.path().join("server.pem")).unwrap(),
+        &std::fs::read(dir.path().join("server.key")).unwrap(),
+    );
+    let ca = dir.path().join("node-ca.pem").display().to_string();
+    let ssl_in_use = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();";
+
+    let verified = TestProxy::start(
+        &node_tls_config(db.port(), &format!("tls = \"verify-full\"\ntls_ca_file = \"{ca}\"\n")),
+        Arc::new(NoHooks),
+    );
+    let out = pg::psql_raw(verified.port(), pg::SUPERUSER, "postgres", ssl_in_use, &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The same node checked against another CA: refused, naming the node.
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path(), "other");
+    let wrong = other.path().join("other-ca.pem").display().to_string();
+    let mistrusted = TestProxy::start(
+        &node_tls_config(db.port(), &format!("tls = \"verify-full\"\ntls_ca_file = \"{wrong}\"\n")),
+        Arc::new(NoHooks),
+    );
+    let out = pg::psql_raw(mistrusted.port(), pg::SUPERUSER, "postgres", "SELECT 1;", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("node \"primary\"") && err.contains("TLS"), "{err}");
+
+    // A node without TLS: require refuses, prefer falls back to plain.
+    let plain = PgCluster::start();
+    let required = TestProxy::start(&node_tls_config(plain.port(), "tls = \"require\"\n"), Arc::new(NoHooks));
+    let out = pg::psql_raw(required.port(), pg::SUPERUSER, "postgres", "SELECT 1;", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("does not offer TLS"), "{err}");
+    let preferred = TestProxy::start(&node_tls_config(plain.port(), "tls = \"prefer\"\n"), Arc::new(NoHooks));
+    let out = pg::psql_raw(preferred.port(), pg::SUPERUSER, "postgres", ssl_in_use, &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f");
+}

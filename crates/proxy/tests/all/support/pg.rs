@@ -289,6 +289,22 @@ impl PgCluster {
         self.inner.psql_ok(sql)
     }
 
+    /// Turns TLS on with this certificate and key (PEM), readable by the server only.
+    pub fn enable_ssl(&self, cert_pem: &[u8], key_pem: &[u8]) {
+        let data = self.inner.data();
+        std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
+        let out = Command::new("chmod").arg("600").arg(data.join("server.key")).output().expect("chmod");
+        assert!(out.status.success());
+        chown_tree(&data);
+        self.psql("ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.psql("SHOW ssl;").trim() != "on" {
+            assert!(Instant::now() < deadline, "ssl did not turn on");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Stops the server immediately (as a crash would), keeping its files.
     pub fn stop(&mut self) {
         self.inner.stop();
