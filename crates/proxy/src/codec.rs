@@ -217,6 +217,16 @@ impl Conn {
         !matches!(tcp.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
+    /// The `tls-server-end-point` data of a TLS connection to a node (its certificate).
+    pub fn peer_end_point(&self) -> Option<Vec<u8>> {
+        match &self.stream {
+            Stream::TlsClient(s) => {
+                s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| crate::scram::tls_server_end_point(c))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the client talks TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Stream::Tls(_))
@@ -273,10 +283,12 @@ pub fn auth_ok(buf: &mut BytesMut) {
     put_msg(buf, b'R', |b| b.put_i32(0));
 }
 
-pub fn auth_sasl(buf: &mut BytesMut, mechanism: &str) {
+pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     put_msg(buf, b'R', |b| {
         b.put_i32(10);
-        put_cstr(b, mechanism);
+        for m in mechanisms {
+            put_cstr(b, m);
+        }
         b.put_u8(0);
     });
 }

@@ -1,5 +1,6 @@
-//! The server side of SCRAM-SHA-256 (RFC 5802/7677, without channel binding), for authenticating
-//! clients against a configured password or stored verifier.
+//! The server side of SCRAM-SHA-256 (RFC 5802/7677), with `tls-server-end-point` channel binding
+//! (SCRAM-SHA-256-PLUS, RFC 5929) when the client talks TLS, for authenticating clients against a
+//! configured password or stored verifier.
 //!
 //! `postgres-protocol` implements the client side (used upstream) and makes verifiers from
 //! passwords; the server side is the small state machine below over HMAC-SHA-256.
@@ -13,6 +14,15 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The SASL mechanism name announced to clients.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The channel-binding variant, announced over TLS.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// `tls-server-end-point` binding data of a certificate: its SHA-256 hash (RFC 5929 uses the
+/// certificate's signature hash, SHA-256 for MD5/SHA-1/SHA-256 signatures, which is what is
+/// supported here).
+pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
+    Sha256::digest(cert_der).to_vec()
+}
 
 /// A stored SCRAM-SHA-256 verifier.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,6 +90,8 @@ fn attr(msg: &str, name: char) -> Option<&str> {
 pub struct Exchange {
     verifier: Verifier,
     gs2_header: String,
+    /// The channel-binding data the client must echo after the GS2 header.
+    cbind_data: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -91,14 +103,37 @@ pub struct ScramError(pub String);
 
 impl Exchange {
     /// Handles the client-first message; returns the exchange and the server-first message.
-    pub fn start(verifier: &Verifier, client_first: &[u8]) -> Result<(Exchange, String), ScramError> {
+    /// `binding` is `Some(tls-server-end-point data)` when the client chose SCRAM-SHA-256-PLUS,
+    /// `None` for SCRAM-SHA-256; `offered_plus` says whether PLUS was offered (then a client
+    /// claiming `y` — "I could bind but the server cannot" — is a downgrade and refused).
+    pub fn start(
+        verifier: &Verifier,
+        client_first: &[u8],
+        binding: Option<&[u8]>,
+        offered_plus: bool,
+    ) -> Result<(Exchange, String), ScramError> {
         let msg = std::str::from_utf8(client_first).map_err(|_| ScramError("client-first is not UTF-8".into()))?;
-        let (gs2_header, bare) = if let Some(r) = msg.strip_prefix("n,,") {
-            ("n,,", r)
-        } else if let Some(r) = msg.strip_prefix("y,,") {
-            ("y,,", r)
-        } else {
-            return Err(ScramError(format!("unsupported GS2 header in \"{msg}\" (channel binding is not offered)")));
+        let (gs2_header, bare, cbind_data) = match binding {
+            Some(data) => match msg.strip_prefix("p=tls-server-end-point,,") {
+                Some(r) => ("p=tls-server-end-point,,", r, data.to_vec()),
+                None => {
+                    return Err(ScramError(format!("SCRAM-SHA-256-PLUS without tls-server-end-point in \"{msg}\"")));
+                }
+            },
+            None => {
+                if let Some(r) = msg.strip_prefix("n,,") {
+                    ("n,,", r, Vec::new())
+                } else if let Some(r) = msg.strip_prefix("y,,") {
+                    if offered_plus {
+                        return Err(ScramError(
+                            "client claims the server cannot bind channels, but it offered PLUS".into(),
+                        ));
+                    }
+                    ("y,,", r, Vec::new())
+                } else {
+                    return Err(ScramError(format!("unsupported GS2 header in \"{msg}\" for SCRAM-SHA-256")));
+                }
+            }
         };
         let client_nonce = attr(bare, 'r').ok_or_else(|| ScramError("client-first has no nonce".into()))?;
         let mut rnd = [0u8; 18];
@@ -108,6 +143,7 @@ impl Exchange {
         let ex = Exchange {
             verifier: verifier.clone(),
             gs2_header: gs2_header.to_string(),
+            cbind_data,
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
@@ -121,8 +157,10 @@ impl Exchange {
         let (without_proof, proof) =
             msg.rsplit_once(",p=").ok_or_else(|| ScramError("client-final has no proof".into()))?;
         let cb = attr(without_proof, 'c').ok_or_else(|| ScramError("client-final has no channel binding".into()))?;
-        if B64.decode(cb).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
-            return Err(ScramError("channel binding does not match the GS2 header".into()));
+        let mut expected = self.gs2_header.as_bytes().to_vec();
+        expected.extend_from_slice(&self.cbind_data);
+        if B64.decode(cb).ok() != Some(expected) {
+            return Err(ScramError("channel binding does not match (GS2 header or TLS certificate)".into()));
         }
         if attr(without_proof, 'r') != Some(self.nonce.as_str()) {
             return Err(ScramError("nonce does not match".into()));
@@ -152,10 +190,25 @@ mod tests {
 
     fn run(password_client: &str, verifier: &Verifier) -> Result<(), ScramError> {
         let mut client = ScramSha256::new(password_client.as_bytes(), ChannelBinding::unsupported());
-        let (ex, server_first) = Exchange::start(verifier, client.message())?;
+        let (ex, server_first) = Exchange::start(verifier, client.message(), None, false)?;
         client.update(server_first.as_bytes()).map_err(|e| ScramError(e.to_string()))?;
         let server_final = ex.finish(client.message())?;
         client.finish(server_final.as_bytes()).map_err(|e| ScramError(format!("client rejects server: {e}")))
+    }
+
+    #[test]
+    fn channel_binding_passes_with_the_same_certificate_and_fails_with_another() {
+        let v = Verifier::from_password("pw");
+        let cert = tls_server_end_point(b"the certificate");
+        for (client_sees, ok) in [(cert.clone(), true), (tls_server_end_point(b"a forged one"), false)] {
+            let mut client = ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(client_sees));
+            let (ex, server_first) = Exchange::start(&v, client.message(), Some(&cert), true).unwrap();
+            client.update(server_first.as_bytes()).unwrap();
+            assert_eq!(ex.finish(client.message()).is_ok(), ok);
+        }
+        // A client saying "y" (it could bind, thinks the server cannot) while PLUS was offered.
+        let client = ScramSha256::new(b"pw", ChannelBinding::unrequested());
+        assert!(Exchange::start(&v, client.message(), None, true).is_err());
     }
 
     #[test]

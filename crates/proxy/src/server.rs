@@ -56,7 +56,7 @@ pub struct Shared {
     /// The portal name of refusal fences (see [`crate::pipeline`]), random per process.
     pub fence_portal: String,
     /// TLS for clients, by the `listen` address of the listener that has it.
-    pub tls: HashMap<String, tokio_rustls::TlsAcceptor>,
+    pub tls: HashMap<String, crate::tls::ServerTls>,
     /// Places for plugin calls (`plugin_workers`).
     pub plugin_slots: tokio::sync::Semaphore,
     /// Statement facts by text (PostgreSQL's parser), for the hook context.

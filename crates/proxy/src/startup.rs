@@ -34,7 +34,7 @@ pub async fn login(
     shared: &Shared,
     client: &mut Conn,
     auth: ClientAuth,
-    tls: Option<&tokio_rustls::TlsAcceptor>,
+    tls: Option<&crate::tls::ServerTls>,
     refuse: Option<(&str, &str)>,
 ) -> Result<Option<Login>, ProtocolError> {
     let params = loop {
@@ -57,8 +57,8 @@ pub async fn login(
         match code {
             codec::SSL_REQUEST_CODE if tls.is_some() && !client.is_tls() => {
                 client.write_all(b"S").await?;
-                if let Some(acceptor) = tls {
-                    client.accept_tls(acceptor).await?;
+                if let Some(t) = tls {
+                    client.accept_tls(&t.acceptor).await?;
                 }
             }
             codec::SSL_REQUEST_CODE | codec::GSSENC_REQUEST_CODE => client.write_all(b"N").await?,
@@ -107,7 +107,8 @@ pub async fn login(
         return Ok(None);
     };
     let database = get("database").unwrap_or_else(|| user.clone());
-    if auth == ClientAuth::ScramSha256 && !authenticate_scram(shared, client, &user).await? {
+    let binding = if client.is_tls() { tls.map(|t| t.end_point.as_slice()) } else { None };
+    if auth == ClientAuth::ScramSha256 && !authenticate_scram(shared, client, &user, binding).await? {
         info!(%user, "client authentication failed");
         send_error(
             client,
@@ -121,13 +122,22 @@ pub async fn login(
     Ok(Some(Login { user, database, params }))
 }
 
-/// SCRAM-SHA-256 with the client; false if it failed (the caller reports it).
-async fn authenticate_scram(shared: &Shared, client: &mut Conn, user: &str) -> Result<bool, ProtocolError> {
+/// SCRAM-SHA-256 with the client, SCRAM-SHA-256-PLUS offered too over TLS (`binding` is the
+/// certificate's `tls-server-end-point` data); false if it failed (the caller reports it).
+async fn authenticate_scram(
+    shared: &Shared,
+    client: &mut Conn,
+    user: &str,
+    binding: Option<&[u8]>,
+) -> Result<bool, ProtocolError> {
     let Some(verifier) = shared.verifiers.get(user) else {
         return Ok(false);
     };
     let mut out = BytesMut::new();
-    codec::auth_sasl(&mut out, scram::MECHANISM);
+    match binding {
+        Some(_) => codec::auth_sasl(&mut out, &[scram::MECHANISM_PLUS, scram::MECHANISM]),
+        None => codec::auth_sasl(&mut out, &[scram::MECHANISM]),
+    }
     client.write_all(&out).await?;
     let f = client.read_frame().await?;
     if f.tag != b'p' {
@@ -136,10 +146,15 @@ async fn authenticate_scram(shared: &Shared, client: &mut Conn, user: &str) -> R
     let mut r = Reader::new(f.body(), "SASLInitialResponse");
     let mech = r.cstr(client.peer())?;
     let len = r.i32(client.peer())?;
-    if mech != scram::MECHANISM || len < 0 {
+    let chosen = match (mech, binding) {
+        (scram::MECHANISM, _) => None,
+        (scram::MECHANISM_PLUS, Some(b)) => Some(b),
+        _ => return Ok(false),
+    };
+    if len < 0 {
         return Ok(false);
     }
-    let (ex, server_first) = match scram::Exchange::start(verifier, r.rest()) {
+    let (ex, server_first) = match scram::Exchange::start(verifier, r.rest(), chosen, binding.is_some()) {
         Ok(x) => x,
         Err(e) => {
             debug!(error = %e.0, "SCRAM client-first refused");

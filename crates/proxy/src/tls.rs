@@ -13,9 +13,23 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::error::ConfigError;
 
-/// A TLS acceptor for `cert` (a PEM chain, leaf first) and `key` (a PEM private key). `origin` and
-/// `field` name the configuration entry in errors.
-pub fn acceptor(cert: &Path, key: &Path, origin: &str, field: &str) -> Result<TlsAcceptor, ConfigError> {
+/// Client-facing TLS of one listener.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub acceptor: TlsAcceptor,
+    /// `tls-server-end-point` channel-binding data of the certificate (SCRAM-SHA-256-PLUS).
+    pub end_point: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+/// TLS for `cert` (a PEM chain, leaf first) and `key` (a PEM private key). `origin` and `field`
+/// name the configuration entry in errors.
+pub fn acceptor(cert: &Path, key: &Path, origin: &str, field: &str) -> Result<ServerTls, ConfigError> {
     let invalid =
         |message: String| ConfigError::Invalid { file: origin.to_string(), field: field.to_string(), message };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -25,6 +39,7 @@ pub fn acceptor(cert: &Path, key: &Path, origin: &str, field: &str) -> Result<Tl
     if certs.is_empty() {
         return Err(invalid(format!("{}: no certificate in the file", cert.display())));
     }
+    let end_point = crate::scram::tls_server_end_point(&certs[0]);
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(format!("{}: {e}", key.display())))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
@@ -33,7 +48,7 @@ pub fn acceptor(cert: &Path, key: &Path, origin: &str, field: &str) -> Result<Tl
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| invalid(format!("certificate and key do not make a TLS identity: {e}")))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(ServerTls { acceptor: TlsAcceptor::from(Arc::new(config)), end_point })
 }
 
 /// A TLS connector to a node: certificates checked against `ca_file` (`verify-full`), or not

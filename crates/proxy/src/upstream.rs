@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
@@ -169,8 +169,15 @@ impl ServerConn {
                                     String::from_utf8_lossy(mechs)
                                 )));
                             }
-                            let s = ScramSha256::new(need_pw()?.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut buf)
+                            // Over TLS, bind the exchange to the node's certificate when it offers PLUS.
+                            let plus = mechs.split(|&b| b == 0).any(|m| m == SCRAM_SHA_256_PLUS.as_bytes());
+                            let (mech, binding) = match server.conn.peer_end_point() {
+                                Some(ep) if plus => (SCRAM_SHA_256_PLUS, ChannelBinding::tls_server_end_point(ep)),
+                                Some(_) => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+                                None => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                            };
+                            let s = ScramSha256::new(need_pw()?.as_bytes(), binding);
+                            frontend::sasl_initial_response(mech, s.message(), &mut buf)
                                 .map_err(|e| proto(e.to_string()))?;
                             scram = Some(s);
                         }

@@ -190,3 +190,48 @@ fn upstream_tls_verify_full_reaches_a_tls_node_and_require_refuses_a_plain_one()
     let out = pg::psql_raw(preferred.port(), pg::SUPERUSER, "postgres", ssl_in_use, &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f");
 }
+
+/// SCRAM-SHA-256-PLUS (tls-server-end-point) with psql `channel_binding=require` through a TLS
+/// listener, and with a TLS node offering it upstream.
+#[test]
+fn scram_channel_binding_with_clients_and_nodes_over_tls() {
+    let db = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), "cb");
+    db.enable_ssl(
+        &std::fs::read(dir.path().join("server.pem")).unwrap(),
+        &std::fs::read(dir.path().join("server.key")).unwrap(),
+    );
+    let ca = dir.path().join("cb-ca.pem").display().to_string();
+    let users = format!("[[users]]\nname = \"{}\"\npassword = \"{}\"\n", pg::SCRAM_USER, pg::PASSWORD);
+    let listener = format!(
+        "listen = \"127.0.0.1:0\"\nauth = \"scram-sha-256\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display()
+    );
+    let cfg = node_tls_config(db.port(), &format!("tls = \"verify-full\"\ntls_ca_file = \"{ca}\"\n"))
+        .replace("listen = \"127.0.0.1:0\"\n", &listener);
+    let proxy = TestProxy::start(&(users + &cfg), Arc::new(NoHooks));
+    let env = [
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", ca.as_str()),
+        ("PGCHANNELBINDING", "require"),
+        ("PGPASSWORD", pg::PASSWORD),
+    ];
+    let sql = "SELECT current_user || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();";
+    let out = pg::psql_raw(proxy.port(), pg::SCRAM_USER, "postgres", sql, &env);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} true", pg::SCRAM_USER),
+        "client bound to the proxy's certificate, proxy bound to the node's: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = pg::psql_raw(
+        proxy.port(),
+        pg::SCRAM_USER,
+        "postgres",
+        "SELECT 1;",
+        &[env[0], env[1], env[2], ("PGPASSWORD", "wrong")],
+    );
+    assert!(!wrong.status.success(), "a wrong password still fails with channel binding");
+}
