@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     /// Plugin entries, interpreted by the plugin loader.
     #[serde(default)]
     pub plugins: Vec<toml::Table>,
+    /// Where plugin KV state lives (`[state]`: memory, sqlite or redis); see `helios_plugin_state`.
+    #[serde(default)]
+    pub state: helios_plugin_state::StateConfig,
     /// Where compiled plugin modules are kept so a restart loads them without compiling (the host's
     /// integrity-checked module cache): a directory (relative to the config file), or `off`.
     /// Default: `$XDG_CACHE_HOME/helios-proxy/modules`, else `$HOME/.cache/helios-proxy/modules`.
@@ -291,6 +294,7 @@ impl ProxyConfig {
             field: field.to_string(),
             message,
         };
+        self.state.validate().map_err(|e| invalid("state", e.to_string()))?;
         if self.listeners.is_empty() {
             return Err(invalid("listeners", "expected at least one [[listeners]] entry, found none".into()));
         }

@@ -17,7 +17,10 @@ pub fn load_chain(cfg: &ProxyConfig, origin: &str) -> Result<Chain, ConfigError>
     if cfg.plugins.is_empty() {
         return Ok(Chain::new(Vec::new()));
     }
-    let mut rc = RuntimeConfig::default();
+    let store = helios_plugin_state::Store::open(&cfg.state)
+        .map_err(|e| ConfigError::Plugins { message: format!("{origin}: [state]: {e}") })?;
+    tracing::info!(backend = %store.describe(), "plugin state store");
+    let mut rc = RuntimeConfig::default().kv(store.backend());
     if let Some(dir) = cfg.module_cache_dir() {
         tracing::info!(dir = %dir.display(), "compiled plugin modules are cached (module_cache = \"off\" to disable)");
         rc = rc.module_cache_dir(dir);
