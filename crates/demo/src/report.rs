@@ -29,15 +29,15 @@ pub fn plugins(chain: &Chain) {
         if p.is_guard() {
             serves.push("guard (evaluate)");
         }
-        let info = p.module_info();
+        let (size, sha256) = p.module_info().map(|i| (i.size, &i.sha256[..16])).unwrap_or((0, "-"));
         println!(
             "  {:<18} {:>4} {:<8} {:<28} {:>8} {}…",
             p.name(),
             p.priority(),
             format!("{:?}", p.on_error()).to_lowercase(),
             serves.join(","),
-            info.size,
-            &info.sha256[..16]
+            size,
+            sha256
         );
     }
 }

@@ -12,6 +12,9 @@ use helios_plugin_schema::{
 
 use crate::{OnError, Plugin, PluginError};
 
+/// Told each plugin's result and how long its call took (for logs and per-call metrics).
+pub type CallObserver<'a, R> = dyn FnMut(&Plugin, Duration, &Result<R, PluginError>) + 'a;
+
 /// What a `pre_query` chain decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreQueryOutcome {
@@ -80,7 +83,7 @@ impl Chain {
     pub fn pre_query_observed(
         &self,
         ctx: &QueryContext,
-        observe: &mut dyn FnMut(&Plugin, Duration, &Result<PreQueryResult, PluginError>),
+        observe: &mut CallObserver<'_, PreQueryResult>,
     ) -> PreQueryOutcome {
         let mut out = PreQueryOutcome {
             result: PreQueryResult::Continue,
@@ -141,11 +144,7 @@ impl Chain {
     }
 
     /// [`Chain::route`] with a per-plugin observer.
-    pub fn route_observed(
-        &self,
-        ctx: &QueryContext,
-        observe: &mut dyn FnMut(&Plugin, Duration, &Result<RouteResult, PluginError>),
-    ) -> RouteOutcome {
+    pub fn route_observed(&self, ctx: &QueryContext, observe: &mut CallObserver<'_, RouteResult>) -> RouteOutcome {
         let mut out = RouteOutcome { result: RouteResult::Default, decided_by: None, skipped: Vec::new() };
         let mut json: Option<Vec<u8>> = None;
         for p in self.serving(Hook::Route) {
@@ -183,11 +182,7 @@ impl Chain {
     }
 
     /// [`Chain::post_query`] with a per-plugin observer.
-    pub fn post_query_observed(
-        &self,
-        env: &PostQueryEnvelope,
-        observe: &mut dyn FnMut(&Plugin, Duration, &Result<(), PluginError>),
-    ) -> Vec<PluginError> {
+    pub fn post_query_observed(&self, env: &PostQueryEnvelope, observe: &mut CallObserver<'_, ()>) -> Vec<PluginError> {
         let mut failures = Vec::new();
         let mut json: Option<Vec<u8>> = None;
         for p in self.serving(Hook::PostQuery) {

@@ -10,9 +10,15 @@
 //! on_error = "abort"                            # skip (default) | abort
 //! priority = 10                                 # lower runs first (default 1000)
 //! fuel = 10_000_000                             # per call (default 10,000,000)
+//! deadline_ms = 50                              # wall-clock deadline per call (default 100)
 //! memory = 16_777_216                           # linear memory cap in bytes (default 16 MiB)
+//! kv_max_keys = 1024                            # keys in its KV namespace (default 1024)
+//! kv_max_bytes = 67_108_864                     # bytes in its KV namespace (default 64 MiB)
 //! config = { denylist = "rm,curl" }             # overrides the manifest's config, key by key
 //! ```
+//!
+//! Names are unique within a file: a plugin's name is its KV namespace (so that a new version of
+//! the same plugin keeps its state), and two entries with one name would share it.
 //!
 //! Relative paths resolve against the config file's directory. Other top-level tables of the file
 //! belong to the proxy and are ignored here; inside `[[plugins]]` every field is known and a typo is
@@ -74,6 +80,12 @@ pub struct PluginEntry {
     pub priority: Option<i32>,
     /// Fuel per call. Default: 10,000,000.
     pub fuel: Option<u64>,
+    /// Wall-clock deadline per call, in milliseconds. Default: 100.
+    pub deadline_ms: Option<u64>,
+    /// Keys the plugin may keep in its KV namespace. Default: 1024.
+    pub kv_max_keys: Option<usize>,
+    /// Bytes (keys + values) the plugin may keep in its KV namespace. Default: 64 MiB.
+    pub kv_max_bytes: Option<usize>,
     /// Linear memory cap in bytes. Default: 16 MiB.
     pub memory: Option<u64>,
     /// Module size cap in bytes, checked before hashing. Default: 10 MiB.
@@ -134,7 +146,7 @@ impl PluginsConfig {
     pub fn from_toml(text: &str, file: &Path) -> Result<PluginsConfig, ConfigError> {
         let parsed: PluginsOnly = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { file: file.display().to_string(), message: e.to_string() })?;
-        Ok(PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins: parsed.plugins })
+        PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins: parsed.plugins }.checked()
     }
 
     /// Interprets `[[plugins]]` tables another parser kept raw (the proxy's own config reader).
@@ -148,7 +160,26 @@ impl PluginsConfig {
             })?;
             plugins.push(entry);
         }
-        Ok(PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins })
+        PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins }.checked()
+    }
+
+    /// Refuses two entries with one name: the name is the plugin's KV namespace, its label in logs
+    /// and metrics, and what a chain is searched by.
+    fn checked(self) -> Result<PluginsConfig, ConfigError> {
+        for (index, entry) in self.plugins.iter().enumerate() {
+            if let Some(first) = self.plugins[..index].iter().position(|e| e.name == entry.name) {
+                return Err(ConfigError::Field {
+                    file: self.file.display().to_string(),
+                    index,
+                    name: entry.name.clone(),
+                    field: "name",
+                    message: format!(
+                        "plugins[{first}] already has this name; each entry needs its own (the name is also the plugin's KV namespace)"
+                    ),
+                });
+            }
+        }
+        Ok(self)
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
@@ -230,6 +261,15 @@ impl PluginsConfig {
             }
             if let Some(f) = e.fuel {
                 pc = pc.fuel(Some(f));
+            }
+            if let Some(ms) = e.deadline_ms {
+                pc = pc.deadline(std::time::Duration::from_millis(ms));
+            }
+            if let Some(n) = e.kv_max_keys {
+                pc = pc.kv_max_keys(n);
+            }
+            if let Some(n) = e.kv_max_bytes {
+                pc = pc.kv_max_bytes(n);
             }
             if let Some(m) = e.memory {
                 pc = pc.max_memory_bytes(m);
@@ -348,7 +388,10 @@ hooks = ["pre_query"]
 on_error = "abort"
 priority = 7
 fuel = 1_000_000
+deadline_ms = 25
 memory = 1_048_576
+kv_max_keys = 3
+kv_max_bytes = 4096
 config = { mode = "lenient" }
 "#,
         );
@@ -364,9 +407,25 @@ config = { mode = "lenient" }
         let p = &chain.plugins()[0];
         assert_eq!((p.name(), p.priority(), p.on_error()), ("blocker", 7, OnError::Abort));
         assert_eq!(p.limits().fuel, Some(1_000_000));
+        assert_eq!(p.limits().deadline, std::time::Duration::from_millis(25), "deadline_ms reaches the plugin");
+        assert_eq!(p.kv_caps(), crate::KvCaps { max_keys: 3, max_bytes: 4096 });
         assert_eq!(p.limits().max_memory_bytes, 1_048_576);
         let outcome = chain.pre_query(&query());
         assert_eq!(outcome.result, PreQueryResult::Block { reason: "blocked by wat".into() });
+    }
+
+    #[test]
+    fn two_entries_with_one_name_are_refused_naming_both() {
+        let f = fixture();
+        let entry = "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\n";
+        let path = write_config(&f, &format!("{entry}\n{entry}"));
+        let e = PluginsConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("plugins[1] (blocker) field name") && e.contains("plugins[0] already has this name"), "{e}");
+        let doc: toml::Table = toml::from_str(&format!("{entry}\n{entry}")).unwrap();
+        let tables: Vec<toml::Table> =
+            doc["plugins"].as_array().unwrap().iter().map(|v| v.as_table().unwrap().clone()).collect();
+        let e = PluginsConfig::from_tables(&tables, &path).unwrap_err().to_string();
+        assert!(e.contains("already has this name"), "{e}");
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl std::fmt::Display for ImportFault {
 impl std::error::Error for ImportFault {}
 
 /// Raised by the resource limiter when a grow goes past the cap.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum LimitFault {
     Memory { requested: u64, limit: u64 },
     Table { requested: u64, limit: u64 },

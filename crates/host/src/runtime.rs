@@ -4,18 +4,16 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
 use crate::{
-    cache::ModuleCache,
     error::LoadError,
-    imports,
     services::{Clock, KvBackend, LogSink, MemoryKv, SystemClock},
-    state::HostState,
+    wasm::{cache::ModuleCache, imports, state::HostState},
 };
 
 /// Live instances across all plugins of a runtime. Default: 1000.
@@ -147,8 +145,9 @@ pub(crate) struct RuntimeInner {
     pub engine: Engine,
     pub linker: Linker<HostState>,
     pub cfg: RuntimeConfig,
-    /// Compiled modules by SHA-256: the same bytes compile once per runtime.
-    pub modules: Mutex<HashMap<[u8; 32], Module>>,
+    /// Compiled modules by SHA-256, held weakly: the same bytes compile once while a plugin uses
+    /// them, and a module no plugin uses any more is freed (hot reload does not leak).
+    pub modules: Mutex<HashMap<[u8; 32], Weak<Module>>>,
     /// Compiled modules on disk, across runtimes.
     pub disk_cache: Option<ModuleCache>,
 }

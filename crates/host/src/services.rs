@@ -105,6 +105,21 @@ pub enum KvError {
     Unavailable(String),
 }
 
+/// The per-plugin KV caps a backend enforces for a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCaps {
+    /// Keys in the namespace. Default: [`KV_MAX_KEYS`].
+    pub max_keys: usize,
+    /// Bytes (keys + values) in the namespace. Default: [`KV_MAX_TOTAL_BYTES`].
+    pub max_bytes: usize,
+}
+
+impl Default for KvCaps {
+    fn default() -> Self {
+        KvCaps { max_keys: KV_MAX_KEYS, max_bytes: KV_MAX_TOTAL_BYTES }
+    }
+}
+
 /// Per-plugin key-value storage. The host passes the namespace (the plugin's name); a guest never
 /// names it, so no key bytes can reach another plugin's keys.
 ///
@@ -116,6 +131,13 @@ pub trait KvBackend: Send + Sync + std::fmt::Debug {
     /// store failure is an error, never a `None`.
     fn get(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) -> Result<(), KvError>;
     fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError>;
+    /// Stores `value` under `key`, refusing a write that would take the namespace past `caps` (the
+    /// plugin's own caps, bound by the host; guest writes go through this). The default applies only
+    /// the backend's caps: a backend that can count a namespace overrides it ([`MemoryKv`] does).
+    fn set_within(&self, ns: &str, key: &[u8], value: &[u8], caps: KvCaps) -> Result<(), KvError> {
+        let _ = caps;
+        self.set(ns, key, value)
+    }
     fn delete(&self, ns: &str, key: &[u8]) -> Result<(), KvError>;
     /// Adds `delta` to the counter under `key` (missing: 0) and returns the new value.
     fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, KvError>;
@@ -170,13 +192,19 @@ impl MemoryKv {
 
     /// Stores `value` under `key` in a locked namespace, within the caps.
     fn put(&self, s: &mut Namespace, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.put_within(s, key, value, KvCaps::default())
+    }
+
+    /// [`MemoryKv::put`] within the smaller of `caps` and this backend's ceiling.
+    fn put_within(&self, s: &mut Namespace, key: &[u8], value: &[u8], caps: KvCaps) -> Result<(), KvError> {
+        let (max_keys, max_bytes) = (caps.max_keys.min(self.max_keys), caps.max_bytes.min(self.max_bytes));
         let old = s.map.get(key).map(|v| key.len() + v.len());
-        if old.is_none() && s.map.len() >= self.max_keys {
-            return Err(KvError::TooManyKeys { limit: self.max_keys });
+        if old.is_none() && s.map.len() >= max_keys {
+            return Err(KvError::TooManyKeys { limit: max_keys });
         }
         let would = s.bytes - old.unwrap_or(0) + key.len() + value.len();
-        if would > self.max_bytes {
-            return Err(KvError::TooManyBytes { would, limit: self.max_bytes });
+        if would > max_bytes {
+            return Err(KvError::TooManyBytes { would, limit: max_bytes });
         }
         s.bytes = would;
         match s.map.get_mut(key) {
@@ -207,6 +235,12 @@ impl KvBackend for MemoryKv {
         let space = self.space_or_create(ns)?;
         let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
         self.put(&mut s, key, value)
+    }
+
+    fn set_within(&self, ns: &str, key: &[u8], value: &[u8], caps: KvCaps) -> Result<(), KvError> {
+        let space = self.space_or_create(ns)?;
+        let mut s = space.lock().map_err(|_| KvError::Backend("lock poisoned".into()))?;
+        self.put_within(&mut s, key, value, caps)
     }
 
     fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, KvError> {
@@ -267,6 +301,21 @@ mod tests {
         assert_eq!(seen, None);
         kv.delete("b", b"k").unwrap();
         assert_eq!(kv.entries("a"), vec![(b"k".to_vec(), b"1".to_vec())]);
+    }
+
+    #[test]
+    fn each_write_is_held_to_the_plugins_own_caps_below_the_backend_ceiling() {
+        let kv = MemoryKv::default();
+        let small = KvCaps { max_keys: 1, max_bytes: 100 };
+        kv.set_within("small", b"k1", b"v", small).unwrap();
+        assert_eq!(kv.set_within("small", b"k2", b"v", small), Err(KvError::TooManyKeys { limit: 1 }));
+        // Another namespace with the defaults is not held to the small plugin's caps.
+        kv.set("big", b"k1", b"v").unwrap();
+        kv.set("big", b"k2", b"v").unwrap();
+        // The backend ceiling wins over a plugin cap above it.
+        let ceiling = MemoryKv { max_keys: 1, max_bytes: 10, spaces: RwLock::default() };
+        ceiling.set_within("a", b"k1", b"v", KvCaps::default()).unwrap();
+        assert_eq!(ceiling.set_within("a", b"k2", b"v", KvCaps::default()), Err(KvError::TooManyKeys { limit: 1 }));
     }
 
     #[test]

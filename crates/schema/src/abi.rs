@@ -153,27 +153,132 @@ pub fn counter_value(bytes: &[u8]) -> Option<i64> {
 /// Prefix of the log line the SDK's panic hook sends, so a host can attach it to the trap it causes.
 pub const PANIC_LOG_PREFIX: &str = "guest panicked: ";
 
-/// The value types of one import: (params, results). `I` = i32, `L` = i64.
+/// A wasm value type of the ABI (every export and import uses only these two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValType {
+    I32,
+    I64,
+}
+
+impl ValType {
+    /// The type's name in WAT and in Rust (`i32`, `i64`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ValType::I32 => "i32",
+            ValType::I64 => "i64",
+        }
+    }
+}
+
+use ValType::{I32, I64};
+
+/// A function signature of the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sig {
+    pub params: &'static [ValType],
+    pub results: &'static [ValType],
+}
+
+impl std::fmt::Display for Sig {
+    /// `(i32, i32) -> (i64)`, the form load errors print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[ValType]| v.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ");
+        write!(f, "({}) -> ({})", list(self.params), list(self.results))
+    }
+}
+
+/// One import of the host surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportSig {
     pub module: &'static str,
     pub name: &'static str,
-    pub params: &'static str,
-    pub results: &'static str,
+    pub sig: Sig,
 }
 
 /// Every import a plugin may declare. Anything else is refused at load.
 pub const IMPORTS: &[ImportSig] = &[
-    ImportSig { module: ENV_MODULE, name: KV_GET, params: "IIII", results: "I" },
-    ImportSig { module: ENV_MODULE, name: KV_SET, params: "IIII", results: "I" },
-    ImportSig { module: ENV_MODULE, name: KV_DELETE, params: "II", results: "I" },
-    ImportSig { module: ENV_MODULE, name: KV_ADD, params: "IILI", results: "I" },
-    ImportSig { module: ENV_MODULE, name: KV_CAS, params: "IIIIII", results: "I" },
-    ImportSig { module: ENV_MODULE, name: SHA256_HEX, params: "III", results: "I" },
-    ImportSig { module: CHIO_MODULE, name: LOG, params: "III", results: "" },
-    ImportSig { module: CHIO_MODULE, name: GET_CONFIG, params: "IIII", results: "I" },
-    ImportSig { module: CHIO_MODULE, name: GET_TIME_UNIX_SECS, params: "", results: "L" },
+    ImportSig { module: ENV_MODULE, name: KV_GET, sig: Sig { params: &[I32, I32, I32, I32], results: &[I32] } },
+    ImportSig { module: ENV_MODULE, name: KV_SET, sig: Sig { params: &[I32, I32, I32, I32], results: &[I32] } },
+    ImportSig { module: ENV_MODULE, name: KV_DELETE, sig: Sig { params: &[I32, I32], results: &[I32] } },
+    ImportSig { module: ENV_MODULE, name: KV_ADD, sig: Sig { params: &[I32, I32, I64, I32], results: &[I32] } },
+    ImportSig {
+        module: ENV_MODULE,
+        name: KV_CAS,
+        sig: Sig { params: &[I32, I32, I32, I32, I32, I32], results: &[I32] },
+    },
+    ImportSig { module: ENV_MODULE, name: SHA256_HEX, sig: Sig { params: &[I32, I32, I32], results: &[I32] } },
+    ImportSig { module: CHIO_MODULE, name: LOG, sig: Sig { params: &[I32, I32, I32], results: &[] } },
+    ImportSig { module: CHIO_MODULE, name: GET_CONFIG, sig: Sig { params: &[I32, I32, I32, I32], results: &[I32] } },
+    ImportSig { module: CHIO_MODULE, name: GET_TIME_UNIX_SECS, sig: Sig { params: &[], results: &[I64] } },
 ];
+
+/// Which calling convention an export belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Convention {
+    /// HeliosProxy's hooks: one export per hook of the catalogue, plus `alloc`/`dealloc`.
+    Hook,
+    /// chio's guard: `evaluate`, plus the optional `chio_alloc`, `chio_free`, `chio_deny_reason`.
+    Guard,
+}
+
+/// One export of a calling convention (besides the per-hook exports, which all have [`HOOK_SIG`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportSig {
+    pub name: &'static str,
+    pub convention: Convention,
+    pub sig: Sig,
+    /// Whether a module speaking the convention must export it.
+    pub required: bool,
+}
+
+/// The signature of every hook export: `fn(ptr: i32, len: i32) -> i64` (packed result pointer and length).
+pub const HOOK_SIG: Sig = Sig { params: &[I32, I32], results: &[I64] };
+
+/// Every fixed-name export of the two conventions, with its signature. Hosts check modules against it
+/// and the SDK macros generate exports from it.
+pub const EXPORTS: &[ExportSig] = &[
+    ExportSig {
+        name: ALLOC,
+        convention: Convention::Hook,
+        sig: Sig { params: &[I32], results: &[I32] },
+        required: true,
+    },
+    ExportSig {
+        name: DEALLOC,
+        convention: Convention::Hook,
+        sig: Sig { params: &[I32, I32], results: &[] },
+        required: false,
+    },
+    ExportSig {
+        name: EVALUATE,
+        convention: Convention::Guard,
+        sig: Sig { params: &[I32, I32], results: &[I32] },
+        required: true,
+    },
+    ExportSig {
+        name: CHIO_ALLOC,
+        convention: Convention::Guard,
+        sig: Sig { params: &[I32], results: &[I32] },
+        required: false,
+    },
+    ExportSig {
+        name: CHIO_FREE,
+        convention: Convention::Guard,
+        sig: Sig { params: &[I32, I32], results: &[] },
+        required: false,
+    },
+    ExportSig {
+        name: CHIO_DENY_REASON,
+        convention: Convention::Guard,
+        sig: Sig { params: &[I32, I32], results: &[I32] },
+        required: false,
+    },
+];
+
+/// Looks up a fixed-name export of either convention.
+pub fn export(name: &str) -> Option<&'static ExportSig> {
+    EXPORTS.iter().find(|e| e.name == name)
+}
 
 /// Looks up an import of the host surface.
 pub fn import(module: &str, name: &str) -> Option<&'static ImportSig> {
@@ -203,12 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_canonical_decimal_text_of_an_i64_is_a_counter() {
-        assert_eq!(counter_value(b"42"), Some(42));
-        assert_eq!(counter_value(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [&b""[..], b"+1", b"01", b"-0", b" 1", b"1.0", b"9223372036854775808", b"\xff"] {
-            assert_eq!(counter_value(bad), None, "{bad:?}");
+    fn every_fixed_export_is_listed_once_with_its_convention() {
+        for e in EXPORTS {
+            assert_eq!(EXPORTS.iter().filter(|x| x.name == e.name).count(), 1, "{}", e.name);
         }
+        assert_eq!(export(EVALUATE).unwrap().convention, Convention::Guard);
+        assert_eq!(export(ALLOC).unwrap().sig.to_string(), "(i32) -> (i32)");
+        assert_eq!(HOOK_SIG.to_string(), "(i32, i32) -> (i64)");
+        assert!(export("pre_query").is_none(), "hook exports are named by the catalogue, typed by HOOK_SIG");
     }
 
     #[test]

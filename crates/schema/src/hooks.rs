@@ -198,6 +198,20 @@ pub mod spec {
     }
 }
 
+/// Hooks travel as their export name (`"pre_query"`).
+impl Serialize for Hook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.export_name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,19 +238,5 @@ mod tests {
         let (pre, post) = (Hook::PreQuery.id(), Hook::PostQuery.id());
         assert_eq!((pre.protocol, pre.event), (post.protocol, post.event));
         assert_ne!(pre.phase, post.phase);
-    }
-}
-
-/// Hooks travel as their export name (`"pre_query"`).
-impl Serialize for Hook {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.export_name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Hook {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -10,6 +10,50 @@ use crate::Hook;
 /// Name of the custom section.
 pub const SECTION_NAME: &str = "helios.plugin";
 
+/// Key of the line naming the SDK version that built the module.
+pub const KEY_SDK: &str = "sdk";
+/// Key of a line naming a served hook (its export name).
+pub const KEY_HOOK: &str = "hook";
+/// Key of the line naming the guard export.
+pub const KEY_GUARD: &str = "guard";
+
+// ---- writer (used by the SDK macros at compile time) ---------------------------------------------
+
+/// Length of the entry [`entry`] builds.
+pub const fn entry_len(sdk: &str, key: &str, value: &str) -> usize {
+    KEY_SDK.len() + 1 + sdk.len() + 1 + key.len() + 1 + value.len() + 1
+}
+
+/// One entry `sdk=<sdk>\n<key>=<value>\n` as a byte array of length `N = entry_len(sdk, key,
+/// value)` (a `static` in a link section needs a fixed-size array). Each `#[hook]`/`#[chio_guard]`
+/// contributes one; the linker concatenates them and [`parse`] reads the result.
+pub const fn entry<const N: usize>(sdk: &str, key: &str, value: &str) -> [u8; N] {
+    assert!(N == entry_len(sdk, key, value), "section entry length mismatch");
+    let mut out = [0u8; N];
+    let mut at = 0;
+    at = put(&mut out, at, KEY_SDK.as_bytes());
+    at = put(&mut out, at, b"=");
+    at = put(&mut out, at, sdk.as_bytes());
+    at = put(&mut out, at, b"\n");
+    at = put(&mut out, at, key.as_bytes());
+    at = put(&mut out, at, b"=");
+    at = put(&mut out, at, value.as_bytes());
+    put(&mut out, at, b"\n");
+    out
+}
+
+const fn put<const N: usize>(out: &mut [u8; N], mut at: usize, bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while i < bytes.len() {
+        out[at] = bytes[i];
+        at += 1;
+        i += 1;
+    }
+    at
+}
+
+// ---- parser ---------------------------------------------------------------------------------------
+
 /// What a module declares about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Declared {
@@ -39,15 +83,15 @@ pub fn parse(bytes: &[u8]) -> Result<Declared, SectionError> {
     for line in text.split('\n').filter(|l| !l.is_empty()) {
         let (k, v) = line.split_once('=').ok_or_else(|| SectionError(format!("line {line:?} has no '='")))?;
         match k {
-            "hook" => {
+            KEY_HOOK => {
                 let h = Hook::from_export_name(v).ok_or_else(|| SectionError(format!("unknown hook {v:?}")))?;
                 if !d.hooks.contains(&h) {
                     d.hooks.push(h);
                 }
             }
-            "guard" if v == crate::abi::EVALUATE => d.guard = true,
-            "guard" => return Err(SectionError(format!("unknown guard export {v:?}"))),
-            "sdk" => d.sdk = Some(v.to_owned()),
+            KEY_GUARD if v == crate::abi::EVALUATE => d.guard = true,
+            KEY_GUARD => return Err(SectionError(format!("unknown guard export {v:?}"))),
+            KEY_SDK => d.sdk = Some(v.to_owned()),
             _ => d.unknown.push((k.to_owned(), v.to_owned())),
         }
     }
@@ -64,6 +108,17 @@ mod tests {
         assert_eq!(d.hooks, vec![Hook::PreQuery, Hook::PostQuery]);
         assert!(d.guard);
         assert_eq!(d.unknown, vec![("x".into(), "y".into())]);
+    }
+
+    #[test]
+    fn what_the_writer_writes_the_parser_reads() {
+        const A: [u8; entry_len("0.1.0", KEY_HOOK, "route")] = entry("0.1.0", KEY_HOOK, "route");
+        const B: [u8; entry_len("0.1.0", KEY_GUARD, crate::abi::EVALUATE)] =
+            entry("0.1.0", KEY_GUARD, crate::abi::EVALUATE);
+        let linked = [&A[..], &B[..]].concat();
+        assert_eq!(linked, b"sdk=0.1.0\nhook=route\nsdk=0.1.0\nguard=evaluate\n");
+        let d = parse(&linked).unwrap();
+        assert_eq!((d.hooks, d.guard, d.sdk.as_deref()), (vec![Hook::Route], true, Some("0.1.0")));
     }
 
     #[test]

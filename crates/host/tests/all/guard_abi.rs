@@ -81,27 +81,3 @@ fn an_advisory_guard_that_fails_allows_but_a_real_deny_still_denies() {
     let denier = rt.load(guard("", "(i32.const 1)").as_bytes(), PluginConfig::new("denier").advisory(true)).unwrap();
     assert!(!denier.evaluate(&Default::default()).is_allow());
 }
-
-#[test]
-fn a_chio_alloc_returning_garbage_falls_back_to_offset_zero() {
-    let (rt, _) = runtime();
-    // The request lands at offset 0: evaluate checks the first byte is '{'.
-    let wat = r#"(module (memory (export "memory") 1)
-        (func (export "chio_alloc") (param i32) (result i32) (i32.const -16))
-        (func (export "evaluate") (param $p i32) (param $l i32) (result i32)
-          (if (result i32) (i32.and (i32.eqz (local.get $p)) (i32.eq (i32.load8_u (i32.const 0)) (i32.const 123)))
-            (then (i32.const 0)) (else (i32.const 1)))))"#;
-    let p = rt.load(wat.as_bytes(), PluginConfig::new("garbage-alloc")).unwrap();
-    assert_eq!(p.evaluate_json(br#"{"tool_name":"x"}"#).unwrap(), GuardVerdict::Allow);
-}
-
-#[test]
-fn a_deny_reason_length_past_the_buffer_fails_closed() {
-    let (rt, _) = runtime();
-    let wat = r#"(module (memory (export "memory") 1)
-        (func (export "chio_deny_reason") (param i32 i32) (result i32) (i32.const 99999))
-        (func (export "evaluate") (param i32 i32) (result i32) (i32.const 1)))"#;
-    let p = rt.load(wat.as_bytes(), PluginConfig::new("long-reason")).unwrap();
-    let reason = deny_reason_of(p.evaluate(&Default::default()));
-    assert!(reason.contains("chio_deny_reason") && reason.contains("99999"), "{reason}");
-}

@@ -36,7 +36,7 @@ fn kv_guard() -> String {
     )
 }
 
-fn kv_plugin(rt: &Runtime, name: &str, op: &str, value: &str) -> Arc<Plugin> {
+pub(crate) fn kv_plugin(rt: &Runtime, name: &str, op: &str, value: &str) -> Arc<Plugin> {
     // A generous deadline: this test is about namespaces, and runs hundreds of calls on loaded CI machines.
     rt.load(
         kv_guard().as_bytes(),
@@ -81,25 +81,19 @@ fn a_plugin_cannot_read_write_or_delete_another_plugins_keys_whatever_bytes_its_
 }
 
 #[test]
-fn values_over_64_kib_are_refused_and_nothing_is_stored() {
+fn each_plugin_is_held_to_its_own_kv_caps_not_a_runtime_wide_one() {
     let (rt, _) = runtime();
-    let big = "x".repeat(limits::KV_MAX_VALUE_BYTES + 1);
-    let p = kv_plugin(&rt, "big", "s", &big);
-    assert!(!p.evaluate_json(b"k").unwrap().is_allow());
-    assert!(rt.kv().entries("big").is_empty());
-    let ok = kv_plugin(&rt, "big", "s", &big[..limits::KV_MAX_VALUE_BYTES]);
-    assert_eq!(ok.evaluate_json(b"k").unwrap(), GuardVerdict::Allow);
-}
-
-#[test]
-fn a_plugin_cannot_hold_more_than_1024_keys() {
-    let (rt, _) = runtime();
-    let p = kv_plugin(&rt, "many", "s", "v");
-    for i in 0..limits::KV_MAX_KEYS {
-        assert_eq!(p.evaluate_json(format!("key-{i}").as_bytes()).unwrap(), GuardVerdict::Allow, "key {i}");
+    let cfg = PluginConfig::new("small").config("op", "s").config("value", "v");
+    let small =
+        rt.load(kv_guard().as_bytes(), cfg.kv_max_keys(2).deadline(std::time::Duration::from_secs(10))).unwrap();
+    let big = kv_plugin(&rt, "big", "s", "v");
+    for key in [&b"k1"[..], b"k2", b"k3"] {
+        assert_eq!(big.evaluate_json(key).unwrap(), GuardVerdict::Allow, "big stores {key:?}");
     }
-    assert!(!p.evaluate_json(b"one-too-many").unwrap().is_allow());
-    // Overwriting an existing key is still fine.
-    assert_eq!(p.evaluate_json(b"key-0").unwrap(), GuardVerdict::Allow);
-    assert_eq!(rt.kv().entries("many").len(), limits::KV_MAX_KEYS);
+    assert_eq!(small.evaluate_json(b"k1").unwrap(), GuardVerdict::Allow);
+    assert_eq!(small.evaluate_json(b"k2").unwrap(), GuardVerdict::Allow);
+    assert!(!small.evaluate_json(b"k3").unwrap().is_allow(), "a third key is over small's cap of 2");
+    assert_eq!(small.evaluate_json(b"k1").unwrap(), GuardVerdict::Allow, "overwriting a key stays within the cap");
+    assert_eq!(rt.kv().entries("small").len(), 2);
+    assert_eq!(rt.kv().entries("big").len(), 3);
 }

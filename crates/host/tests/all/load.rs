@@ -1,37 +1,10 @@
 //! What is refused at load, before any guest code runs.
 
 use helios_plugin_host::{LoadError, PluginConfig};
+use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits;
 
 use crate::support::runtime;
-
-#[test]
-fn an_undeclared_import_is_a_load_error_naming_module_and_field() {
-    let (rt, _) = runtime();
-    let wat = r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1) (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0)))"#;
-    let err = rt.load(wat.as_bytes(), PluginConfig::new("sneaky")).unwrap_err();
-    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
-    let msg = err.to_string();
-    assert!(msg.contains("sneaky") && msg.contains("wasi_snapshot_preview1.fd_write"), "{msg}");
-}
-
-#[test]
-fn an_imported_memory_or_a_host_import_with_the_wrong_type_is_refused() {
-    let (rt, _) = runtime();
-    let wat = r#"(module (import "env" "memory" (memory 1)) (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0)))"#;
-    let err = rt.load(wat.as_bytes(), PluginConfig::new("mem-import")).unwrap_err();
-    assert!(err.to_string().contains("env.memory"), "{err}");
-
-    let wat = r#"(module (import "env" "kv_get" (func (param i32) (result i32)))
-      (memory (export "memory") 1) (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0)))"#;
-    let err = rt.load(wat.as_bytes(), PluginConfig::new("bad-type")).unwrap_err();
-    assert!(matches!(err, LoadError::ImportType { .. }), "{err}");
-    assert!(
-        err.to_string().contains("env.kv_get") && err.to_string().contains("expected (i32, i32, i32, i32) -> (i32)"),
-        "{err}"
-    );
-}
 
 #[test]
 fn an_oversized_module_is_rejected_before_it_is_parsed_or_compiled() {
@@ -89,6 +62,24 @@ fn a_hook_declared_in_the_section_but_not_exported_is_refused() {
       (func (export "pre_query") (param i32 i32) (result i64) (i64.const 0)))"#;
     let err = rt.load(wat.as_bytes(), PluginConfig::new("liar")).unwrap_err();
     assert!(err.to_string().contains("route") && err.to_string().contains("not exported"), "{err}");
+}
+
+#[test]
+fn a_plugin_declaring_several_hooks_loads_when_configured_for_a_subset_and_serves_only_it() {
+    let (rt, _) = runtime();
+    let wat = r#"(module (@custom "helios.plugin" "hook=pre_query\nhook=route\nhook=post_query\n")
+      (memory (export "memory") 1)
+      (data (i32.const 1024) "{\"kind\":\"continue\"}")
+      (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+      (func (export "pre_query") (param i32 i32) (result i64) (i64.const 0x0000040000000013))
+      (func (export "route") (param i32 i32) (result i64) (i64.const 0))
+      (func (export "post_query") (param i32 i32) (result i64) (i64.const 0)))"#;
+    let p = rt.load(wat.as_bytes(), PluginConfig::new("multi").hooks([Hook::PreQuery])).unwrap();
+    assert_eq!(p.hooks(), [Hook::PreQuery]);
+    assert!(!p.serves(Hook::Route));
+    assert_eq!(p.call_json(Hook::PreQuery, b"{}").unwrap(), br#"{"kind":"continue"}"#);
+    let e = p.call_json(Hook::Route, b"{}").unwrap_err().to_string();
+    assert!(e.contains("multi") && e.contains("route"), "{e}");
 }
 
 #[test]

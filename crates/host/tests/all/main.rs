@@ -1,10 +1,12 @@
-//! Integration tests of the host, one module per feature. Guests are real modules: hand-written WAT
-//! here, and SDK-built wasm from `cargo xtask build-examples` in `sdk_guests`.
+//! Integration tests of the host, one module per feature, in one binary. Guests are real modules:
+//! hand-written WAT, and SDK-built wasm that `cargo xtask build-examples` built before the tests run
+//! (`helios_plugin_test_support::guest`); no test starts cargo.
 
 mod chain;
 mod escape;
 mod guard_abi;
-mod hostile;
+mod guest_every_hook;
+mod guest_misbehave;
 mod kv;
 mod load;
 mod sdk_guests;

@@ -1,17 +1,10 @@
 //! SDK-built guests (`cargo xtask build-examples` builds them for wasm32): the SDK and the host agree.
 
-use std::path::PathBuf;
-
 use helios_plugin_host::{FailureKind, PluginConfig};
 use helios_plugin_schema::{GuardRequest, GuardVerdict, PreQueryResult, QueryContext, hooks::spec};
+use helios_plugin_test_support::guest;
 
 use crate::support::runtime;
-
-fn guest(name: &str) -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-unknown-unknown/guest");
-    let path = root.join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask build-examples` first", path.display()))
-}
 
 fn misbehave(behavior: &str) -> PluginConfig {
     PluginConfig::new(format!("misbehave-{behavior}")).config("behavior", behavior)
@@ -41,7 +34,7 @@ fn tool_denylist_denies_listed_tools_and_allows_others() {
 fn sdk_modules_declare_their_hooks_and_import_only_the_host_surface() {
     let (rt, _) = runtime();
     let p = rt.load(&guest("guest-misbehave"), misbehave("ok")).unwrap();
-    let info = p.module_info();
+    let info = p.module_info().expect("a wasm plugin has module facts");
     assert!(info.foreign_imports().is_empty(), "{:?}", info.foreign_imports());
     assert!(info.declared_guard);
     for h in ["pre_query", "route", "post_query"] {

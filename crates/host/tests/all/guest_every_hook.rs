@@ -1,8 +1,7 @@
-//! Builds this guest for wasm32 (profile `guest`) and calls each of its exports through the
-//! real host's typed calls: every hook's input reaches its own function and its output comes back.
+//! The `guest-every-hook` guest (crates/host/tests/guests) in the real host: each of its
+//! exports through the host's typed calls; every hook's input reaches its own function and its output
+//! comes back.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use helios_plugin_host::schema::hooks::{HookSpec, spec};
@@ -10,29 +9,10 @@ use helios_plugin_host::schema::{Hook, HookContext, PostQueryEnvelope, PreQueryR
 use helios_plugin_host::{Plugin, PluginConfig, Runtime, RuntimeConfig};
 use serde_json::json;
 
-fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors().find(|d| d.join("Cargo.lock").exists()).unwrap_or(here).to_path_buf()
-}
-
-/// This guest's wasm32 build, built once per test binary.
+/// The guest's wasm32 build (built once by `cargo xtask build-examples`).
 fn wasm() -> &'static [u8] {
     static WASM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    WASM.get_or_init(build)
-}
-
-fn build() -> Vec<u8> {
-    let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "-p", env!("CARGO_PKG_NAME"), "--target", "wasm32-unknown-unknown", "--profile", "guest"])
-        .status()
-        .expect("cargo could not be started");
-    assert!(status.success(), "building {} for wasm32 failed: {status}", env!("CARGO_PKG_NAME"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let path =
-        target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", env!("CARGO_PKG_NAME").replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    WASM.get_or_init(|| helios_plugin_test_support::guest("guest-every-hook"))
 }
 
 fn call<S: HookSpec>(p: &Plugin, input: &S::Input) -> S::Output {

@@ -12,10 +12,10 @@ use helios_plugin_schema::{abi, limits};
 use sha2::{Digest, Sha256};
 use wasmtime::{Caller, Linker};
 
+use super::{memory::checked_range, state::HostState};
 use crate::{
     error::ImportFault,
     services::{KvError, Level},
-    state::HostState,
 };
 
 const KV_GET: &str = "env.kv_get";
@@ -29,15 +29,6 @@ const GET_CONFIG: &str = "chio.get_config";
 
 fn fault(import: &'static str, detail: String) -> wasmtime::Error {
     wasmtime::Error::new(ImportFault { import, detail })
-}
-
-/// Checks that `ptr..ptr+len` (both read as unsigned 32-bit) lies inside a memory of `size` bytes.
-pub(crate) fn checked_range(size: usize, ptr: i32, len: i32) -> Result<Range<usize>, String> {
-    let (p, l) = (ptr as u32 as usize, len as u32 as usize);
-    match p.checked_add(l) {
-        Some(end) if end <= size => Ok(p..end),
-        _ => Err(format!("range {p:#x}+{l} is outside guest memory of {size} bytes")),
-    }
 }
 
 /// The guest's memory and the host state, split-borrowed.
@@ -66,7 +57,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(abi::CHIO_MODULE, abi::LOG, log)?;
     linker.func_wrap(abi::CHIO_MODULE, abi::GET_CONFIG, get_config)?;
     linker.func_wrap(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, |caller: Caller<'_, HostState>| -> i64 {
-        caller.data().shared.clock.now_unix_secs()
+        caller.data().ctx.clock.now_unix_secs()
     })?;
     Ok(())
 }
@@ -84,7 +75,7 @@ fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i3
     key.copy_from_slice(&mem[kr]);
     let mut rc = abi::KV_MISSING;
     let out = &mut mem[vr];
-    let read = state.shared.kv.get(&state.shared.name, key, &mut |v| {
+    let read = state.ctx.kv.get(&state.ctx.name, key, &mut |v| {
         rc = match v {
             None => abi::KV_MISSING,
             Some(v) if v.len() > out.len() => abi::KV_BUFFER_TOO_SMALL,
@@ -107,13 +98,13 @@ fn kv_set(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32)
     let kr = range(KV_SET, "key", mem.len(), kp, kl)?;
     let vr = range(KV_SET, "value", mem.len(), vp, vl)?;
     if kr.len() > limits::KV_MAX_KEY_BYTES || vr.len() > limits::KV_MAX_VALUE_BYTES {
-        tracing::debug!(plugin = %state.shared.name, key = kr.len(), value = vr.len(), "kv_set over the size caps");
+        tracing::debug!(plugin = %state.ctx.name, key = kr.len(), value = vr.len(), "kv_set over the size caps");
         return Ok(abi::KV_ERROR);
     }
-    match state.shared.kv.set(&state.shared.name, &mem[kr], &mem[vr]) {
+    match state.ctx.kv.set_within(&state.ctx.name, &mem[kr], &mem[vr], state.ctx.kv_caps) {
         Ok(()) => Ok(abi::KV_OK),
         Err(e) => {
-            tracing::debug!(plugin = %state.shared.name, error = %e, "kv_set refused");
+            tracing::debug!(plugin = %state.ctx.name, error = %e, "kv_set refused");
             Ok(abi::KV_ERROR)
         }
     }
@@ -123,9 +114,9 @@ fn kv_delete(mut caller: Caller<'_, HostState>, kp: i32, kl: i32) -> wasmtime::R
     let (mem, state) = memory(&mut caller, KV_DELETE)?;
     let kr = range(KV_DELETE, "key", mem.len(), kp, kl)?;
     if kr.len() <= limits::KV_MAX_KEY_BYTES
-        && let Err(e) = state.shared.kv.delete(&state.shared.name, &mem[kr])
+        && let Err(e) = state.ctx.kv.delete(&state.ctx.name, &mem[kr])
     {
-        tracing::debug!(plugin = %state.shared.name, error = %e, "kv_delete failed");
+        tracing::debug!(plugin = %state.ctx.name, error = %e, "kv_delete failed");
         return Ok(abi::KV_ERROR);
     }
     Ok(abi::KV_OK)
@@ -137,11 +128,11 @@ fn atomic_refusal(state: &HostState, import: &'static str, e: &KvError) -> i32 {
         KvError::NotACounter => abi::KV_NOT_A_COUNTER,
         KvError::Overflow => abi::KV_OVERFLOW,
         KvError::Unavailable(cause) => {
-            tracing::warn!(plugin = %state.shared.name, import, %cause, "state store unavailable");
+            tracing::warn!(plugin = %state.ctx.name, import, %cause, "state store unavailable");
             abi::KV_UNAVAILABLE
         }
         e => {
-            tracing::debug!(plugin = %state.shared.name, import, error = %e, "refused");
+            tracing::debug!(plugin = %state.ctx.name, import, error = %e, "refused");
             abi::KV_ERROR
         }
     }
@@ -155,7 +146,7 @@ fn kv_add(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, delta: i64, op: i
     if kr.len() > limits::KV_MAX_KEY_BYTES {
         return Ok(abi::KV_ERROR);
     }
-    match state.shared.kv.add(&state.shared.name, &mem[kr], delta) {
+    match state.ctx.kv.add(&state.ctx.name, &mem[kr], delta) {
         Ok(v) => {
             mem[or].copy_from_slice(&v.to_le_bytes());
             Ok(abi::KV_OK)
@@ -185,7 +176,7 @@ fn kv_cas(
         return Ok(abi::KV_ERROR);
     }
     let expected = er.map(|r| &mem[r]);
-    match state.shared.kv.compare_and_swap(&state.shared.name, &mem[kr], expected, &mem[nr]) {
+    match state.ctx.kv.compare_and_swap(&state.ctx.name, &mem[kr], expected, &mem[nr]) {
         Ok(true) => Ok(abi::KV_OK),
         Ok(false) => Ok(abi::KV_CAS_CONFLICT),
         Err(e) => Ok(atomic_refusal(state, KV_CAS, &e)),
@@ -219,7 +210,7 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> was
     if panic {
         state.call.panic = Some(msg[abi::PANIC_LOG_PREFIX.len()..].to_owned());
     }
-    let plugin = &*state.shared.name;
+    let plugin = &*state.ctx.name;
     match level {
         Level::Trace => tracing::trace!(target: "helios_plugin::guest", plugin, "{msg}"),
         Level::Debug => tracing::debug!(target: "helios_plugin::guest", plugin, "{msg}"),
@@ -227,7 +218,7 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> was
         Level::Warn => tracing::warn!(target: "helios_plugin::guest", plugin, "{msg}"),
         Level::Error => tracing::error!(target: "helios_plugin::guest", plugin, "{msg}"),
     }
-    if let Some(sink) = &state.shared.log_sink {
+    if let Some(sink) = &state.ctx.log_sink {
         sink.log(plugin, level, &msg);
     }
     Ok(())
@@ -240,7 +231,7 @@ fn get_config(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: 
     let Ok(key) = std::str::from_utf8(&mem[kr]) else {
         return Ok(abi::CONFIG_MISSING);
     };
-    let Some(value) = state.shared.config.get(key) else {
+    let Some(value) = state.ctx.config.get(key) else {
         return Ok(abi::CONFIG_MISSING);
     };
     let Ok(full) = i32::try_from(value.len()) else {
@@ -249,18 +240,4 @@ fn get_config(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: 
     let n = value.len().min(vr.len());
     mem[vr.start..vr.start + n].copy_from_slice(&value.as_bytes()[..n]);
     Ok(full)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::checked_range;
-
-    #[test]
-    fn ranges_are_checked_as_unsigned_and_without_overflow() {
-        assert_eq!(checked_range(100, 10, 90), Ok(10..100));
-        assert!(checked_range(100, 10, 91).is_err());
-        assert!(checked_range(100, -1, 1).is_err());
-        assert!(checked_range(100, 0, -1).is_err());
-        assert_eq!(checked_range(0, 0, 0), Ok(0..0));
-    }
 }

@@ -1,38 +1,16 @@
-//! Builds this guest for wasm32 (profile `guest`) and checks, in the real host, the parts of the SDK
-//! that only exist on wasm32: the panic hook's log line and the deny-reason truncation. (The host's
-//! own tests use this guest for its limits.)
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+//! The `guest-misbehave` guest (crates/host/tests/guests) in the real host: the parts of the SDK that
+//! only exist on wasm32, the panic hook's log line and the deny-reason truncation. (`sdk_guests.rs`
+//! uses the same guest for the host's limits.)
 
 use guest_misbehave::{BEHAVIOR_KEY, LONG_REASON_CHAR, PANIC_MESSAGE};
 use helios_plugin_host::schema::guard::DenyReason;
 use helios_plugin_host::schema::{GuardRequest, GuardVerdict, abi, limits};
 use helios_plugin_host::{Level, MemoryLogSink, PluginConfig, Runtime, RuntimeConfig};
 
-fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors().find(|d| d.join("Cargo.lock").exists()).unwrap_or(here).to_path_buf()
-}
-
-/// This guest's wasm32 build, built once per test binary.
+/// The guest's wasm32 build (built once by `cargo xtask build-examples`).
 fn wasm() -> &'static [u8] {
     static WASM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    WASM.get_or_init(build)
-}
-
-fn build() -> Vec<u8> {
-    let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "-p", env!("CARGO_PKG_NAME"), "--target", "wasm32-unknown-unknown", "--profile", "guest"])
-        .status()
-        .expect("cargo could not be started");
-    assert!(status.success(), "building {} for wasm32 failed: {status}", env!("CARGO_PKG_NAME"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let path =
-        target.join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", env!("CARGO_PKG_NAME").replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    WASM.get_or_init(|| helios_plugin_test_support::guest("guest-misbehave"))
 }
 
 #[test]

@@ -1,30 +1,16 @@
 //! Per-store host state: who the plugin is (bound at instantiation, never named by the guest), its
-//! memory, its limits, and what happened during the current call.
+//! memory, and the facts of the current call (log counts, the guest's panic message, the limit a
+//! grow ran into). The facts are read in one place, `WasmInstance::settle`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
-use helios_plugin_schema::Limits;
 use wasmtime::{Memory, ResourceLimiter};
 
-use crate::{
-    error::LimitFault,
-    services::{Clock, KvBackend, LogSink},
-};
-
-/// Everything a plugin's instances share; immutable after load.
-#[derive(Debug)]
-pub(crate) struct PluginShared {
-    pub name: Arc<str>,
-    pub config: BTreeMap<String, String>,
-    pub limits: Limits,
-    pub kv: Arc<dyn KvBackend>,
-    pub clock: Arc<dyn Clock>,
-    pub log_sink: Option<Arc<dyn LogSink>>,
-}
+use crate::{backend::PluginContext, error::LimitFault};
 
 /// What happened during one call; reset before each call.
 #[derive(Debug, Default)]
-pub(crate) struct CallState {
+pub(crate) struct CallFacts {
     pub logs: u32,
     pub dropped_logs: u32,
     /// The panic message the SDK's panic hook logged, if any.
@@ -33,37 +19,37 @@ pub(crate) struct CallState {
     pub limit: Option<LimitFault>,
 }
 
-/// The data of every `Store` the host creates.
+/// The data of every `Store` the wasm backend creates.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub shared: Arc<PluginShared>,
+    pub ctx: Arc<PluginContext>,
     /// Set right after instantiation; `None` while a start function runs.
     pub memory: Option<Memory>,
-    pub call: CallState,
+    pub call: CallFacts,
 }
 
 impl HostState {
-    pub fn new(shared: Arc<PluginShared>) -> Self {
-        HostState { shared, memory: None, call: CallState::default() }
+    pub fn new(ctx: Arc<PluginContext>) -> Self {
+        HostState { ctx, memory: None, call: CallFacts::default() }
     }
 }
 
 impl ResourceLimiter for HostState {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let limit = self.shared.limits.max_memory_bytes;
+        let limit = self.ctx.limits.max_memory_bytes;
         if desired as u64 > limit {
             let fault = LimitFault::Memory { requested: desired as u64, limit };
-            self.call.limit = Some(LimitFault::Memory { requested: desired as u64, limit });
+            self.call.limit = Some(fault);
             return Err(wasmtime::Error::new(fault));
         }
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let limit = self.shared.limits.max_table_elements;
+        let limit = self.ctx.limits.max_table_elements;
         if desired as u64 > limit {
             let fault = LimitFault::Table { requested: desired as u64, limit };
-            self.call.limit = Some(LimitFault::Table { requested: desired as u64, limit });
+            self.call.limit = Some(fault);
             return Err(wasmtime::Error::new(fault));
         }
         Ok(true)

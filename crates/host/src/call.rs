@@ -1,0 +1,123 @@
+//! One call, whatever the backend: check out an instance, arm its budget, run the call, count and
+//! log a failure (the failed instance is dropped, never reused), check the instance back in.
+//!
+//! A call's data crosses three host modules: this one (encode the input, decode the result in
+//! place), the convention (`wasm::hook` or `wasm::guard`: write the input, call, read the result)
+//! and `wasm::memory` (the bounds-checked copy).
+
+use std::sync::atomic::Ordering;
+
+use helios_plugin_schema::{GuardRequest, GuardVerdict, Hook, HookSpec, abi, limits};
+
+use crate::{
+    Plugin,
+    backend::BackendInstance,
+    error::{FailureKind, PluginError},
+};
+
+impl Plugin {
+    fn err(&self, kind: FailureKind) -> PluginError {
+        PluginError { plugin: self.ctx.name.clone(), kind }
+    }
+
+    /// The machinery of one call: check out an instance, arm limits, run, count and log failures,
+    /// recycle.
+    fn run<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut dyn BackendInstance) -> Result<R, FailureKind>,
+    ) -> Result<R, PluginError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let _span = tracing::debug_span!("plugin_call", plugin = %self.ctx.name, export = what).entered();
+        let result = self.pool.checkout(|| self.backend.instantiate(&self.ctx)).and_then(|mut pooled| {
+            pooled.instance.arm();
+            let r = f(&mut *pooled.instance);
+            let dropped = pooled.instance.dropped_logs();
+            if dropped > 0 {
+                tracing::warn!(plugin = %self.ctx.name, dropped, cap = limits::LOG_MAX_ENTRIES_PER_CALL, "guest log lines over the per-call cap were dropped");
+            }
+            match r {
+                Ok(v) => {
+                    self.pool.checkin(pooled);
+                    Ok(v)
+                }
+                // The instance that failed is dropped here, never reused.
+                Err(kind) => Err(kind),
+            }
+        });
+        result.map_err(|kind| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            let err = self.err(kind);
+            tracing::warn!(plugin = %self.ctx.name, export = what, error = %err.kind, "plugin call failed");
+            err
+        })
+    }
+
+    // ---- guard ----------------------------------------------------------------------------------
+
+    /// Runs chio's `evaluate` and returns the verdict. Never fails: a trap, fuel or deadline
+    /// exhaustion, a bad pointer or a return code other than 0/1 is a deny naming the cause and the
+    /// guard (fail-closed) — or, for an advisory guard, a logged allow.
+    pub fn evaluate(&self, request: &GuardRequest) -> GuardVerdict {
+        match self.try_evaluate(request) {
+            Ok(v) => v,
+            Err(e) if self.cfg.advisory => {
+                tracing::warn!(plugin = %self.ctx.name, error = %e.kind, "advisory guard failed; allowing");
+                GuardVerdict::Allow
+            }
+            Err(e) => GuardVerdict::deny(format!("guard \"{}\" failed closed: {}", self.ctx.name, e.kind)),
+        }
+    }
+
+    /// Like [`Plugin::evaluate`] but returns the failure instead of mapping it to a verdict.
+    pub fn try_evaluate(&self, request: &GuardRequest) -> Result<GuardVerdict, PluginError> {
+        let json = serde_json::to_vec(request)
+            .map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode request: {e}") }))?;
+        self.evaluate_json(&json)
+    }
+
+    /// `evaluate` over raw JSON request bytes.
+    pub fn evaluate_json(&self, request: &[u8]) -> Result<GuardVerdict, PluginError> {
+        if !self.is_guard() {
+            return Err(self.err(FailureKind::NotServed { export: abi::EVALUATE.into() }));
+        }
+        self.run(abi::EVALUATE, |i| i.evaluate(request))
+    }
+
+    // ---- hooks ----------------------------------------------------------------------------------
+
+    /// Calls a hook with typed input and output.
+    pub fn call<S: HookSpec>(&self, input: &S::Input) -> Result<S::Output, PluginError> {
+        let json = serde_json::to_vec(input)
+            .map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode input: {e}") }))?;
+        self.call_with(S::HOOK, &json, |bytes| serde_json::from_slice::<S::Output>(bytes).map_err(|e| e.to_string()))
+    }
+
+    /// Calls a hook on raw JSON and returns the raw JSON result.
+    pub fn call_json(&self, hook: Hook, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+        self.call_with(hook, input, |b| Ok(b.to_vec()))
+    }
+
+    /// Calls a hook and parses the result straight out of guest memory (one copy in, none out).
+    pub fn call_with<R>(
+        &self,
+        hook: Hook,
+        input: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<R, String>,
+    ) -> Result<R, PluginError> {
+        let export = hook.export_name();
+        if !self.serves(hook) {
+            return Err(self.err(FailureKind::NotServed { export: export.into() }));
+        }
+        self.run(export, |i| {
+            let mut parse = Some(parse);
+            let mut parsed = None;
+            i.call_hook(hook, input, &mut |bytes| {
+                let parse = parse.take().ok_or("the result was handed over twice")?;
+                parsed = Some(parse(bytes)?);
+                Ok(())
+            })?;
+            parsed.ok_or_else(|| FailureKind::BadResult { export: export.into(), detail: "no result".into() })
+        })
+    }
+}
