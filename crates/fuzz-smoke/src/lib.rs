@@ -127,9 +127,8 @@ pub mod targets {
     fn host_surface() -> Vec<u8> {
         let mut wat = String::from("(module\n");
         for s in abi::IMPORTS {
-            let ty = |c: char| if c == 'I' { "i32" } else { "i64" };
-            let params: Vec<_> = s.params.chars().map(ty).collect();
-            let results: Vec<_> = s.results.chars().map(ty).collect();
+            let params: Vec<_> = s.sig.params.iter().map(|t| t.name()).collect();
+            let results: Vec<_> = s.sig.results.iter().map(|t| t.name()).collect();
             wat.push_str(&format!(
                 "(import \"{}\" \"{}\" (func (param {}) (result {})))\n",
                 s.module,
