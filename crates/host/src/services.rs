@@ -354,7 +354,7 @@ mod tests {
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let kv = kv.clone();
-                std::thread::spawn(move || (0..100_000).for_each(|_| drop(kv.add("c", b"n", 1).unwrap())))
+                std::thread::spawn(move || (0..100_000).for_each(|_| assert!(kv.add("c", b"n", 1).is_ok())))
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
