@@ -7,7 +7,7 @@ use helios_plugin_schema::abi;
 use helios_plugin_schema::guard::DenyReason;
 
 pub use helios_plugin_schema::hooks::{HookSpec, spec};
-pub use helios_plugin_schema::{GuardRequest, GuardVerdict};
+pub use helios_plugin_schema::{GuardRequest, GuardVerdict, HookContext, QueryContext};
 
 /// Implemented by `()` only: a hook function without a return type must serve a hook whose output is
 /// `()`, and the message says what to declare otherwise.
@@ -22,6 +22,53 @@ impl UnitOutput for () {}
 /// without a return type.
 pub const fn declared_output<S: HookSpec<Output = O>, O: UnitOutput>() {}
 
+/// How a hook function's argument is made from the hook's input: the input itself, or, for the
+/// hooks whose input is a [`QueryContext`], the HeliosProxy page's [`HookContext`] with `sql` set
+/// (`fn check_query(ctx: &HookContext) -> PreQueryResult` reading `ctx.sql`).
+#[diagnostic::on_unimplemented(
+    message = "this hook cannot take `{Self}`: it takes its input `<{S} as HookSpec>::Input`",
+    label = "not the hook's input"
+)]
+pub trait HookArg<S: HookSpec>: Sized {
+    fn from_input(input: S::Input) -> Self;
+}
+
+// The hooks whose input already is a `HookContext` take it as it is.
+impl HookArg<spec::OnConnect> for HookContext {
+    fn from_input(input: HookContext) -> Self {
+        input
+    }
+}
+
+impl HookArg<spec::OnDisconnect> for HookContext {
+    fn from_input(input: HookContext) -> Self {
+        input
+    }
+}
+
+/// The page's form of a statement hook's context: the session's context with the statement in `sql`.
+fn page_context(q: QueryContext) -> HookContext {
+    HookContext { sql: q.query, ..q.hook_context }
+}
+
+impl HookArg<spec::PreQuery> for HookContext {
+    fn from_input(input: QueryContext) -> Self {
+        page_context(input)
+    }
+}
+
+impl HookArg<spec::Route> for HookContext {
+    fn from_input(input: QueryContext) -> Self {
+        page_context(input)
+    }
+}
+
+impl HookArg<spec::Rewrite> for HookContext {
+    fn from_input(input: QueryContext) -> Self {
+        page_context(input)
+    }
+}
+
 /// The version of this SDK, written into the `helios.plugin` section as `sdk=`.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -30,26 +77,42 @@ pub const SECTION_KEY_SDK: &str = "sdk";
 pub const SECTION_KEY_HOOK: &str = "hook";
 pub const SECTION_KEY_GUARD: &str = "guard";
 
+/// The keys of the plugin's own name and version lines.
+pub const SECTION_KEY_NAME: &str = "name";
+pub const SECTION_KEY_VERSION: &str = "version";
+
 /// Length of the section entry [`section_entry`] builds.
-pub const fn section_entry_len(key: &str, value: &str) -> usize {
-    SECTION_KEY_SDK.len() + 1 + SDK_VERSION.len() + 1 + key.len() + 1 + value.len() + 1
+pub const fn section_entry_len(key: &str, value: &str, name: &str, version: &str) -> usize {
+    line_len(SECTION_KEY_SDK, SDK_VERSION)
+        + line_len(SECTION_KEY_NAME, name)
+        + line_len(SECTION_KEY_VERSION, version)
+        + line_len(key, value)
 }
 
-/// The section entry `sdk=<SDK_VERSION>\n<key>=<value>\n` as a byte array of length
-/// `N = section_entry_len(key, value)` (a `static` in a link section needs a fixed-size array).
-pub const fn section_entry<const N: usize>(key: &str, value: &str) -> [u8; N] {
-    assert!(N == section_entry_len(key, value), "section entry length mismatch");
+const fn line_len(key: &str, value: &str) -> usize {
+    key.len() + 1 + value.len() + 1
+}
+
+/// The section entry `sdk=<SDK_VERSION>\nname=<name>\nversion=<version>\n<key>=<value>\n` as a
+/// byte array of length `N = section_entry_len(..)` (a `static` in a link section needs a fixed-size
+/// array). The macros pass the plugin crate's `CARGO_PKG_NAME` and `CARGO_PKG_VERSION`, so `sign`
+/// and `pack` find the plugin's name and version in the module itself.
+pub const fn section_entry<const N: usize>(key: &str, value: &str, name: &str, version: &str) -> [u8; N] {
+    assert!(N == section_entry_len(key, value, name, version), "section entry length mismatch");
     let mut out = [0u8; N];
     let mut at = 0;
-    at = put(&mut out, at, SECTION_KEY_SDK.as_bytes());
-    at = put(&mut out, at, b"=");
-    at = put(&mut out, at, SDK_VERSION.as_bytes());
-    at = put(&mut out, at, b"\n");
-    at = put(&mut out, at, key.as_bytes());
-    at = put(&mut out, at, b"=");
-    at = put(&mut out, at, value.as_bytes());
-    put(&mut out, at, b"\n");
+    at = put_line(&mut out, at, SECTION_KEY_SDK, SDK_VERSION);
+    at = put_line(&mut out, at, SECTION_KEY_NAME, name);
+    at = put_line(&mut out, at, SECTION_KEY_VERSION, version);
+    put_line(&mut out, at, key, value);
     out
+}
+
+const fn put_line<const N: usize>(out: &mut [u8; N], mut at: usize, key: &str, value: &str) -> usize {
+    at = put(out, at, key.as_bytes());
+    at = put(out, at, b"=");
+    at = put(out, at, value.as_bytes());
+    put(out, at, b"\n")
 }
 
 const fn put<const N: usize>(out: &mut [u8; N], mut at: usize, bytes: &[u8]) -> usize {
@@ -224,13 +287,14 @@ mod tests {
 
     #[test]
     fn section_entry_is_the_documented_line_pair() {
-        const N: usize = section_entry_len("hook", "pre_query");
-        let e: [u8; N] = section_entry("hook", "pre_query");
-        let expected = format!("sdk={SDK_VERSION}\nhook=pre_query\n");
+        const N: usize = section_entry_len("hook", "pre_query", "my-plugin", "1.0.0");
+        let e: [u8; N] = section_entry("hook", "pre_query", "my-plugin", "1.0.0");
+        let expected = format!("sdk={SDK_VERSION}\nname=my-plugin\nversion=1.0.0\nhook=pre_query\n");
         assert_eq!(std::str::from_utf8(&e).unwrap(), expected);
         let d = helios_plugin_schema::section::parse(&e).unwrap();
         assert_eq!(d.hooks, vec![helios_plugin_schema::Hook::PreQuery]);
         assert_eq!(d.sdk.as_deref(), Some(SDK_VERSION));
+        assert_eq!((d.name.as_deref(), d.version.as_deref()), (Some("my-plugin"), Some("1.0.0")));
     }
 
     #[test]

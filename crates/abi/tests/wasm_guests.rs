@@ -88,5 +88,8 @@ fn every_hook_of_the_catalogue_is_exported_and_declared_from_one_crate() {
     assert_eq!(declared, Hook::ALL.to_vec());
     assert_eq!(info.exported_hooks(), Hook::ALL.to_vec());
     assert!(!info.declared_guard && !info.is_guard());
+    // Twelve hooks, one crate: the module names its crate once, so `sign` needs no flags.
+    assert_eq!(info.declared_name.as_deref(), Some("guest-every-hook"));
+    assert_eq!(info.declared_version.as_deref(), Some("0.1.0"));
     eprintln!("guest_every_hook.wasm: {size} bytes");
 }

@@ -283,6 +283,10 @@ pub enum PackSigning {
     Sidecar(Vec<u8>),
     /// Sign module and manifest with this key.
     Key(Box<SigningKey>),
+    /// HeliosProxy's format: `plugin.sig` is base64 of a raw Ed25519 signature over the module bytes,
+    /// and there is no `manifest.sig` (so the manifest may only repeat what the module declares; see
+    /// SIGNING.md).
+    RawKey(Box<SigningKey>),
 }
 
 /// What goes into a new artefact besides the module.
@@ -294,6 +298,9 @@ pub struct PackOptions {
     pub license: String,
     /// Hooks to declare; `None` declares every hook the module exports.
     pub hooks: Option<Vec<Hook>>,
+    /// Declare a chio guard (`evaluate`). `None`: when `hooks` is `None`, if the module exports
+    /// `evaluate`; otherwise not.
+    pub guard: Option<bool>,
     pub config: BTreeMap<String, String>,
     pub signing: PackSigning,
     /// RFC 3339 time; `None` uses `SOURCE_DATE_EPOCH` if set, else now.
@@ -310,6 +317,7 @@ impl PackOptions {
             description: String::new(),
             license: String::new(),
             hooks: None,
+            guard: None,
             config: BTreeMap::new(),
             signing: PackSigning::Unsigned,
             packed_at: None,
@@ -343,7 +351,18 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
         .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {}: module: {e}", opts.name)))?;
     let exported = module.exported_hooks();
     let hooks = opts.hooks.clone().unwrap_or_else(|| exported.clone());
+    let guard = opts.guard.unwrap_or_else(|| opts.hooks.is_none() && module.is_guard());
     check_hooks_exported(&hooks, &module, &opts.name)?;
+    if guard && !module.is_guard() {
+        return Err(err(
+            ErrorKind::HookNotExported,
+            format!(
+                "plugin {}: declared hook {} (a chio guard) is not exported by the module",
+                opts.name,
+                helios_plugin_schema::abi::EVALUATE
+            ),
+        ));
+    }
     let undeclared_exports = exported.iter().copied().filter(|h| !hooks.contains(h)).collect();
     let sha = sha256_hex(&wasm);
     let mut manifest = ArtefactManifest {
@@ -353,6 +372,7 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
         description: opts.description,
         license: opts.license,
         hooks,
+        guard,
         wasm_sha256: sha.clone(),
         signature_sha256: None,
         signature_algorithm: SIGNATURE_ALGORITHM.into(),
@@ -367,7 +387,17 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
             Artefact { manifest: artefact_manifest_bytes(&manifest), wasm, sidecar: None, manifest_signature: None }
         }
         PackSigning::Sidecar(bytes) => {
-            let sc = signing::parse_sidecar(&bytes, ARTEFACT_SIDECAR)?;
+            let sc = match signing::parse_module_signature(&bytes, "given sidecar")? {
+                signing::ModuleSignature::Sidecar(sc) => sc,
+                // HeliosProxy's format: only a trust root can tell whether it verifies.
+                signing::ModuleSignature::Raw(_) => {
+                    manifest.signature_sha256 = Some(sha256_hex(&bytes));
+                    let manifest = artefact_manifest_bytes(&manifest);
+                    let artefact = Artefact { manifest, wasm, sidecar: Some(bytes), manifest_signature: None };
+                    let manifest = parse_artefact_manifest(&artefact.manifest, ARTEFACT_MANIFEST)?;
+                    return Ok(Packed { artefact, manifest, module, undeclared_exports });
+                }
+            };
             if sc.module_hash != sha {
                 return Err(err(
                     ErrorKind::HashMismatch,
@@ -383,6 +413,16 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
                 manifest: artefact_manifest_bytes(&manifest),
                 wasm,
                 sidecar: Some(bytes),
+                manifest_signature: None,
+            }
+        }
+        PackSigning::RawKey(key) => {
+            let sig = signing::sign_module_raw(&key, &wasm);
+            manifest.signature_sha256 = Some(sha256_hex(&sig));
+            Artefact {
+                manifest: artefact_manifest_bytes(&manifest),
+                wasm,
+                sidecar: Some(sig),
                 manifest_signature: None,
             }
         }

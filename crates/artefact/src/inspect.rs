@@ -11,7 +11,7 @@ use crate::archive::{UnpackLimits, read_artefact};
 use crate::error::{ErrorKind, Result, err, shown};
 use crate::manifests::parse_artefact_manifest;
 use crate::module_info::ModuleInfo;
-use crate::signing::{parse_sidecar, sha256_hex};
+use crate::signing::{ModuleSignature, parse_module_signature, sha256_hex};
 
 /// Sizes in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,11 +26,14 @@ pub struct Sizes {
 /// The sidecar, as written (not verified).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignatureInfo {
-    pub signer_public_key: String,
-    pub module_name: String,
-    pub version: String,
-    /// The sidecar's `module_hash` equals the module's SHA-256.
-    pub module_hash_matches: bool,
+    /// `sidecar` (JSON, binds name and version) or `raw` (HeliosProxy's base64 signature over the
+    /// module bytes, which names no key: only `verify` can tell who signed it).
+    pub format: &'static str,
+    pub signer_public_key: Option<String>,
+    pub module_name: Option<String>,
+    pub version: Option<String>,
+    /// The sidecar's `module_hash` equals the module's SHA-256 (`None` for a raw signature).
+    pub module_hash_matches: Option<bool>,
     /// The sidecar's SHA-256 equals the manifest's `signature_sha256`.
     pub sidecar_sha256_matches: bool,
     /// The artefact holds a manifest signature.
@@ -49,6 +52,8 @@ pub struct Inspection {
     pub packed_at: String,
     #[serde(with = "hook_names")]
     pub declared_hooks: Vec<Hook>,
+    /// The manifest declares a chio guard (`evaluate`).
+    pub guard: bool,
     #[serde(with = "hook_names")]
     pub exported_hooks: Vec<Hook>,
     /// Exported hooks the manifest does not declare.
@@ -84,14 +89,27 @@ pub fn inspect_artefact(path: &Path, limits: &UnpackLimits) -> Result<Inspection
     let signature = match &artefact.sidecar {
         None => None,
         Some(bytes) => {
-            let sc = parse_sidecar(bytes, &format!("{file}:plugin.sig"))?;
-            Some(SignatureInfo {
-                module_hash_matches: sc.module_hash == sha,
-                sidecar_sha256_matches: manifest.signature_sha256.as_deref() == Some(sha256_hex(bytes).as_str()),
-                signer_public_key: sc.signer_public_key,
-                module_name: sc.module_name,
-                version: sc.version,
-                manifest_signed: artefact.manifest_signature.is_some(),
+            let sidecar_sha256_matches = manifest.signature_sha256.as_deref() == Some(sha256_hex(bytes).as_str());
+            let manifest_signed = artefact.manifest_signature.is_some();
+            Some(match parse_module_signature(bytes, &format!("{file}:plugin.sig"))? {
+                ModuleSignature::Sidecar(sc) => SignatureInfo {
+                    format: "sidecar",
+                    module_hash_matches: Some(sc.module_hash == sha),
+                    sidecar_sha256_matches,
+                    signer_public_key: Some(sc.signer_public_key),
+                    module_name: Some(sc.module_name),
+                    version: Some(sc.version),
+                    manifest_signed,
+                },
+                ModuleSignature::Raw(_) => SignatureInfo {
+                    format: "raw",
+                    module_hash_matches: None,
+                    sidecar_sha256_matches,
+                    signer_public_key: None,
+                    module_name: None,
+                    version: None,
+                    manifest_signed,
+                },
             })
         }
     };
@@ -107,6 +125,7 @@ pub fn inspect_artefact(path: &Path, limits: &UnpackLimits) -> Result<Inspection
         missing_exports: manifest.hooks.iter().copied().filter(|h| !exported.contains(h)).collect(),
         exported_hooks: exported,
         declared_hooks: manifest.hooks,
+        guard: manifest.guard,
         imports: module.imports.iter().map(|i| format!("{}.{}", i.module, i.name)).collect(),
         foreign_imports: module.foreign_imports(),
         sha256_matches_manifest: manifest.wasm_sha256 == sha,
@@ -141,7 +160,12 @@ impl std::fmt::Display for Inspection {
             writeln!(f, "license      {}", self.license)?;
         }
         writeln!(f, "packed at    {}", self.packed_at)?;
-        writeln!(f, "hooks        declared: {}", list(&self.declared_hooks))?;
+        writeln!(
+            f,
+            "hooks        declared: {}{}",
+            list(&self.declared_hooks),
+            if self.guard { " + evaluate (chio guard)" } else { "" }
+        )?;
         writeln!(f, "             exported: {}", list(&self.exported_hooks))?;
         if !self.undeclared_exports.is_empty() {
             writeln!(f, "             exported but not declared (never called): {}", list(&self.undeclared_exports))?;
@@ -172,15 +196,27 @@ impl std::fmt::Display for Inspection {
         match &self.signature {
             None => writeln!(f, "signature    none (unsigned)")?,
             Some(sig) => {
-                writeln!(f, "signer       {} (not checked; run helios-plugin verify)", sig.signer_public_key)?;
-                writeln!(f, "signed for   {} {}", sig.module_name, sig.version)?;
-                if !sig.module_hash_matches || !sig.sidecar_sha256_matches {
+                match (&sig.signer_public_key, &sig.module_name, &sig.version) {
+                    (Some(key), Some(name), Some(version)) => {
+                        writeln!(f, "signer       {key} (not checked; run helios-plugin verify)")?;
+                        writeln!(f, "signed for   {name} {version}")?;
+                    }
+                    _ => writeln!(
+                        f,
+                        "signature    raw Ed25519 over the module (HeliosProxy format; run helios-plugin verify to find the signer)"
+                    )?,
+                }
+                if sig.module_hash_matches == Some(false) || !sig.sidecar_sha256_matches {
                     writeln!(f, "             SIGNATURE DOES NOT MATCH the module or the manifest")?;
                 }
                 writeln!(
                     f,
                     "manifest     {}",
-                    if sig.manifest_signed { "signed" } else { "NOT signed (run helios-plugin sign on the artefact)" }
+                    if sig.manifest_signed {
+                        "signed"
+                    } else {
+                        "not signed (verify accepts it only if it repeats what the module declares)"
+                    }
                 )?;
             }
         }

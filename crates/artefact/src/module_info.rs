@@ -46,6 +46,10 @@ pub struct ModuleInfo {
     pub declared_guard: bool,
     /// The SDK version that built the module, if it says.
     pub sdk: Option<String>,
+    /// The plugin name the module declares (its crate's package name, written by the SDK).
+    pub declared_name: Option<String>,
+    /// The plugin version the module declares (its crate's package version).
+    pub declared_version: Option<String>,
 }
 
 impl ModuleInfo {
@@ -101,6 +105,8 @@ impl ModuleInfo {
             declared_hooks: declared.hooks,
             declared_guard: declared.guard,
             sdk: declared.sdk,
+            declared_name: declared.name,
+            declared_version: declared.version,
         })
     }
 
@@ -112,6 +118,22 @@ impl ModuleInfo {
     /// Hooks of the catalogue the module actually exports, in catalogue order.
     pub fn exported_hooks(&self) -> Vec<Hook> {
         Hook::ALL.iter().copied().filter(|h| self.exports_func(h.export_name())).collect()
+    }
+
+    /// The hooks the module itself says it serves: those of its `helios.plugin` section, or, for a
+    /// module without one (not built with the SDK), every hook it exports.
+    pub fn self_declared_hooks(&self) -> Vec<Hook> {
+        if self.declared_hooks.is_empty() && !self.declared_guard {
+            self.exported_hooks()
+        } else {
+            self.declared_hooks.clone()
+        }
+    }
+
+    /// Whether the module itself says it is a chio guard: its section does, or (without a section)
+    /// it exports `evaluate`.
+    pub fn self_declared_guard(&self) -> bool {
+        if self.declared_hooks.is_empty() && !self.declared_guard { self.is_guard() } else { self.declared_guard }
     }
 
     /// Whether the module exports chio's `evaluate`.

@@ -37,6 +37,75 @@ pub fn parse_sidecar(bytes: &[u8], file: &str) -> Result<Sidecar> {
     serde_json::from_slice(bytes).map_err(|e| err(ErrorKind::SignatureInvalid, format!("sidecar {file}: {e}")))
 }
 
+/// A module signature as found in `plugin.sig` (or `<module>.sig`), in either format we accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSignature {
+    /// Our and chio's JSON sidecar: Ed25519 over [`manifest::signed_module_message`], which binds
+    /// the module's SHA-256, the plugin's name and version, and the signer's key.
+    Sidecar(Sidecar),
+    /// HeliosProxy's `plugin.sig`: base64 of a raw 64-byte Ed25519 signature over the module bytes.
+    /// It binds the bytes only (and so whatever the module declares about itself in its
+    /// `helios.plugin` section), not the manifest's name or version.
+    Raw(Box<Signature>),
+}
+
+/// Parses a module signature: a JSON sidecar (first non-blank byte `{`) or base64 of 64 bytes.
+pub fn parse_module_signature(bytes: &[u8], file: &str) -> Result<ModuleSignature> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(bytes).map(str::trim).unwrap_or("");
+    if text.starts_with('{') || bytes.first() == Some(&b'{') {
+        return parse_sidecar(bytes, file).map(ModuleSignature::Sidecar);
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(text).ok().and_then(|b| <[u8; 64]>::try_from(b).ok());
+    match raw {
+        Some(raw) => Ok(ModuleSignature::Raw(Box::new(Signature::from_bytes(&raw)))),
+        None => Err(err(
+            ErrorKind::SignatureInvalid,
+            format!(
+                "sidecar {file}: neither a JSON sidecar nor base64 of a 64-byte Ed25519 signature (HeliosProxy's plugin.sig), {} bytes",
+                bytes.len()
+            ),
+        )),
+    }
+}
+
+/// HeliosProxy's `plugin.sig` for `wasm`: base64 of the raw Ed25519 signature over the module bytes,
+/// and a newline.
+pub fn sign_module_raw(key: &SigningKey, wasm: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    format!("{}\n", base64::engine::general_purpose::STANDARD.encode(key.sign(wasm).to_bytes())).into_bytes()
+}
+
+/// Checks a raw (HeliosProxy) signature over `wasm` against the trusted keys: it has no key id, so
+/// every key of the trust root is tried. Returns the signer and its key.
+pub fn verify_raw(
+    signature: &Signature,
+    wasm: &[u8],
+    trust_root: Option<&TrustRoot>,
+    plugin: &str,
+    file: &str,
+) -> Result<(Signer, VerifyingKey)> {
+    let Some(root) = trust_root else {
+        return Err(err(
+            ErrorKind::SignerUntrusted,
+            format!("plugin {plugin}: {file} is a raw signature and no trust root is configured to check it against"),
+        ));
+    };
+    for k in root.keys() {
+        if k.key.verify_strict(wasm, signature).is_ok() {
+            return Ok((Signer { public_key: public_key_hex(&k.key), label: k.label.clone() }, k.key));
+        }
+    }
+    Err(err(
+        ErrorKind::SignerUntrusted,
+        format!(
+            "plugin {plugin}: {file}: the raw Ed25519 signature over the module verifies under none of the {} key(s) of trust root {}",
+            root.keys().len(),
+            root.origin()
+        ),
+    ))
+}
+
 /// Who signed a verified plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Signer {

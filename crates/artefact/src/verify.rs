@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
 use helios_plugin_schema::manifest::{
-    ARTEFACT_MANIFEST, ARTEFACT_MANIFEST_SIGNATURE, ARTEFACT_MODULE, ARTEFACT_SIDECAR, GUARD_MANIFEST_FILE,
-    MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX,
+    ARTEFACT_MANIFEST, ARTEFACT_MANIFEST_SIGNATURE, ARTEFACT_MODULE, ARTEFACT_SIDECAR, ArtefactManifest,
+    GUARD_MANIFEST_FILE, MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX,
 };
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result, err, read_capped, resolve, shown};
 use crate::keys::{TrustRoot, public_key_from_hex};
 use crate::manifests::{parse_artefact_manifest, parse_guard_manifest};
 use crate::module_info::ModuleInfo;
-use crate::signing::{self, Anchors, Signer, sha256_hex};
+use crate::signing::{self, Anchors, ModuleSignature, Signer, sha256_hex};
 
 /// What the pipeline checks against.
 #[derive(Debug, Clone)]
@@ -74,6 +74,8 @@ pub struct VerifiedPlugin {
     /// Hooks the manifest declares (each exported by the module).
     #[serde(with = "helios_plugin_schema::manifest::hook_names")]
     pub hooks: Vec<Hook>,
+    /// The plugin is a chio guard (`evaluate`).
+    pub guard: bool,
     pub config: BTreeMap<String, String>,
     #[serde(skip)]
     pub wasm: Vec<u8>,
@@ -142,6 +144,10 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
     if let Some(b) = &opts.blocklist {
         b.check(&sha, plugin)?;
     }
+    // The module is read before the signature step: what it declares about itself (name, version,
+    // hooks) is covered by its hash, so it decides what an unsigned manifest may say.
+    let module = ModuleInfo::parse(&artefact.wasm)
+        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: {ARTEFACT_MODULE}: {e}")))?;
     // 4. signatures
     let signer = match (&artefact.sidecar, &manifest.signature_sha256) {
         (Some(sidecar_bytes), Some(expected)) => {
@@ -153,21 +159,30 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
                 warn_unsigned(plugin, file, "its signature is not checked because no trust root is configured");
                 None
             } else {
-                let anchors = Anchors { pinned: None, trust_root: opts.trust_root.as_ref() };
-                let sidecar = signing::parse_sidecar(sidecar_bytes, ARTEFACT_SIDECAR)?;
-                let signer = signing::verify_sidecar(&sidecar, &sha, &anchors, plugin, ARTEFACT_SIDECAR)?;
-                let Some(msig) = &artefact.manifest_signature else {
-                    return Err(err(
-                        ErrorKind::SignatureMissing,
-                        format!(
-                            "plugin {plugin}: {file} has no {ARTEFACT_MANIFEST_SIGNATURE}, so its manifest (hooks, config) is unsigned; sign the artefact: helios-plugin sign --key KEY --input {file}"
-                        ),
-                    ));
+                let (signer, key, bound) = match signing::parse_module_signature(sidecar_bytes, ARTEFACT_SIDECAR)? {
+                    ModuleSignature::Sidecar(sidecar) => {
+                        let anchors = Anchors { pinned: None, trust_root: opts.trust_root.as_ref() };
+                        let signer = signing::verify_sidecar(&sidecar, &sha, &anchors, plugin, ARTEFACT_SIDECAR)?;
+                        let key = public_key_from_hex(&sidecar.signer_public_key, ARTEFACT_SIDECAR)?;
+                        // 5. name and version
+                        signing::check_sidecar_names(&sidecar, &manifest.name, &manifest.version, ARTEFACT_SIDECAR)?;
+                        (signer, key, Bound::Sidecar)
+                    }
+                    ModuleSignature::Raw(sig) => {
+                        let (signer, key) = signing::verify_raw(
+                            &sig,
+                            &artefact.wasm,
+                            opts.trust_root.as_ref(),
+                            plugin,
+                            ARTEFACT_SIDECAR,
+                        )?;
+                        (signer, key, Bound::ModuleBytes)
+                    }
                 };
-                let key = public_key_from_hex(&sidecar.signer_public_key, ARTEFACT_SIDECAR)?;
-                signing::verify_manifest_signature(&artefact.manifest, msig, &key, plugin)?;
-                // 5. name and version
-                signing::check_sidecar_names(&sidecar, &manifest.name, &manifest.version, ARTEFACT_SIDECAR)?;
+                match &artefact.manifest_signature {
+                    Some(msig) => signing::verify_manifest_signature(&artefact.manifest, msig, &key, plugin)?,
+                    None => check_manifest_adds_nothing(&manifest, &module, bound, file)?,
+                }
                 Some(signer)
             }
         }
@@ -201,19 +216,100 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         }
     };
     // 6. hooks
-    let module = ModuleInfo::parse(&artefact.wasm)
-        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: {ARTEFACT_MODULE}: {e}")))?;
     check_hooks_exported(&manifest.hooks, &module, plugin)?;
+    check_guard_exported(manifest.guard, &module, plugin)?;
     Ok(VerifiedPlugin {
         name: manifest.name,
         version: manifest.version,
         hooks: manifest.hooks,
+        guard: manifest.guard,
         config: manifest.config,
         wasm: artefact.wasm.clone(),
         sha256: sha,
         signer,
         source: PathBuf::from(file),
     })
+}
+
+/// What a verified module signature binds besides the module's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// A JSON sidecar: the name and version (already compared with the manifest's).
+    Sidecar,
+    /// A raw signature (HeliosProxy): the bytes only, and so what the module declares about itself.
+    ModuleBytes,
+}
+
+/// The trust rule for an artefact whose manifest is not signed (no `manifest.sig`): the manifest
+/// may say nothing the module signature does not already bind. That is the name and version (bound
+/// by a sidecar, or declared by the module itself in its `helios.plugin` section), the hash, and
+/// exactly the hooks (and guard) the module declares. A manifest that narrows the hooks could
+/// switch a guard hook off; one that widens them, or carries `config`, changes what the plugin does:
+/// either needs `manifest.sig`. `description`, `license` and `packed_at` are informational: no host
+/// reads them to decide anything.
+fn check_manifest_adds_nothing(
+    manifest: &ArtefactManifest,
+    module: &ModuleInfo,
+    bound: Bound,
+    file: &str,
+) -> Result<()> {
+    let mut unbound = Vec::new();
+    if bound == Bound::ModuleBytes {
+        for (field, in_manifest, declared) in
+            [("name", &manifest.name, &module.declared_name), ("version", &manifest.version, &module.declared_version)]
+        {
+            if let Some(declared) = declared
+                && declared != in_manifest
+            {
+                unbound.push(format!("{field} {in_manifest:?} differs from the {declared:?} the module declares"));
+            }
+        }
+    }
+    let own_hooks = module.self_declared_hooks();
+    let same_hooks = own_hooks.len() == manifest.hooks.len() && own_hooks.iter().all(|h| manifest.hooks.contains(h));
+    if !same_hooks || manifest.guard != module.self_declared_guard() {
+        let list = |hooks: &[Hook], guard: bool| {
+            let mut v: Vec<_> = hooks.iter().map(|h| h.export_name()).collect();
+            if guard {
+                v.push(helios_plugin_schema::abi::EVALUATE);
+            }
+            if v.is_empty() { "none".to_string() } else { format!("[{}]", v.join(", ")) }
+        };
+        unbound.push(format!(
+            "hooks {} differ from the hooks the module declares {}",
+            list(&manifest.hooks, manifest.guard),
+            list(&own_hooks, module.self_declared_guard())
+        ));
+    }
+    if !manifest.config.is_empty() {
+        let keys: Vec<_> = manifest.config.keys().map(String::as_str).collect();
+        unbound.push(format!("config ({})", keys.join(", ")));
+    }
+    if unbound.is_empty() {
+        return Ok(());
+    }
+    Err(err(
+        ErrorKind::SignatureMissing,
+        format!(
+            "plugin {}: {file} has no {ARTEFACT_MANIFEST_SIGNATURE}, and its {ARTEFACT_MANIFEST} says what the module signature does not bind: {}; sign the manifest: helios-plugin sign --key KEY --input {file}",
+            manifest.name,
+            unbound.join("; ")
+        ),
+    ))
+}
+
+/// A manifest that declares a guard needs a module that exports `evaluate`.
+fn check_guard_exported(guard: bool, module: &ModuleInfo, plugin: &str) -> Result<()> {
+    if guard && !module.is_guard() {
+        return Err(err(
+            ErrorKind::HookNotExported,
+            format!(
+                "plugin {plugin}: declared hook {} (a chio guard) is not exported by the module",
+                helios_plugin_schema::abi::EVALUATE
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Verifies a bare module and its `<module>.sig` sidecar (what `helios-plugin sign --input x.wasm`
@@ -278,6 +374,7 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
     let hooks = if module.declared_hooks.is_empty() { module.exported_hooks() } else { module.declared_hooks.clone() };
     check_hooks_exported(&hooks, &module, &name)?;
     Ok(VerifiedPlugin {
+        guard: module.is_guard(),
         name,
         version,
         hooks,
@@ -385,6 +482,7 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
         .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
     check_hooks_exported(&manifest.hooks, &module, plugin)?;
     Ok(VerifiedPlugin {
+        guard: module.is_guard(),
         name: manifest.name,
         version: manifest.version,
         hooks: manifest.hooks,

@@ -1,13 +1,17 @@
 //! `helios-plugin call`: run one hook or guard of a module on a JSON input and print the result.
 //!
 //! Exit codes: 0 allow / continue (and rewrite, route decisions, other hooks), 1 deny / block,
-//! 2 the module could not be loaded or the call failed (the cause goes to stderr).
+//! 2 the module could not be loaded or a hook call failed (the cause goes to stderr).
+//!
+//! A guard (`--guard`) gets the verdict the runtime enforces: a guard that traps, runs out of fuel
+//! or memory, or answers outside the ABI is a `deny` naming the cause (exit 1), fail-closed as in
+//! a chain; with `--advisory` it is an `allow` with a warning (exit 0).
 
 use std::{io::Read, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 use helios_plugin_host::{PluginConfig, Runtime, RuntimeConfig};
-use helios_plugin_schema::{Hook, PreQueryResult, RouteResult};
+use helios_plugin_schema::{GuardRequest, Hook, PreQueryResult, RouteResult};
 
 /// Arguments of `call`.
 #[derive(Debug, clap::Args)]
@@ -20,6 +24,13 @@ pub struct CallArgs {
     /// Call chio's guard export `evaluate` instead of a hook.
     #[arg(long)]
     pub guard: bool,
+    /// With --guard: the guard is advisory (a failing guard allows, with a warning), as `advisory`
+    /// in a chain's configuration.
+    #[arg(long, requires = "guard")]
+    pub advisory: bool,
+    /// Linear memory cap in bytes. Default: the schema default (16 MiB).
+    #[arg(long)]
+    pub memory: Option<u64>,
     /// The JSON input file (`-` for standard input).
     #[arg(long)]
     pub input: PathBuf,
@@ -69,10 +80,18 @@ fn call(args: &CallArgs) -> Result<(String, i32)> {
     if let Some(f) = args.fuel {
         cfg = cfg.fuel(Some(f));
     }
+    if let Some(m) = args.memory {
+        cfg = cfg.max_memory_bytes(m);
+    }
+    cfg = cfg.advisory(args.advisory);
     let rt = Runtime::new(RuntimeConfig::default())?;
     let plugin = rt.load_file(&args.wasm, cfg)?;
     if args.guard {
-        let v = plugin.evaluate_json(&input)?;
+        let request: GuardRequest = serde_json::from_slice(&input)
+            .with_context(|| format!("{} is not a chio GuardRequest", args.input.display()))?;
+        // The verdict the runtime enforces: `Plugin::evaluate` maps every failure to a deny naming
+        // its cause (or, advisory, to an allow it logs as a warning).
+        let v = plugin.evaluate(&request);
         let code = if v.is_allow() { 0 } else { 1 };
         return Ok((serde_json::to_string(&v)?, code));
     }

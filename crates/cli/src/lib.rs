@@ -75,11 +75,12 @@ pub struct SignArgs {
     /// The module (`.wasm`) or artefact (`.tar.gz`) to sign.
     #[arg(long)]
     pub input: PathBuf,
-    /// Plugin name (modules only; default: from a guard-manifest.yaml next to the module).
-    #[arg(long, requires = "version")]
+    /// Plugin name (modules only; default: the name the module declares — the SDK records its
+    /// crate's package name — or a guard-manifest.yaml next to the module).
+    #[arg(long)]
     pub name: Option<String>,
-    /// Plugin version (modules only; default: from a guard-manifest.yaml next to the module).
-    #[arg(long, requires = "name")]
+    /// Plugin version (modules only; default: as for --name).
+    #[arg(long)]
     pub version: Option<String>,
     /// Where to write: the sidecar (default: `<input>.sig`), the signed artefact (default: in place),
     /// or the message with --message-only.
@@ -128,10 +129,7 @@ pub fn sign(args: SignArgs) -> Result<i32> {
         return Ok(0);
     }
     let wasm = read_module(&args.input)?;
-    let (name, version) = match (&args.name, &args.version) {
-        (Some(n), Some(v)) => (n.clone(), v.clone()),
-        _ => name_from_guard_manifest(&args.input)?,
-    };
+    let (name, version) = name_and_version(&wasm, &args.input, args.name.clone(), args.version.clone(), "sign")?;
     manifests::check_name(&name, "--name", "name")?;
     manifests::check_version(&version, "--version", "version")?;
     let sidecar_out =
@@ -168,12 +166,38 @@ pub fn sign(args: SignArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The plugin's name and version for `sign` and `pack`: the flags, else what the module declares
+/// in its `helios.plugin` section (the SDK writes its crate's name and version there), else a
+/// guard-manifest.yaml next to the module. A flag overrides only its own value.
+fn name_and_version(
+    wasm: &[u8],
+    path: &Path,
+    name: Option<String>,
+    version: Option<String>,
+    command: &str,
+) -> Result<(String, String)> {
+    if let (Some(n), Some(v)) = (&name, &version) {
+        return Ok((n.clone(), v.clone()));
+    }
+    let info = artefact::ModuleInfo::parse(wasm)
+        .map_err(|e| artefact::Error::new(ErrorKind::ModuleInvalid, format!("module {}: {e}", path.display())))?;
+    if let (Some(n), Some(v)) = (&info.declared_name, &info.declared_version) {
+        return Ok((name.unwrap_or_else(|| n.clone()), version.unwrap_or_else(|| v.clone())));
+    }
+    let (n, v) = name_from_guard_manifest(path, command)?;
+    Ok((name.unwrap_or(n), version.unwrap_or(v)))
+}
+
 /// Name and version from the guard-manifest.yaml next to `wasm`, if it describes that module.
-fn name_from_guard_manifest(wasm: &Path) -> Result<(String, String)> {
+fn name_from_guard_manifest(wasm: &Path, command: &str) -> Result<(String, String)> {
     let dir = wasm.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mpath = dir.join(GUARD_MANIFEST_FILE);
     if !mpath.is_file() {
-        bail!("sign needs --name and --version (no {} next to {})", GUARD_MANIFEST_FILE, wasm.display());
+        bail!(
+            "{command} needs --name and --version: module {} declares no name and version (it was not built with the helios-plugin SDK, whose #[hook] and #[chio_guard] record them) and there is no {} next to it",
+            wasm.display(),
+            GUARD_MANIFEST_FILE
+        );
     }
     let bytes = std::fs::read(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
     let m = manifests::parse_guard_manifest(&bytes, &mpath.display().to_string())?;
@@ -181,7 +205,7 @@ fn name_from_guard_manifest(wasm: &Path) -> Result<(String, String)> {
     let same = std::fs::canonicalize(&described).ok() == std::fs::canonicalize(wasm).ok();
     if !same {
         bail!(
-            "sign needs --name and --version ({} describes {}, not {})",
+            "{command} needs --name and --version: module {2} declares no name and version, and {0} describes {1}, not {2}",
             mpath.display(),
             m.wasm_path,
             wasm.display()
@@ -208,14 +232,20 @@ pub struct PackArgs {
     /// The module.
     #[arg(long)]
     pub wasm: PathBuf,
+    /// Plugin name (default: the name the module declares, as for `sign`).
     #[arg(long)]
-    pub name: String,
+    pub name: Option<String>,
+    /// Plugin version (default: the version the module declares).
     #[arg(long)]
-    pub version: String,
+    pub version: Option<String>,
     /// Hooks the plugin serves, comma-separated (default: every hook the module exports). Each must
-    /// be exported by the module.
+    /// be exported by the module. `evaluate` (or `guard`) declares a chio guard.
     #[arg(long, value_delimiter = ',')]
-    pub hooks: Option<Vec<Hook>>,
+    pub hooks: Option<Vec<String>>,
+    /// Artefact format: `helios` (module sidecar and manifest signature) or `heliosproxy`
+    /// (HeliosProxy's: `plugin.sig` is base64 of a raw Ed25519 signature over the module; with --key).
+    #[arg(long, value_enum, default_value_t = PackFormat::Helios)]
+    pub format: PackFormat,
     /// The module's sidecar (default: `<wasm>.sig` if it exists). The manifest stays unsigned until
     /// `helios-plugin sign --key KEY --input <artefact>`.
     #[arg(long, conflicts_with = "key")]
@@ -238,6 +268,33 @@ pub struct PackArgs {
     pub out: PathBuf,
 }
 
+/// `pack --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PackFormat {
+    /// Our format: a JSON sidecar binding name and version, and `manifest.sig` with --key.
+    Helios,
+    /// HeliosProxy's: `plugin.sig` = base64 of a raw Ed25519 signature over the module bytes.
+    Heliosproxy,
+}
+
+/// `--hooks` values: hooks of the catalogue, and whether `evaluate` (alias `guard`) is among them.
+fn parse_hooks(values: &[String]) -> Result<(Vec<Hook>, bool)> {
+    let mut hooks = Vec::new();
+    let mut guard = false;
+    for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        if v == helios_plugin_schema::abi::EVALUATE || v == "guard" {
+            guard = true;
+            continue;
+        }
+        let h = helios_plugin_schema::manifest::hook_names::lookup(v)
+            .map_err(|e| anyhow::anyhow!("--hooks: {e}, or evaluate (alias guard) for a chio guard"))?;
+        if !hooks.contains(&h) {
+            hooks.push(h);
+        }
+    }
+    Ok((hooks, guard))
+}
+
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, found {s:?}"))?;
     if k.is_empty() {
@@ -248,9 +305,23 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 pub fn pack(args: PackArgs) -> Result<i32> {
     let wasm = read_module(&args.wasm)?;
+    let (name, version) = name_and_version(&wasm, &args.wasm, args.name.clone(), args.version.clone(), "pack")?;
+    let (hooks, guard) = match &args.hooks {
+        Some(values) => {
+            let (h, g) = parse_hooks(values)?;
+            (Some(h), Some(g))
+        }
+        None => (None, None),
+    };
     let default_sig = PathBuf::from(format!("{}{SIDECAR_SUFFIX}", args.wasm.display()));
     let signing = if let Some(k) = &args.key {
-        PackSigning::Key(Box::new(keys::read_signing_key(k)?))
+        let key = Box::new(keys::read_signing_key(k)?);
+        match args.format {
+            PackFormat::Helios => PackSigning::Key(key),
+            PackFormat::Heliosproxy => PackSigning::RawKey(key),
+        }
+    } else if args.format == PackFormat::Heliosproxy && args.sig.is_none() {
+        bail!("--format heliosproxy signs while packing: pass --key (or --sig with a base64 signature over the module)")
     } else if let Some(s) = &args.sig {
         PackSigning::Sidecar(std::fs::read(s).with_context(|| format!("reading {}", s.display()))?)
     } else if !args.unsigned && default_sig.is_file() {
@@ -270,15 +341,19 @@ pub fn pack(args: PackArgs) -> Result<i32> {
     let opts = PackOptions {
         description: args.description,
         license: args.license,
-        hooks: args.hooks,
+        hooks,
+        guard,
         config,
         signing,
-        ..PackOptions::new(args.name, args.version)
+        ..PackOptions::new(name, version)
     };
     let packed = artefact::pack(wasm, opts)?;
     artefact::save_artefact(&packed.artefact, &args.out)?;
     let m = &packed.manifest;
-    let hooks: Vec<_> = m.hooks.iter().map(|h| h.export_name()).collect();
+    let mut hooks: Vec<_> = m.hooks.iter().map(|h| h.export_name()).collect();
+    if m.guard {
+        hooks.push(helios_plugin_schema::abi::EVALUATE);
+    }
     println!(
         "packed {} {} [{}] sha256 {} -> {}",
         m.name,
@@ -294,9 +369,9 @@ pub fn pack(args: PackArgs) -> Result<i32> {
             extra.join(", ")
         );
     }
-    if sidecar_only {
+    if sidecar_only && (!m.config.is_empty() || args.hooks.is_some()) {
         eprintln!(
-            "note: the manifest is not signed yet; run: helios-plugin sign --key KEY --input {}",
+            "note: the manifest is not signed; verify accepts it only while it repeats what the module declares (hooks, no config). To sign it: helios-plugin sign --key KEY --input {}",
             args.out.display()
         );
     }
@@ -317,13 +392,36 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<i32> {
-    let report = artefact::inspect_artefact(&args.artefact, &UnpackLimits::default())?;
+    let report = match artefact::inspect_artefact(&args.artefact, &UnpackLimits::default()) {
+        Ok(r) => r,
+        Err(e) if args.json => return Ok(json_failure(&e)),
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", json_success(&report)?);
     } else {
         print!("{report}");
     }
     Ok(0)
+}
+
+/// `{"ok": true, ...fields of value}` for `--json` output.
+fn json_success(value: &impl serde::Serialize) -> Result<String> {
+    let mut v = serde_json::to_value(value)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("ok".into(), true.into());
+    }
+    Ok(serde_json::to_string_pretty(&v)?)
+}
+
+/// Prints `{"ok": false, "code": "E_...", "message": ..., "exit_code": N}` on stdout (and the usual
+/// `error:` line on stderr) and returns the exit code, so a CI job can parse every outcome.
+fn json_failure(e: &artefact::Error) -> i32 {
+    let code = e.kind().exit_code();
+    let v = serde_json::json!({"ok": false, "code": e.kind().code(), "message": e.to_string(), "exit_code": code});
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    eprintln!("error: {e}");
+    code
 }
 
 /// `verify`: exits 0 only if the plugin passes every check against the trust root.
@@ -349,16 +447,24 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(args: VerifyArgs) -> Result<i32> {
-    let mut opts = VerifyOptions::default().allow_unsigned(args.allow_unsigned).max_module_bytes(args.max_module_bytes);
-    if let Some(dir) = &args.trust_root {
-        opts = opts.trust_root(TrustRoot::load(dir)?);
-    }
-    if let Some(b) = &args.blocklist {
-        opts = opts.blocklist(Blocklist::load(b)?);
-    }
-    let plugin = artefact::verify_path(&args.path, &opts)?;
+    let verified = || -> Result<artefact::VerifiedPlugin, artefact::Error> {
+        let mut opts =
+            VerifyOptions::default().allow_unsigned(args.allow_unsigned).max_module_bytes(args.max_module_bytes);
+        if let Some(dir) = &args.trust_root {
+            opts = opts.trust_root(TrustRoot::load(dir)?);
+        }
+        if let Some(b) = &args.blocklist {
+            opts = opts.blocklist(Blocklist::load(b)?);
+        }
+        artefact::verify_path(&args.path, &opts)
+    };
+    let plugin = match verified() {
+        Ok(p) => p,
+        Err(e) if args.json => return Ok(json_failure(&e)),
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plugin)?);
+        println!("{}", json_success(&plugin)?);
         return Ok(0);
     }
     let signer = match &plugin.signer {

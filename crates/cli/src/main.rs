@@ -11,6 +11,9 @@ use helios_plugin_cli as cli;
 mod audit;
 mod call;
 mod state;
+mod fixtures;
+mod new;
+mod oci;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +45,14 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Inspect or fix a plugin's KV state in a SQLite file or on a Redis server.
     State(state::StateArgs),
+    /// Create a plugin crate that builds, tests and packs out of the box.
+    New(new::NewArgs),
+    /// Run fixture files (hook fixtures or chio canaries) against a module or artefact.
+    Test(fixtures::TestArgs),
+    /// Push an artefact to an OCI registry (oras-compatible layout).
+    Push(oci::PushArgs),
+    /// Pull an artefact from an OCI registry.
+    Pull(oci::PullArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +70,10 @@ pub fn main() -> ExitCode {
         Command::Call(a) => call::run(a),
         Command::Audit(a) => audit::run(a),
         Command::State(a) => state::run(a),
+        Command::New(a) => new::run(a),
+        Command::Test(a) => fixtures::run(a),
+        Command::Push(a) => oci::push(a),
+        Command::Pull(a) => oci::pull(a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

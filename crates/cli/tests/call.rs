@@ -67,3 +67,37 @@ fn call_prints_json_and_exits_by_decision() {
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("missing.wasm"), "{}", o.stderr);
 }
+
+/// A guard that never returns (fuel) and one that grows its memory past the cap.
+const SPIN: &str = r#"(module (memory (export "memory") 1)
+  (func (export "evaluate") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"#;
+const GROW: &str = r#"(module (memory (export "memory") 1)
+  (func (export "evaluate") (param i32 i32) (result i32)
+    (drop (memory.grow (i32.const 1024))) (i32.const 0)))"#;
+
+#[test]
+fn call_guard_prints_the_verdict_the_runtime_enforces_for_a_failing_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    std::fs::write(p("spin.wat"), SPIN).unwrap();
+    std::fs::write(p("grow.wat"), GROW).unwrap();
+    std::fs::write(p("ls.json"), r#"{"tool_name":"ls"}"#).unwrap();
+
+    // Fuel exhausted: a deny that names the guard and the cause, exit 1 (not "error", exit 2).
+    let o = run(&["call", &p("spin.wat"), "--guard", "--fuel", "100000", "--input", &p("ls.json")]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["decision"], "deny");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("\"spin\" failed closed") && reason.contains("fuel"), "{reason}");
+
+    // Memory cap: 1024 pages (64 MiB) refused under a 1 MiB cap, also a deny naming it.
+    let o = run(&["call", &p("grow.wat"), "--guard", "--memory", "1048576", "--input", &p("ls.json")]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stdout.contains("memory"), "{}", o.stdout);
+
+    // Advisory: the runtime allows and warns.
+    let o = run(&["call", &p("spin.wat"), "--guard", "--advisory", "--fuel", "100000", "--input", &p("ls.json")]);
+    assert_eq!((o.code, o.stdout.trim()), (0, r#"{"decision":"allow"}"#), "{}", o.stderr);
+    assert!(o.stderr.contains("advisory guard failed"), "{}", o.stderr);
+}

@@ -97,6 +97,7 @@ fn context(i: usize, st: &Statement) -> QueryContext {
             database: st.database.clone(),
             branch: None,
             attributes: st.attributes.clone(),
+            sql: String::new(),
         },
     }
 }

@@ -730,6 +730,7 @@ impl Session {
                 database: Some(self.database.to_string()),
                 branch: None,
                 attributes: self.attrs.clone(),
+                sql: String::new(),
             },
         })
     }

@@ -133,32 +133,112 @@ pub fn signed_manifest_message(manifest_sha256: &str, signer_public_key: &str) -
 }
 
 /// `manifest.json` at the root of an artefact.
+///
+/// On the wire, a chio guard artefact lists chio's export [`crate::abi::EVALUATE`] among its `hooks`
+/// (`"hooks": ["evaluate"]`); in memory that entry is the [`guard`](Self::guard) flag, so `hooks`
+/// stays a list of the hook catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ArtefactManifestJson", into = "ArtefactManifestJson")]
 pub struct ArtefactManifest {
     /// [`ARTEFACT_SCHEMA_VERSION`].
     pub schema_version: String,
     pub name: String,
     pub version: String,
-    #[serde(default)]
     pub description: String,
-    #[serde(default)]
     pub license: String,
-    /// Hooks the plugin serves (export names); each must be exported by the module.
-    #[serde(with = "hook_names")]
+    /// Hooks the plugin serves; each must be exported by the module.
     pub hooks: Vec<Hook>,
+    /// The plugin is a chio guard (`evaluate`), listed as `"evaluate"` in `hooks`.
+    pub guard: bool,
     /// Lowercase hex SHA-256 of `plugin.wasm`.
     pub wasm_sha256: String,
     /// Lowercase hex SHA-256 of the exact `plugin.sig` bytes; absent when the artefact is unsigned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_sha256: Option<String>,
     /// [`SIGNATURE_ALGORITHM`].
     pub signature_algorithm: String,
     /// When the artefact was packed, RFC 3339 UTC (`2026-11-22T03:00:00Z`).
     pub packed_at: String,
     /// String key/value pairs the guest reads through `get_config`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+}
+
+/// The JSON layout of [`ArtefactManifest`] (HeliosProxy's, plus our optional `config`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtefactManifestJson {
+    schema_version: String,
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    license: String,
+    hooks: Vec<String>,
+    wasm_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature_sha256: Option<String>,
+    signature_algorithm: String,
+    packed_at: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    config: BTreeMap<String, String>,
+}
+
+impl TryFrom<ArtefactManifestJson> for ArtefactManifest {
+    type Error = String;
+
+    fn try_from(j: ArtefactManifestJson) -> Result<Self, String> {
+        let mut hooks = Vec::with_capacity(j.hooks.len());
+        let mut guard = false;
+        for name in &j.hooks {
+            if name == crate::abi::EVALUATE {
+                if guard {
+                    return Err(format!("hook \"{name}\" is listed twice"));
+                }
+                guard = true;
+                continue;
+            }
+            hooks.push(hook_names::lookup(name)?);
+            if hooks[..hooks.len() - 1].contains(hooks.last().expect("just pushed")) {
+                return Err(format!("hook \"{name}\" is listed twice"));
+            }
+        }
+        Ok(ArtefactManifest {
+            schema_version: j.schema_version,
+            name: j.name,
+            version: j.version,
+            description: j.description,
+            license: j.license,
+            hooks,
+            guard,
+            wasm_sha256: j.wasm_sha256,
+            signature_sha256: j.signature_sha256,
+            signature_algorithm: j.signature_algorithm,
+            packed_at: j.packed_at,
+            config: j.config,
+        })
+    }
+}
+
+impl From<ArtefactManifest> for ArtefactManifestJson {
+    fn from(m: ArtefactManifest) -> Self {
+        let mut hooks: Vec<String> = m.hooks.iter().map(|h| h.export_name().to_owned()).collect();
+        if m.guard {
+            hooks.push(crate::abi::EVALUATE.to_owned());
+        }
+        ArtefactManifestJson {
+            schema_version: m.schema_version,
+            name: m.name,
+            version: m.version,
+            description: m.description,
+            license: m.license,
+            hooks,
+            wasm_sha256: m.wasm_sha256,
+            signature_sha256: m.signature_sha256,
+            signature_algorithm: m.signature_algorithm,
+            packed_at: m.packed_at,
+            config: m.config,
+        }
+    }
 }
 
 // ---- digest blocklist ------------------------------------------------------------------------
@@ -187,14 +267,19 @@ pub mod hook_names {
         seq.end()
     }
 
+    /// The hook of an export name, or an error listing the known ones.
+    pub fn lookup(name: &str) -> Result<Hook, String> {
+        Hook::from_export_name(name).ok_or_else(|| {
+            let known: Vec<_> = Hook::ALL.iter().map(|h| h.export_name()).collect();
+            format!("unknown hook \"{name}\" (known: {})", known.join(", "))
+        })
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hook>, D::Error> {
         let names = Vec::<String>::deserialize(d)?;
         let mut hooks = Vec::with_capacity(names.len());
         for name in names {
-            let hook = Hook::from_export_name(&name).ok_or_else(|| {
-                let known: Vec<_> = Hook::ALL.iter().map(|h| h.export_name()).collect();
-                D::Error::custom(format!("unknown hook \"{name}\" (known: {})", known.join(", ")))
-            })?;
+            let hook = lookup(&name).map_err(D::Error::custom)?;
             if hooks.contains(&hook) {
                 return Err(D::Error::custom(format!("hook \"{name}\" is listed twice")));
             }
@@ -228,6 +313,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("signer_publc_key"), "{err}");
+    }
+
+    #[test]
+    fn a_guard_artefact_lists_evaluate_among_its_hooks() {
+        let json = r#"{"schema_version":"1.0","name":"g","version":"1","hooks":["evaluate"],"wasm_sha256":"ab","signature_algorithm":"ed25519","packed_at":"t"}"#;
+        let m: ArtefactManifest = serde_json::from_str(json).unwrap();
+        assert!(m.guard && m.hooks.is_empty());
+        let back = serde_json::to_string(&m).unwrap();
+        assert!(back.contains(r#""hooks":["evaluate"]"#), "{back}");
+        let typo = json.replace("\"hooks\"", "\"hoks\"");
+        assert!(serde_json::from_str::<ArtefactManifest>(&typo).unwrap_err().to_string().contains("hoks"));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! The section is a sequence of lines `key=value\n`. Each `#[hook]` or `#[chio_guard]` in a plugin
 //! contributes its own lines and the linker concatenates them, so the format has no header and no
-//! count. Keys: `hook` (an export name of the catalogue), `guard` (the guard export, `evaluate`) and
-//! `sdk` (the SDK version that built it). Unknown keys are kept for forward compatibility.
+//! count. Keys: `hook` (an export name of the catalogue), `guard` (the guard export, `evaluate`),
+//! `sdk` (the SDK version that built it), and `name` and `version` (the Cargo package name and
+//! version of the crate that wrote the hook, so `sign` and `pack` need no flags for SDK plugins).
+//! Unknown keys are kept for forward compatibility.
 
 use crate::Hook;
 
@@ -60,6 +62,11 @@ pub struct Declared {
     pub hooks: Vec<Hook>,
     pub guard: bool,
     pub sdk: Option<String>,
+    /// The plugin's name (its crate's package name). `None` when no entry names one, or when entries
+    /// name different crates (a module linking hooks of several crates declares no name).
+    pub name: Option<String>,
+    /// The plugin's version (its crate's package version), under the same rule as `name`.
+    pub version: Option<String>,
     /// `key=value` lines this version does not understand.
     pub unknown: Vec<(String, String)>,
 }
@@ -80,6 +87,7 @@ impl std::error::Error for SectionError {}
 pub fn parse(bytes: &[u8]) -> Result<Declared, SectionError> {
     let text = std::str::from_utf8(bytes).map_err(|e| SectionError(format!("not UTF-8: {e}")))?;
     let mut d = Declared::default();
+    let (mut names, mut versions) = (Vec::<&str>::new(), Vec::<&str>::new());
     for line in text.split('\n').filter(|l| !l.is_empty()) {
         let (k, v) = line.split_once('=').ok_or_else(|| SectionError(format!("line {line:?} has no '='")))?;
         match k {
@@ -92,8 +100,19 @@ pub fn parse(bytes: &[u8]) -> Result<Declared, SectionError> {
             KEY_GUARD if v == crate::abi::EVALUATE => d.guard = true,
             KEY_GUARD => return Err(SectionError(format!("unknown guard export {v:?}"))),
             KEY_SDK => d.sdk = Some(v.to_owned()),
+            "name" => names.push(v),
+            "version" => versions.push(v),
             _ => d.unknown.push((k.to_owned(), v.to_owned())),
         }
+    }
+    let one = |values: Vec<&str>| match values.split_first() {
+        Some((first, rest)) if rest.iter().all(|v| v == first) => Some((*first).to_owned()),
+        _ => None,
+    };
+    // Name and version go together: a module whose entries disagree on either declares neither.
+    if let (Some(n), Some(v)) = (one(names), one(versions)) {
+        d.name = Some(n);
+        d.version = Some(v);
     }
     Ok(d)
 }
@@ -119,6 +138,19 @@ mod tests {
         assert_eq!(linked, b"sdk=0.1.0\nhook=route\nsdk=0.1.0\nguard=evaluate\n");
         let d = parse(&linked).unwrap();
         assert_eq!((d.hooks, d.guard, d.sdk.as_deref()), (vec![Hook::Route], true, Some("0.1.0")));
+    }
+
+    #[test]
+    fn name_and_version_are_declared_once_or_not_at_all() {
+        let d = parse(
+            b"sdk=0.1.0\nname=my-plugin\nversion=1.0.0\nhook=pre_query\nname=my-plugin\nversion=1.0.0\nhook=route\n",
+        )
+        .unwrap();
+        assert_eq!((d.name.as_deref(), d.version.as_deref()), (Some("my-plugin"), Some("1.0.0")));
+        let d = parse(b"name=a\nversion=1.0.0\nhook=pre_query\nname=b\nversion=1.0.0\nhook=route\n").unwrap();
+        assert_eq!((d.name, d.version), (None, None), "two crates: no name");
+        let d = parse(b"name=a\nhook=pre_query\n").unwrap();
+        assert_eq!((d.name, d.version), (None, None), "a name without a version is not a declaration");
     }
 
     #[test]

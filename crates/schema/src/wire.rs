@@ -28,6 +28,11 @@ pub struct HookContext {
     pub branch: Option<String>,
     /// Free-form attributes: `application_name`, startup parameters, `helios.*` values a client set.
     pub attributes: BTreeMap<String, String>,
+    /// The statement, for a `pre_query`, `route` or `rewrite` hook written the way the HeliosProxy
+    /// page writes one (`fn check(ctx: &HookContext)` reading `ctx.sql`): the SDK copies
+    /// [`QueryContext::query`] here. Empty everywhere else; hosts do not send it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sql: String,
 }
 
 impl HookContext {

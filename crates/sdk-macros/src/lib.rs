@@ -145,14 +145,33 @@ fn check_signature(f: &ItemFn, what: &str, input: &str) -> syn::Result<Arg> {
     })
 }
 
-/// The `helios.plugin` section entry `sdk=...\n<key>=<value>\n`, for wasm32 only.
+/// Whether the function's argument is written `HookContext` (`&HookContext`, `abi::HookContext`).
+fn takes_hook_context(f: &ItemFn) -> bool {
+    let Some(FnArg::Typed(pt)) = f.sig.inputs.first() else { return false };
+    let ty = match &*pt.ty {
+        Type::Reference(r) => &*r.elem,
+        t => t,
+    };
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "HookContext" && s.arguments.is_none()))
+}
+
+fn arg_kind(f: &ItemFn) -> Arg {
+    match f.sig.inputs.first() {
+        Some(FnArg::Typed(pt)) if matches!(&*pt.ty, Type::Reference(_)) => Arg::ByRef,
+        _ => Arg::ByValue,
+    }
+}
+
+/// The `helios.plugin` section entry `sdk=...\nname=...\nversion=...\n<key>=<value>\n`, for wasm32
+/// only. `name` and `version` are the plugin crate's own (`env!` expands in the plugin's crate).
 fn section_static(key: &TokenStream, value: &str) -> TokenStream {
     let section = helios_plugin_schema::section::SECTION_NAME;
+    let args = quote!(#key, #value, ::core::env!("CARGO_PKG_NAME"), ::core::env!("CARGO_PKG_VERSION"));
     quote! {
         #[unsafe(link_section = #section)]
         #[used]
-        static __HELIOS_PLUGIN_SECTION: [u8; ::helios_plugin_abi::__private::section_entry_len(#key, #value)] =
-            ::helios_plugin_abi::__private::section_entry(#key, #value);
+        static __HELIOS_PLUGIN_SECTION: [u8; ::helios_plugin_abi::__private::section_entry_len(#args)] =
+            ::helios_plugin_abi::__private::section_entry(#args);
     }
 }
 
@@ -191,6 +210,23 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         }
     };
     let (check, call) = match arg {
+        // The HeliosProxy page's form: a statement hook taking the session's `HookContext`, whose
+        // `sql` the SDK fills (`__private::HookArg`); for a hook whose input *is* a `HookContext`
+        // (on_connect) this is the input itself.
+        _ if takes_hook_context(&f) => {
+            let ctx = quote!(::helios_plugin_abi::__private::HookContext);
+            let arg = quote!(<#ctx as ::helios_plugin_abi::__private::HookArg<#spec>>::from_input(input));
+            match arg_kind(&f) {
+                Arg::ByRef => (
+                    quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #ctx) -> #checked_output = #name;),
+                    quote!(|input: #input_ty| #name(&#arg)),
+                ),
+                Arg::ByValue => (
+                    quote_spanned!(name.span()=> const _: fn(#ctx) -> #checked_output = #name;),
+                    quote!(|input: #input_ty| #name(#arg)),
+                ),
+            }
+        }
         Arg::ByRef => (
             quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #input_ty) -> #checked_output = #name;),
             quote!(|input: #input_ty| #name(&input)),

@@ -8,7 +8,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::Signer as _;
 use helios_plugin_artefact::keys::{self, public_key_hex};
 use helios_plugin_artefact::signing::{Anchors, sha256_hex, sidecar_from_signature, sign_module, verify_sidecar};
-use helios_plugin_artefact::{PackSigning, TrustRoot, VerifyOptions, verify_artefact};
+use helios_plugin_artefact::{ErrorKind, PackSigning, TrustRoot, VerifyOptions, verify_artefact};
+use helios_plugin_schema::Hook;
 use helios_plugin_schema::manifest::signed_module_message;
 
 use crate::support::*;
@@ -182,4 +183,102 @@ fn signify_secret_keys_are_not_trust_root_entries() {
     signify_keys(dir.path());
     let e = TrustRoot::load(dir.path()).unwrap_err();
     assert!(e.to_string().contains("signify.sec") && e.to_string().contains("secret key"), "{e}");
+}
+
+/// HeliosProxy's artefact, made the way its tooling makes one: `plugin.sig` is base64 of a raw
+/// Ed25519 signature over the module bytes (`openssl pkeyutl -sign -rawin`), the manifest is
+/// HeliosProxy's JSON, the archive comes from `tar`, and the trust root holds base64 `*.pub` files.
+#[test]
+fn a_heliosproxy_artefact_signed_by_openssl_and_tarred_by_tar_verifies_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key_path = openssl_key(d);
+    let wasm = plugin_wasm(&["pre_query"]);
+    let stage = d.join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    std::fs::write(stage.join("plugin.wasm"), &wasm).unwrap();
+    let sign = format!(
+        "openssl pkeyutl -sign -rawin -inkey {} -in {} | base64 -w0",
+        key_path.display(),
+        stage.join("plugin.wasm").display()
+    );
+    let sig_b64 = run(Command::new("sh").args(["-c", &sign]));
+    std::fs::write(stage.join("plugin.sig"), &sig_b64).unwrap();
+    let manifest = format!(
+        r#"{{"schema_version": "1.0", "name": "my-plugin", "version": "1.0.0", "description": "", "license": "MIT",
+"hooks": ["pre_query"], "wasm_sha256": "{}", "signature_sha256": "{}", "signature_algorithm": "ed25519",
+"packed_at": "2026-12-01T10:00:00Z"}}"#,
+        sha256_hex(&wasm),
+        sha256_hex(&sig_b64)
+    );
+    std::fs::write(stage.join("manifest.json"), manifest).unwrap();
+    let tarball = d.join("my-plugin-1.0.0.tar.gz");
+    run(Command::new("tar").arg("czf").arg(&tarball).arg("-C").arg(&stage).args([
+        "manifest.json",
+        "plugin.wasm",
+        "plugin.sig",
+    ]));
+    let trust = d.join("plugin-keys");
+    std::fs::create_dir(&trust).unwrap();
+    let recipe = format!("openssl pkey -in {} -pubout -outform DER | tail -c 32 | base64", key_path.display());
+    std::fs::write(trust.join("release.pub"), run(Command::new("sh").args(["-c", &recipe]))).unwrap();
+
+    let opts = VerifyOptions::default().trust_root(TrustRoot::load(&trust).unwrap());
+    let p = helios_plugin_artefact::verify_path(&tarball, &opts).unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.version.as_str(), p.hooks.as_slice()),
+        ("my-plugin", "1.0.0", &[Hook::PreQuery][..])
+    );
+    assert_eq!(p.signer.unwrap().label, "release");
+
+    // One flipped bit of the module and the signature no longer verifies under any trusted key.
+    let mut a = helios_plugin_artefact::read_artefact(&tarball, &Default::default()).unwrap();
+    a.wasm[20] ^= 1;
+    let e = verify_artefact(&a, "x", &opts).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::HashMismatch), "{e}");
+}
+
+#[test]
+fn pack_writes_the_heliosproxy_format_and_openssl_verifies_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key_path = openssl_key(d);
+    let pub_path = d.join("pub.pem");
+    run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key_path).arg("-out").arg(&pub_path));
+    let key = keys::read_signing_key(&key_path).unwrap();
+    let opts = helios_plugin_artefact::PackOptions {
+        hooks: Some(vec![Hook::PreQuery]),
+        signing: PackSigning::RawKey(Box::new(key.clone())),
+        ..helios_plugin_artefact::PackOptions::new("my-plugin", "1.0.0")
+    };
+    let a = helios_plugin_artefact::pack(plugin_wasm(&["pre_query"]), opts).unwrap().artefact;
+    assert!(a.manifest_signature.is_none(), "HeliosProxy's format has no manifest.sig");
+    std::fs::write(d.join("plugin.wasm"), &a.wasm).unwrap();
+    let raw = BASE64.decode(String::from_utf8(a.sidecar.clone().unwrap()).unwrap().trim()).unwrap();
+    std::fs::write(d.join("sig.bin"), &raw).unwrap();
+    let out = Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-rawin", "-pubin", "-inkey"])
+        .arg(&pub_path)
+        .arg("-in")
+        .arg(d.join("plugin.wasm"))
+        .arg("-sigfile")
+        .arg(d.join("sig.bin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl rejected pack's plugin.sig: {}", String::from_utf8_lossy(&out.stdout));
+    // And the manifest has HeliosProxy's fields.
+    let m: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
+    for field in [
+        "schema_version",
+        "name",
+        "version",
+        "hooks",
+        "wasm_sha256",
+        "signature_sha256",
+        "signature_algorithm",
+        "packed_at",
+    ] {
+        assert!(m.get(field).is_some(), "manifest lacks {field}: {m}");
+    }
+    verify_artefact(&a, "a", &VerifyOptions::default().trust_root(root_of(&key))).unwrap();
 }

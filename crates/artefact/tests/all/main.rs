@@ -5,3 +5,4 @@ mod interop;
 mod malicious;
 mod pipeline;
 mod support;
+mod trust_rule;

@@ -71,6 +71,9 @@ fn trust_dir_with(dir: &Path, name: &str, files: &[&str]) -> PathBuf {
     trust
 }
 
+mod author;
+mod page;
+
 #[test]
 fn keygen_pack_inspect_sign_verify_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -184,11 +187,32 @@ fn sign_the_module_then_pack_with_its_sidecar_as_the_seed_workflow_does() {
             "pre_query",
         ],
     ));
-    assert!(p.stderr.contains("including sidecar") && p.stderr.contains("not signed yet"), "{}", p.stderr);
+    assert!(p.stderr.contains("including sidecar"), "{}", p.stderr);
     trust_dir_with(d, "trust", &["signing.pub.pem"]);
-    fails(hp(d, &["verify", "my-plugin-1.0.0.tar.gz", "--trust-root", "trust"]), 22, "manifest");
-    ok(hp(d, &["sign", "--key", "signing.pem", "--input", "my-plugin-1.0.0.tar.gz"]));
+    // The manifest repeats what the module signature binds (name, version, hash, its own hooks):
+    // verify passes without manifest.sig.
     ok(hp(d, &["verify", "my-plugin-1.0.0.tar.gz", "--trust-root", "trust"]));
+    // With policy in it (config), the manifest must be signed, and verify says why.
+    let p = ok(hp(
+        d,
+        &[
+            "pack",
+            "--wasm",
+            "plugin.wasm",
+            "--out",
+            "cfg.tar.gz",
+            "--name",
+            "my-plugin",
+            "--version",
+            "1.0.0",
+            "--config",
+            "mode=off",
+        ],
+    ));
+    assert!(p.stderr.contains("manifest is not signed"), "{}", p.stderr);
+    fails(hp(d, &["verify", "cfg.tar.gz", "--trust-root", "trust"]), 22, "config (mode)");
+    ok(hp(d, &["sign", "--key", "signing.pem", "--input", "cfg.tar.gz"]));
+    ok(hp(d, &["verify", "cfg.tar.gz", "--trust-root", "trust"]));
     // A sidecar for another version is refused at pack time.
     ok(hp(d, &["sign", "--key", "signing.pem", "--input", "plugin.wasm", "--name", "my-plugin", "--version", "0.9.0"]));
     fails(
