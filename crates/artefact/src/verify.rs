@@ -159,14 +159,12 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
                 warn_unsigned(plugin, file, "its signature is not checked because no trust root is configured");
                 None
             } else {
-                let (signer, key, bound) = match signing::parse_module_signature(sidecar_bytes, ARTEFACT_SIDECAR)? {
+                let (signer, key, sidecar) = match signing::parse_module_signature(sidecar_bytes, ARTEFACT_SIDECAR)? {
                     ModuleSignature::Sidecar(sidecar) => {
                         let anchors = Anchors { pinned: None, trust_root: opts.trust_root.as_ref() };
                         let signer = signing::verify_sidecar(&sidecar, &sha, &anchors, plugin, ARTEFACT_SIDECAR)?;
                         let key = public_key_from_hex(&sidecar.signer_public_key, ARTEFACT_SIDECAR)?;
-                        // 5. name and version
-                        signing::check_sidecar_names(&sidecar, &manifest.name, &manifest.version, ARTEFACT_SIDECAR)?;
-                        (signer, key, Bound::Sidecar)
+                        (signer, key, Some(sidecar))
                     }
                     ModuleSignature::Raw(sig) => {
                         let (signer, key) = signing::verify_raw(
@@ -176,12 +174,22 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
                             plugin,
                             ARTEFACT_SIDECAR,
                         )?;
-                        (signer, key, Bound::ModuleBytes)
+                        (signer, key, None)
                     }
                 };
-                match &artefact.manifest_signature {
-                    Some(msig) => signing::verify_manifest_signature(&artefact.manifest, msig, &key, plugin)?,
-                    None => check_manifest_adds_nothing(&manifest, &module, bound, file)?,
+                if let Some(msig) = &artefact.manifest_signature {
+                    signing::verify_manifest_signature(&artefact.manifest, msig, &key, plugin)?;
+                }
+                // 5. name and version
+                let bound = match &sidecar {
+                    Some(sidecar) => {
+                        signing::check_sidecar_names(sidecar, &manifest.name, &manifest.version, ARTEFACT_SIDECAR)?;
+                        Bound::Sidecar
+                    }
+                    None => Bound::ModuleBytes,
+                };
+                if artefact.manifest_signature.is_none() {
+                    check_manifest_adds_nothing(&manifest, &module, bound, file)?;
                 }
                 Some(signer)
             }

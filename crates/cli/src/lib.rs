@@ -240,8 +240,8 @@ pub struct PackArgs {
     pub version: Option<String>,
     /// Hooks the plugin serves, comma-separated (default: every hook the module exports). Each must
     /// be exported by the module. `evaluate` (or `guard`) declares a chio guard.
-    #[arg(long, value_delimiter = ',')]
-    pub hooks: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_hook_entry)]
+    pub hooks: Option<Vec<HookEntry>>,
     /// Artefact format: `helios` (module sidecar and manifest signature) or `heliosproxy`
     /// (HeliosProxy's: `plugin.sig` is base64 of a raw Ed25519 signature over the module; with --key).
     #[arg(long, value_enum, default_value_t = PackFormat::Helios)]
@@ -277,22 +277,36 @@ pub enum PackFormat {
     Heliosproxy,
 }
 
-/// `--hooks` values: hooks of the catalogue, and whether `evaluate` (alias `guard`) is among them.
-fn parse_hooks(values: &[String]) -> Result<(Vec<Hook>, bool)> {
+/// One `--hooks` value: a hook of the catalogue, or chio's guard export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookEntry {
+    Hook(Hook),
+    /// `evaluate` (alias `guard`).
+    Guard,
+}
+
+fn parse_hook_entry(s: &str) -> Result<HookEntry, String> {
+    let s = s.trim();
+    if s == helios_plugin_schema::abi::EVALUATE || s == "guard" {
+        return Ok(HookEntry::Guard);
+    }
+    helios_plugin_schema::manifest::hook_names::lookup(s)
+        .map(HookEntry::Hook)
+        .map_err(|e| format!("{e}, or evaluate (alias guard) for a chio guard"))
+}
+
+/// `--hooks` values: hooks of the catalogue, and whether `evaluate` is among them.
+fn split_hooks(values: &[HookEntry]) -> (Vec<Hook>, bool) {
     let mut hooks = Vec::new();
     let mut guard = false;
-    for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        if v == helios_plugin_schema::abi::EVALUATE || v == "guard" {
-            guard = true;
-            continue;
-        }
-        let h = helios_plugin_schema::manifest::hook_names::lookup(v)
-            .map_err(|e| anyhow::anyhow!("--hooks: {e}, or evaluate (alias guard) for a chio guard"))?;
-        if !hooks.contains(&h) {
-            hooks.push(h);
+    for v in values {
+        match v {
+            HookEntry::Guard => guard = true,
+            HookEntry::Hook(h) if !hooks.contains(h) => hooks.push(*h),
+            HookEntry::Hook(_) => {}
         }
     }
-    Ok((hooks, guard))
+    (hooks, guard)
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -308,7 +322,7 @@ pub fn pack(args: PackArgs) -> Result<i32> {
     let (name, version) = name_and_version(&wasm, &args.wasm, args.name.clone(), args.version.clone(), "pack")?;
     let (hooks, guard) = match &args.hooks {
         Some(values) => {
-            let (h, g) = parse_hooks(values)?;
+            let (h, g) = split_hooks(values);
             (Some(h), Some(g))
         }
         None => (None, None),

@@ -99,6 +99,12 @@ impl OciRef {
                 "{host:?} is not a registry host (expected a name with a dot, a port, or localhost)"
             )));
         }
+        if let Some((_, d)) = rest.rsplit_once('@') {
+            let hex = d.strip_prefix("sha256:").ok_or_else(|| bad(format!("digest {d:?} is not sha256")))?;
+            if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(bad(format!("digest {d:?}: expected sha256: and 64 lowercase hex digits")));
+            }
+        }
         let reference: Reference = rest.parse().map_err(|e| bad(format!("{e}")))?;
         if let Some(d) = reference.digest() {
             let hex = d.strip_prefix("sha256:").ok_or_else(|| bad(format!("digest {d:?} is not sha256")))?;

@@ -215,14 +215,17 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         // (on_connect) this is the input itself.
         _ if takes_hook_context(&f) => {
             let ctx = quote!(::helios_plugin_abi::__private::HookContext);
-            let arg = quote!(<#ctx as ::helios_plugin_abi::__private::HookArg<#spec>>::from_input(input));
+            let from = quote!(<#ctx as ::helios_plugin_abi::__private::HookArg<#spec>>::from_input);
+            let arg = quote!(#from(input));
+            // On every target: this hook can give its function a `HookContext`.
+            let convertible = quote_spanned!(name.span()=> const _: fn(#input_ty) -> #ctx = #from;);
             match arg_kind(&f) {
                 Arg::ByRef => (
-                    quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #ctx) -> #checked_output = #name;),
+                    quote_spanned!(name.span()=> const _: for<'__a> fn(&'__a #ctx) -> #checked_output = #name; #convertible),
                     quote!(|input: #input_ty| #name(&#arg)),
                 ),
                 Arg::ByValue => (
-                    quote_spanned!(name.span()=> const _: fn(#ctx) -> #checked_output = #name;),
+                    quote_spanned!(name.span()=> const _: fn(#ctx) -> #checked_output = #name; #convertible),
                     quote!(|input: #input_ty| #name(#arg)),
                 ),
             }

@@ -192,7 +192,7 @@ fn stripping_the_signature_does_not_downgrade_to_unsigned() {
 }
 
 #[test]
-fn a_sidecar_without_a_manifest_signature_is_not_enough() {
+fn a_sidecar_without_a_manifest_signature_is_not_enough_for_a_manifest_with_config() {
     let k = key(1);
     let wasm = plugin_wasm(&["pre_query"]);
     let sidecar = sidecar_bytes(&sign_module(&k, &wasm, "tool-denylist", "1.0.0"));

@@ -139,7 +139,7 @@ fn pack_hooks_evaluate_packs_a_chio_guard() {
                 "p.tar.gz",
             ],
         ),
-        1,
+        2,
         "unknown hook \"evalute\"",
     );
 }
