@@ -10,10 +10,10 @@ use helios_plugin_cli as cli;
 
 mod audit;
 mod call;
-mod state;
 mod fixtures;
 mod new;
 mod oci;
+mod state;
 
 #[derive(Debug, Parser)]
 #[command(
