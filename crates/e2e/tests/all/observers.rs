@@ -44,7 +44,7 @@ fn envelope(i: u64) -> PostQueryEnvelope {
     PostQueryEnvelope {
         query_context: q,
         outcome: QueryOutcome {
-            success: i % 4 != 0,
+            success: !i.is_multiple_of(4),
             elapsed_us: 900 + i,
             response_bytes: 64,
             rows: Some(1),
