@@ -46,6 +46,11 @@ fn fails(r: Run, code: i32, needle: &str) -> Run {
     r
 }
 
+/// `pack` of `plugin.wasm` in `dir` as plugin `p` version 1 with `hooks`, into `p.tar.gz`.
+fn pack_p(dir: &Path, hooks: &str) -> Run {
+    hp(dir, &["pack", "--wasm", "plugin.wasm", "--name", "p", "--version", "1", "--hooks", hooks, "--out", "p.tar.gz"])
+}
+
 fn write_plugin(dir: &Path, hooks: &[&str]) -> PathBuf {
     let mut s = String::from(
         r#"(module (memory (export "memory") 1)
@@ -261,47 +266,9 @@ fn pack_refuses_a_hook_the_module_does_not_export() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     write_plugin(d, &["pre_query"]);
-    fails(
-        hp(
-            d,
-            &[
-                "pack",
-                "--wasm",
-                "plugin.wasm",
-                "--name",
-                "p",
-                "--version",
-                "1",
-                "--hooks",
-                "pre_query,route",
-                "--out",
-                "p.tar.gz",
-            ],
-        ),
-        14,
-        "route",
-    );
+    fails(pack_p(d, "pre_query,route"), 14, "route");
     assert!(!d.join("p.tar.gz").exists());
-    fails(
-        hp(
-            d,
-            &[
-                "pack",
-                "--wasm",
-                "plugin.wasm",
-                "--name",
-                "p",
-                "--version",
-                "1",
-                "--hooks",
-                "pre_qurey",
-                "--out",
-                "p.tar.gz",
-            ],
-        ),
-        2,
-        "pre_qurey",
-    );
+    fails(pack_p(d, "pre_qurey"), 2, "pre_qurey");
 }
 
 #[test]

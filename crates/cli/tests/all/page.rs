@@ -102,46 +102,8 @@ fn pack_hooks_evaluate_packs_a_chio_guard() {
     assert_eq!((j["ok"].as_bool(), j["guard"].as_bool()), (Some(true), Some(true)), "{j}");
     // `guard` is an alias; a hook plugin is not a guard.
     super::write_plugin(d, &["pre_query"]);
-    fails(
-        hp(
-            d,
-            &[
-                "pack",
-                "--wasm",
-                "plugin.wasm",
-                "--name",
-                "p",
-                "--version",
-                "1",
-                "--hooks",
-                "guard",
-                "--out",
-                "p.tar.gz",
-            ],
-        ),
-        14,
-        "evaluate",
-    );
-    fails(
-        hp(
-            d,
-            &[
-                "pack",
-                "--wasm",
-                "plugin.wasm",
-                "--name",
-                "p",
-                "--version",
-                "1",
-                "--hooks",
-                "evalute",
-                "--out",
-                "p.tar.gz",
-            ],
-        ),
-        2,
-        "unknown hook \"evalute\"",
-    );
+    fails(super::pack_p(d, "guard"), 14, "evaluate");
+    fails(super::pack_p(d, "evalute"), 2, "unknown hook \"evalute\"");
 }
 
 #[test]
