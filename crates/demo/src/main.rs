@@ -6,6 +6,7 @@
 
 mod corpus;
 mod gateway;
+mod http;
 mod report;
 mod sign;
 
@@ -61,6 +62,11 @@ fn main() -> Result<()> {
     report::heading("5. Per plugin");
     report::summary(&loaded.chain, &stats);
     report::audit(&loaded);
+
+    report::heading(
+        "6. HTTP requests through helios-http-proxy (Starlark scripts and a signed WASM plugin, one chain)",
+    );
+    http::requests(&root(), work.path())?;
 
     println!(
         "\ndone in {:.1} s; artefacts, trust root and proxy.toml were in {}",

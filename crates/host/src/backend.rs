@@ -11,7 +11,7 @@
 //! Nothing here assumes wasmtime: a backend without wasm (a script interpreter) implements the same
 //! two traits and reads its name, config, limits, KV namespace and clock from the [`PluginContext`].
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{any::Any, collections::BTreeMap, fmt, sync::Arc};
 
 use helios_plugin_schema::{GuardVerdict, Hook, Limits};
 
@@ -46,6 +46,20 @@ pub trait BackendInstance: Send {
         input: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), FailureKind>;
+    /// [`BackendInstance::call_hook`] with `host`: the host's per-call data that is not part of
+    /// the JSON input, for an in-process backend (the HTTP host hands a Starlark script the
+    /// handles behind `ctx.transaction_state` and `ctx.stream_state`). The default ignores it:
+    /// a wasm guest sees only its input.
+    fn call_hook_with_host(
+        &mut self,
+        hook: Hook,
+        input: &[u8],
+        host: &dyn Any,
+        out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), FailureKind> {
+        let _ = host;
+        self.call_hook(hook, input, out)
+    }
     /// Runs the guard on a JSON [`helios_plugin_schema::GuardRequest`].
     fn evaluate(&mut self, request: &[u8]) -> Result<GuardVerdict, FailureKind>;
     /// Bytes of memory the instance holds now (compared with the recycle threshold after a call).

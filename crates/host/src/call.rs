@@ -105,6 +105,18 @@ impl Plugin {
         input: &[u8],
         parse: impl FnOnce(&[u8]) -> Result<R, String>,
     ) -> Result<R, PluginError> {
+        self.call_with_host(hook, input, &(), parse)
+    }
+
+    /// [`Plugin::call_with`], handing the backend `host` (per-call data of the host that is not
+    /// part of the input; see [`BackendInstance::call_hook_with_host`]). Wasm ignores it.
+    pub fn call_with_host<R>(
+        &self,
+        hook: Hook,
+        input: &[u8],
+        host: &dyn std::any::Any,
+        parse: impl FnOnce(&[u8]) -> Result<R, String>,
+    ) -> Result<R, PluginError> {
         let export = hook.export_name();
         if !self.serves(hook) {
             return Err(self.err(FailureKind::NotServed { export: export.into() }));
@@ -112,7 +124,7 @@ impl Plugin {
         self.run(export, |i| {
             let mut parse = Some(parse);
             let mut parsed = None;
-            i.call_hook(hook, input, &mut |bytes| {
+            i.call_hook_with_host(hook, input, host, &mut |bytes| {
                 let parse = parse.take().ok_or("the result was handed over twice")?;
                 parsed = Some(parse(bytes)?);
                 Ok(())

@@ -42,6 +42,7 @@ mod call;
 mod chain;
 pub mod config;
 mod error;
+mod http_chain;
 mod load;
 mod plugin;
 mod pool;
@@ -52,6 +53,7 @@ mod wasm;
 pub use backend::{Backend, BackendInstance, PluginContext};
 pub use chain::{CallObserver, Chain, PreQueryOutcome, RouteOutcome};
 pub use error::{FailureKind, LoadError, PluginError};
+pub use http_chain::HttpOutcome;
 pub use plugin::{InstanceMode, OnError, Plugin, PluginConfig, PluginStats};
 pub use runtime::{
     DEFAULT_EPOCH_TICK, DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES,

@@ -1,55 +1,102 @@
-//! One hook chain for the HTTP host: plugins of any backend, in config order.
+//! One hook chain for the HTTP host: host plugins of any backend (a Starlark script through
+//! [`ScriptBackend`], a wasm module, native code through [`NativeBackend`]) in config order, run
+//! by the host's [`helios_plugin_host::Chain`] — one failure policy, one set of counters.
+//!
+//! What this module adds is what the host does not know: each plugin's yorishiro config entry
+//! (for `plugin_introspect`), its backend's name and its registered (protocol, event, phase)
+//! tuples.
 
+use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use helios_plugin_starlark::{HookContext, HookPoint, OnError, Phase, PluginEntry, ScriptPlugin, Verdict};
+use helios_plugin_host::schema::Hook;
+use helios_plugin_host::schema::http::{HttpAction, HttpHookInput, HttpHookOutput, HttpResponse};
+use helios_plugin_host::schema::{GuardVerdict, abi};
+use helios_plugin_host::{
+    Backend, BackendInstance, FailureKind, HttpOutcome, Plugin, PluginConfig, PluginContext, PluginStats, Runtime,
+};
+use helios_plugin_starlark::{
+    HookContext, HookPoint, PluginEntry, Respond, ScriptBackend, ScriptPlugin, Services, Verdict,
+};
 use serde_json::Value as Json;
 
-/// A plugin the HTTP host can call: a Starlark script, a WASM module or native code.
-pub trait HttpPlugin: Send + Sync + std::fmt::Debug {
-    /// The plugin's name.
-    fn name(&self) -> &str;
-    /// `starlark`, `wasm` or `native`.
-    fn backend(&self) -> &'static str;
-    /// The config entry (path, vars, redact_keys...).
-    fn entry(&self) -> &PluginEntry;
-    /// The hook points it registered, in registration order (index = registration).
-    fn points(&self) -> Vec<HookPoint>;
-    /// Runs registration `index`; `msg` is mutated in place.
-    fn call(&self, index: usize, msg: &mut Json, ctx: &HookContext) -> Result<Verdict, String>;
-}
-
-impl HttpPlugin for ScriptPlugin {
-    fn name(&self) -> &str {
-        ScriptPlugin::name(self)
-    }
-    fn backend(&self) -> &'static str {
-        "starlark"
-    }
-    fn entry(&self) -> &PluginEntry {
-        ScriptPlugin::entry(self)
-    }
-    fn points(&self) -> Vec<HookPoint> {
-        self.registrations().iter().map(|r| r.point.clone()).collect()
-    }
-    fn call(&self, index: usize, msg: &mut Json, ctx: &HookContext) -> Result<Verdict, String> {
-        ScriptPlugin::call(self, index, msg, ctx).map_err(|e| e.to_string())
-    }
-}
-
-/// Per-plugin counters.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-#[derive(Debug)]
-struct Member {
-    plugin: Arc<dyn HttpPlugin>,
+/// One plugin of the chain: the host's plugin and what the HTTP host knows about it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    plugin: Arc<Plugin>,
+    entry: PluginEntry,
+    backend: &'static str,
     points: Vec<HookPoint>,
-    counters: Counters,
+}
+
+impl Member {
+    /// A Starlark script: its top level runs here under its budget, then it is loaded into
+    /// `runtime` as a plugin of the script backend.
+    pub fn script(runtime: &Runtime, entry: &PluginEntry, services: &Services) -> Result<Member, String> {
+        let script = Arc::new(ScriptPlugin::load(entry, services).map_err(|e| e.to_string())?);
+        let points = script.registrations().iter().map(|r| r.point.clone()).collect();
+        let backend = ScriptBackend::new(script).map_err(|e| e.to_string())?;
+        let cfg = backend.plugin_config();
+        let plugin = runtime.load_backend(Box::new(backend), cfg).map_err(|e| e.to_string())?;
+        Ok(Member { plugin, entry: entry.clone(), backend: "starlark", points })
+    }
+
+    /// A plugin already loaded into the host (a wasm module; see [`crate::wasm`]). Its
+    /// registrations are the `http_*`/`connection_*` hooks it serves, in catalogue order.
+    pub fn loaded(plugin: Arc<Plugin>, entry: PluginEntry, backend: &'static str) -> Result<Member, String> {
+        let points: Vec<HookPoint> = plugin.hooks().iter().filter_map(|&h| point_of(h)).collect();
+        if points.is_empty() {
+            return Err(format!(
+                "plugin \"{}\": {} serves no HTTP or connection hook (http_on_request, http_on_response, ...)",
+                plugin.name(),
+                entry.path.display()
+            ));
+        }
+        Ok(Member { plugin, entry, backend, points })
+    }
+
+    /// Native code serving `hooks` with `f` (benchmarks' baseline; embedders' own hooks).
+    pub fn native(
+        runtime: &Runtime,
+        name: &str,
+        hooks: &[Hook],
+        f: impl Fn(Hook, &mut Json, &HookContext) -> Verdict + Send + Sync + 'static,
+    ) -> Result<Member, String> {
+        let backend = NativeBackend { hooks: hooks.to_vec(), f: Arc::new(f) };
+        let plugin = runtime.load_backend(Box::new(backend), PluginConfig::new(name)).map_err(|e| e.to_string())?;
+        Member::loaded(plugin, PluginEntry { name: Some(name.into()), ..PluginEntry::new(name) }, "native")
+    }
+
+    /// The host's plugin (name, policy, counters).
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+    /// The config entry (path, vars, redact_keys...).
+    pub fn entry(&self) -> &PluginEntry {
+        &self.entry
+    }
+    /// `starlark`, `wasm` or `native`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+    /// Registered (protocol, event, phase) tuples, in registration order.
+    pub fn points(&self) -> &[HookPoint] {
+        &self.points
+    }
+    /// Calls and failures since load (the host's counters).
+    pub fn stats(&self) -> PluginStats {
+        self.plugin.stats()
+    }
+}
+
+fn point_of(hook: Hook) -> Option<HookPoint> {
+    let id = hook.id();
+    let protocol = match id.protocol {
+        helios_plugin_host::schema::Protocol::Http => "http",
+        helios_plugin_host::schema::Protocol::Connection => "connection",
+        _ => return None,
+    };
+    Some(HookPoint::new(protocol, id.event, id.phase))
 }
 
 /// What firing a hook point through the chain decided.
@@ -60,23 +107,16 @@ pub enum Outcome {
     /// A hook dropped the message.
     Drop { plugin: String },
     /// A hook answered.
-    Respond { plugin: String, response: helios_plugin_starlark::Respond },
+    Respond { plugin: String, response: Respond },
     /// A hook of an `on_error = "abort"` plugin failed.
     Abort { plugin: String, error: String },
 }
 
-/// The plugins in config order; each fires its registrations in `register_hook` order.
+/// The plugins in config order; a script fires its registrations in `register_hook` order.
 #[derive(Debug, Default)]
 pub struct Chain {
     members: Vec<Member>,
-}
-
-/// The actions an event allows; anything else is treated as continue with a warning.
-fn allows(point: &HookPoint, verdict: &Verdict) -> bool {
-    matches!(
-        (point.protocol.as_str(), point.event.as_str(), verdict),
-        (_, _, Verdict::Continue) | ("http", _, _) | ("connection", "on_connect", Verdict::Drop)
-    )
+    host: helios_plugin_host::Chain,
 }
 
 impl Chain {
@@ -85,15 +125,21 @@ impl Chain {
         Chain::default()
     }
 
-    /// Appends a plugin (config order).
-    pub fn push(&mut self, plugin: Arc<dyn HttpPlugin>) {
-        let points = plugin.points();
-        self.members.push(Member { plugin, points, counters: Counters::default() });
+    /// Appends a plugin (config order). Every member has the host's default priority, so the
+    /// host's chain keeps this order.
+    pub fn push(&mut self, member: Member) {
+        self.members.push(member);
+        self.host = helios_plugin_host::Chain::new(self.members.iter().map(|m| m.plugin.clone()).collect());
     }
 
     /// The plugins, in order.
-    pub fn plugins(&self) -> impl Iterator<Item = (&Arc<dyn HttpPlugin>, &Counters)> {
-        self.members.iter().map(|m| (&m.plugin, &m.counters))
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The host's chain underneath.
+    pub fn host_chain(&self) -> &helios_plugin_host::Chain {
+        &self.host
     }
 
     /// Number of plugins.
@@ -106,49 +152,122 @@ impl Chain {
         self.members.is_empty()
     }
 
-    /// Whether any plugin registered (protocol, event, phase).
-    pub fn wants(&self, protocol: &str, event: &str, phase: Phase) -> bool {
-        self.members
-            .iter()
-            .any(|m| m.points.iter().any(|p| p.protocol == protocol && p.event == event && p.phase == phase))
+    /// Whether any plugin serves (protocol, event, phase).
+    pub fn wants(&self, protocol: &str, event: &str, phase: helios_plugin_starlark::Phase) -> bool {
+        Hook::from_identity(protocol, event, phase).is_some_and(|h| self.host.plugins().iter().any(|p| p.serves(h)))
     }
 
     /// Fires (protocol, event, phase) through every plugin in order. A plugin's changes to `msg`
     /// are what the next one sees. Drop and respond stop the chain; a failure stops it only for
     /// an `abort` plugin, and is logged and counted either way.
-    pub fn fire(&self, protocol: &str, event: &str, phase: Phase, msg: &mut Json, ctx: &HookContext) -> Outcome {
-        for m in &self.members {
-            for (i, p) in m.points.iter().enumerate() {
-                if p.protocol != protocol || p.event != event || p.phase != phase {
-                    continue;
-                }
-                m.counters.calls.fetch_add(1, Ordering::Relaxed);
-                match m.plugin.call(i, msg, ctx) {
-                    Ok(v) if !allows(p, &v) => {
-                        tracing::warn!(plugin = m.plugin.name(), hook = %p, "action {v:?} is not allowed for this event; treated as continue");
-                    }
-                    Ok(Verdict::Continue) => {}
-                    Ok(Verdict::Drop) => return Outcome::Drop { plugin: m.plugin.name().to_string() },
-                    Ok(Verdict::Respond(response)) => {
-                        return Outcome::Respond { plugin: m.plugin.name().to_string(), response };
-                    }
-                    Err(error) => {
-                        // Backends write `msg` back only when a hook succeeds, so a failed
-                        // hook's half-done mutations are never passed on.
-                        m.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        match m.plugin.entry().on_error {
-                            OnError::Skip => {
-                                tracing::warn!(plugin = m.plugin.name(), hook = %p, "hook failed, skipped: {error}")
-                            }
-                            OnError::Abort => {
-                                tracing::error!(plugin = m.plugin.name(), hook = %p, "hook failed, chain aborted: {error}");
-                                return Outcome::Abort { plugin: m.plugin.name().to_string(), error };
-                            }
-                        }
-                    }
-                }
+    pub fn fire(
+        &self,
+        protocol: &str,
+        event: &str,
+        phase: helios_plugin_starlark::Phase,
+        msg: &mut Json,
+        ctx: &HookContext,
+    ) -> Outcome {
+        let Some(hook) = Hook::from_identity(protocol, event, phase) else { return Outcome::Continue };
+        let mut input = HttpHookInput { msg: std::mem::take(msg), client: ctx.client.clone(), conn_id: ctx.conn_id };
+        let outcome = self.host.http(hook, &mut input, ctx);
+        *msg = input.msg;
+        match outcome {
+            HttpOutcome::Continue => Outcome::Continue,
+            HttpOutcome::Drop { plugin } => Outcome::Drop { plugin: plugin.to_string() },
+            HttpOutcome::Respond { plugin, response } => Outcome::Respond {
+                plugin: plugin.to_string(),
+                response: Respond {
+                    status: response.status,
+                    headers: response.headers.into_iter().collect(),
+                    body: response.body,
+                },
+            },
+            HttpOutcome::Abort { error } => {
+                Outcome::Abort { plugin: error.plugin.to_string(), error: error.to_string() }
             }
         }
-        Outcome::Continue
+    }
+}
+
+type NativeFn = dyn Fn(Hook, &mut Json, &HookContext) -> Verdict + Send + Sync;
+
+/// Native Rust code as a host backend: it speaks the same JSON wire as a wasm guest or a script.
+struct NativeBackend {
+    hooks: Vec<Hook>,
+    f: Arc<NativeFn>,
+}
+
+impl std::fmt::Debug for NativeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeBackend").field("hooks", &self.hooks).finish_non_exhaustive()
+    }
+}
+
+impl Backend for NativeBackend {
+    fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+    fn is_guard(&self) -> bool {
+        false
+    }
+    fn instantiate(&self, _ctx: &Arc<PluginContext>) -> Result<Box<dyn BackendInstance>, FailureKind> {
+        Ok(Box::new(NativeInstance { f: self.f.clone() }))
+    }
+}
+
+struct NativeInstance {
+    f: Arc<NativeFn>,
+}
+
+impl BackendInstance for NativeInstance {
+    fn arm(&mut self) {}
+    fn call_hook(
+        &mut self,
+        hook: Hook,
+        input: &[u8],
+        out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), FailureKind> {
+        self.call_hook_with_host(hook, input, &(), out)
+    }
+    fn call_hook_with_host(
+        &mut self,
+        hook: Hook,
+        input: &[u8],
+        host: &dyn Any,
+        out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), FailureKind> {
+        let export = hook.export_name();
+        let input: HttpHookInput = serde_json::from_slice(input).map_err(|e| FailureKind::Trap {
+            message: format!("{export}: the host's input is not a hook input: {e}"),
+        })?;
+        let mut msg = input.msg;
+        let fresh = HookContext { client: input.client, conn_id: input.conn_id, ..HookContext::default() };
+        let ctx = host.downcast_ref::<HookContext>().unwrap_or(&fresh);
+        let output = match (self.f)(hook, &mut msg, ctx) {
+            Verdict::Continue => HttpHookOutput { action: HttpAction::Continue, msg: Some(msg), response: None },
+            Verdict::Drop => HttpHookOutput { action: HttpAction::Drop, msg: None, response: None },
+            Verdict::Respond(r) => HttpHookOutput {
+                action: HttpAction::Respond,
+                msg: None,
+                response: Some(HttpResponse {
+                    status: r.status,
+                    headers: r.headers.into_iter().collect(),
+                    body: r.body,
+                }),
+            },
+        };
+        let bytes = serde_json::to_vec(&output)
+            .map_err(|e| FailureKind::BadResult { export: export.into(), detail: e.to_string() })?;
+        out(&bytes).map_err(|detail| FailureKind::BadResult { export: export.into(), detail })
+    }
+    fn evaluate(&mut self, _request: &[u8]) -> Result<GuardVerdict, FailureKind> {
+        Err(FailureKind::NotServed { export: abi::EVALUATE.into() })
+    }
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
+    fn dropped_logs(&self) -> u32 {
+        0
     }
 }

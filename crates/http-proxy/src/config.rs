@@ -34,6 +34,10 @@ struct Raw {
     store_path: Option<PathBuf>,
     #[serde(default)]
     mcp_listen: Option<SocketAddr>,
+    #[serde(default)]
+    verify_with: Option<PathBuf>,
+    #[serde(default)]
+    blocklist: Option<PathBuf>,
     // Parsed separately (legacy fields first), listed here so `deny_unknown_fields` accepts it.
     #[serde(default, rename = "plugins")]
     _plugins: Value,
@@ -60,6 +64,11 @@ pub struct Config {
     pub store_path: Option<PathBuf>,
     /// Where the MCP streamable HTTP endpoint (`plugin_introspect`) listens.
     pub mcp_listen: Option<SocketAddr>,
+    /// Trust-root directory every `.wasm` plugin's signature must verify against (PEM, signify,
+    /// hex or base64 `.pub` files, as for the SQL proxy).
+    pub verify_with: Option<PathBuf>,
+    /// Digest blocklist (`{"digests": ["sha256:..."]}`) checked before any module is compiled.
+    pub blocklist: Option<PathBuf>,
     /// Plugins, in chain order, paths resolved against the config file's directory.
     pub plugins: Vec<PluginEntry>,
 }
@@ -85,15 +94,37 @@ impl Config {
                 Some(uri)
             }
         };
+        let plugins: Vec<PluginEntry> = plugins.into_iter().map(|p| p.resolve(base)).collect();
+        for (index, p) in plugins.iter().enumerate() {
+            if !p.unsigned {
+                continue;
+            }
+            if !p.is_wasm() {
+                return Err(format!(
+                    "config: plugins[{index}] ({}): `unsigned` applies to .wasm plugins only",
+                    p.effective_name()
+                ));
+            }
+            if !raw.listen.ip().is_loopback() {
+                return Err(format!(
+                    "config: plugins[{index}] ({}): `unsigned: true` is for development and is refused while `listen` ({}) is not a loopback address; sign the module and set `verify_with`",
+                    p.effective_name(),
+                    raw.listen
+                ));
+            }
+        }
+        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
         Ok(Config {
             listen: raw.listen,
             mode: raw.mode,
             upstream,
             upstream_http2: raw.upstream_http2,
             body_cap: raw.body_cap.unwrap_or(DEFAULT_BODY_CAP),
-            store_path: raw.store_path.map(|p| if p.is_relative() { base.join(p) } else { p }),
+            store_path: raw.store_path.map(resolve),
             mcp_listen: raw.mcp_listen,
-            plugins: plugins.into_iter().map(|p| p.resolve(base)).collect(),
+            verify_with: raw.verify_with.map(resolve),
+            blocklist: raw.blocklist.map(resolve),
+            plugins,
         })
     }
 

@@ -16,29 +16,26 @@ pub mod wasm;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use chain::{Chain, HttpPlugin, Outcome};
+pub use chain::{Chain, Member, Outcome};
 pub use config::{Config, Mode};
-use helios_plugin_starlark::{HostHooks, ScriptPlugin, Services, SqliteStore};
+use helios_plugin_starlark::{HostHooks, Services, SqliteStore};
 pub use proxy::Host;
 
-/// Builds the chain a config describes, in order: `.wasm` entries through the WASM host, every
-/// other path as a Starlark script. Every failure names the plugin.
+/// Builds the chain a config describes, in order: `.wasm` entries verified (signature, blocklist)
+/// and loaded as wasm plugins, every other path as a Starlark script; both become plugins of one
+/// host runtime. Every failure names the plugin.
 pub fn build_chain(config: &Config, services: &Services) -> Result<Chain, String> {
+    let runtime = helios_plugin_host::Runtime::new(helios_plugin_host::RuntimeConfig::default())
+        .map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
+    let trust = wasm::Trust::load(config)?;
     let mut chain = Chain::new();
-    let mut runtime = None;
     for entry in &config.plugins {
-        if entry.is_wasm() {
-            if runtime.is_none() {
-                let rt = helios_plugin_host::Runtime::new(helios_plugin_host::RuntimeConfig::default())
-                    .map_err(|e| format!("cannot start the WASM runtime: {e}"))?;
-                runtime = Some(rt);
-            }
-            let rt = runtime.as_ref().ok_or("no WASM runtime")?;
-            chain.push(Arc::new(wasm::WasmHttpPlugin::load(rt, entry)?));
+        let member = if entry.is_wasm() {
+            wasm::load(&runtime, &trust, entry)?
         } else {
-            let p = ScriptPlugin::load(entry, services).map_err(|e| e.to_string())?;
-            chain.push(Arc::new(p));
-        }
+            Member::script(&runtime, entry, services)?
+        };
+        chain.push(member);
     }
     Ok(chain)
 }

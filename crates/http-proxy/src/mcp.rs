@@ -2,7 +2,6 @@
 //! registered (protocol, event, phase) tuples. `redact_keys` values are never shown.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use rmcp::{tool, tool_router};
 use serde_json::{Value as Json, json};
@@ -12,22 +11,24 @@ use crate::chain::Chain;
 /// The introspection document for a chain (what the tool returns, as JSON).
 pub fn introspect(chain: &Chain) -> Json {
     let plugins: Vec<Json> = chain
-        .plugins()
+        .members()
+        .iter()
         .enumerate()
-        .map(|(order, (p, counters))| {
-            let e = p.entry();
+        .map(|(order, m)| {
+            let e = m.entry();
+            let stats = m.stats();
             json!({
                 "order": order,
-                "name": p.name(),
-                "backend": p.backend(),
+                "name": m.plugin().name(),
+                "backend": m.backend(),
                 "path": e.path.display().to_string(),
                 "on_error": e.on_error,
                 "max_steps": e.effective_max_steps(),
-                "registrations": p.points(),
+                "registrations": m.points(),
                 "vars": e.redacted_vars(),
                 "redact_keys": e.redact_keys,
-                "calls": counters.calls.load(Ordering::Relaxed),
-                "errors": counters.errors.load(Ordering::Relaxed),
+                "calls": stats.calls,
+                "errors": stats.failures,
             })
         })
         .collect();

@@ -1,102 +1,91 @@
 //! WASM plugins in the HTTP chain: a module built with the SDK's `#[hook(HttpRequest)]` (and the
-//! other `http_*` / `connection_*` hooks of the schema catalogue) runs through the host's
-//! `Plugin` (pooled instances, fuel, deadline, memory limits) beside Starlark scripts.
+//! other `http_*` / `connection_*` hooks of the schema catalogue), verified like every plugin of
+//! the SQL proxy before any of it is compiled, then run through the host's `Plugin` (pooled
+//! instances, fuel, deadline, memory limits) beside Starlark scripts.
+//!
+//! Verification ([`helios_plugin_artefact::verify_path`]): size cap, SHA-256, the config's
+//! `blocklist`, and the signature (`<module>.wasm.sig` sidecar, or an artefact) against the
+//! config's `verify_with` trust root. An entry may say `"unsigned": true` to load a module
+//! without a signature — for development only: the config is refused unless the proxy listens on
+//! a loopback address, and every such load logs a warning.
 
 use std::sync::Arc;
 
-use helios_plugin_host::schema::http::{HttpAction, HttpHookInput, HttpHookOutput};
-use helios_plugin_host::schema::{Hook, Protocol};
-use helios_plugin_host::{Plugin, PluginConfig, Runtime};
-use helios_plugin_starlark::catalogue::HookPoint;
-use helios_plugin_starlark::{HookContext, PluginEntry, Respond, Verdict};
-use serde_json::Value as Json;
+use helios_plugin_artefact::{Blocklist, TrustRoot, VerifyOptions};
+use helios_plugin_host::{PluginConfig, Runtime};
+use helios_plugin_starlark::PluginEntry;
 
-use crate::chain::HttpPlugin;
+use crate::chain::Member;
+use crate::config::Config;
 
-/// A loaded WASM module serving HTTP/connection hooks.
-#[derive(Debug)]
-pub struct WasmHttpPlugin {
-    plugin: Arc<Plugin>,
-    entry: PluginEntry,
-    hooks: Vec<Hook>,
-    points: Vec<HookPoint>,
+/// The verification settings of a config, loaded once for every `.wasm` entry.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    root: Option<TrustRoot>,
+    blocklist: Option<Blocklist>,
 }
 
-fn protocol_name(p: Protocol) -> Option<&'static str> {
-    match p {
-        Protocol::Http => Some("http"),
-        Protocol::Connection => Some("connection"),
-        _ => None,
+impl Trust {
+    /// Loads the config's `verify_with` directory and `blocklist` file (each failure names it).
+    pub fn load(config: &Config) -> Result<Trust, String> {
+        let root = match &config.verify_with {
+            None => None,
+            Some(dir) => Some(TrustRoot::load(dir).map_err(|e| format!("config verify_with: {e}"))?),
+        };
+        let blocklist = match &config.blocklist {
+            None => None,
+            Some(f) => Some(Blocklist::load(f).map_err(|e| format!("config blocklist: {e}"))?),
+        };
+        Ok(Trust { root, blocklist })
+    }
+
+    fn options(&self, entry: &PluginEntry) -> VerifyOptions {
+        let mut opts = VerifyOptions::default().allow_unsigned(entry.unsigned);
+        if let Some(r) = &self.root {
+            opts = opts.trust_root(r.clone());
+        }
+        if let Some(b) = &self.blocklist {
+            opts = opts.blocklist(b.clone());
+        }
+        opts
     }
 }
 
-impl WasmHttpPlugin {
-    /// Loads `entry.path` (a `.wasm`) with `vars` as the plugin's config (`get_config`). Its
-    /// registrations are the HTTP/connection hooks it exports, in catalogue order.
-    pub fn load(runtime: &Runtime, entry: &PluginEntry) -> Result<WasmHttpPlugin, String> {
-        let name = entry.effective_name();
-        let config = entry
-            .vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect();
-        let cfg = PluginConfig::new(name.clone()).config_map(config);
-        let plugin = runtime.load_file(&entry.path, cfg).map_err(|e| format!("plugin \"{name}\": {e}"))?;
-        let mut hooks = Vec::new();
-        let mut points = Vec::new();
-        for &h in plugin.hooks() {
-            let id = h.id();
-            if let Some(p) = protocol_name(id.protocol) {
-                hooks.push(h);
-                points.push(HookPoint::new(p, id.event, id.phase));
-            }
-        }
-        if hooks.is_empty() {
+/// Verifies `entry.path` and loads it into `runtime` with `vars` as the plugin's config
+/// (`get_config`) and the entry's `on_error`. The plugin's name is the entry's `name` — which,
+/// for a signed module, must equal the name its signature binds — or else the signed name.
+pub fn load(runtime: &Runtime, trust: &Trust, entry: &PluginEntry) -> Result<Member, String> {
+    let shown = entry.effective_name();
+    let verified = helios_plugin_artefact::verify_path(&entry.path, &trust.options(entry))
+        .map_err(|e| format!("plugin \"{shown}\": {e}"))?;
+    let name = match (&entry.name, &verified.signer) {
+        (Some(n), Some(_)) if *n != verified.name => {
             return Err(format!(
-                "plugin \"{name}\": {} exports no HTTP or connection hook (http_on_request, http_on_response, ...)",
-                entry.path.display()
+                "plugin \"{n}\": `name` must equal the name its signature binds, \"{}\" (or leave `name` out)",
+                verified.name
             ));
         }
-        Ok(WasmHttpPlugin { plugin, entry: entry.clone(), hooks, points })
+        (Some(n), _) => n.clone(),
+        (None, Some(_)) => verified.name.clone(),
+        (None, None) => shown.clone(),
+    };
+    let mut config = verified.config.clone();
+    for (k, v) in &entry.vars {
+        config.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
     }
-}
-
-impl HttpPlugin for WasmHttpPlugin {
-    fn name(&self) -> &str {
-        self.plugin.name()
-    }
-    fn backend(&self) -> &'static str {
-        "wasm"
-    }
-    fn entry(&self) -> &PluginEntry {
-        &self.entry
-    }
-    fn points(&self) -> Vec<HookPoint> {
-        self.points.clone()
-    }
-    fn call(&self, index: usize, msg: &mut Json, ctx: &HookContext) -> Result<Verdict, String> {
-        let hook = self.hooks[index];
-        let input = HttpHookInput { msg: std::mem::take(msg), client: ctx.client.clone(), conn_id: ctx.conn_id };
-        let bytes = serde_json::to_vec(&input);
-        *msg = input.msg;
-        let bytes = bytes.map_err(|e| format!("plugin \"{}\": cannot encode msg: {e}", self.name()))?;
-        let out: HttpHookOutput = self
-            .plugin
-            .call_with(hook, &bytes, |b| serde_json::from_slice(b).map_err(|e| format!("{hook} answered {e}")))
-            .map_err(|e| e.to_string())?;
-        if let Some(m) = out.msg {
-            if !m.is_object() {
-                return Err(format!("plugin \"{}\" ({hook}): msg must stay a JSON object", self.name()));
-            }
-            *msg = m;
-        }
-        Ok(match out.action {
-            HttpAction::Continue => Verdict::Continue,
-            HttpAction::Drop => Verdict::Drop,
-            HttpAction::Respond => {
-                let r = out.response.unwrap_or_default();
-                Verdict::Respond(Respond { status: r.status, headers: r.headers.into_iter().collect(), body: r.body })
-            }
-        })
-    }
+    let on_error = match entry.on_error {
+        helios_plugin_starlark::OnError::Skip => helios_plugin_host::OnError::Skip,
+        helios_plugin_starlark::OnError::Abort => helios_plugin_host::OnError::Abort,
+    };
+    let cfg = PluginConfig::new(name.clone()).config_map(config).on_error(on_error);
+    let plugin = runtime.load(&verified.wasm, cfg).map_err(|e| e.to_string())?;
+    tracing::info!(
+        plugin = %name,
+        sha256 = %verified.sha256,
+        signer = verified.signer.as_ref().map(|s| s.label.as_str()).unwrap_or("UNSIGNED"),
+        "wasm plugin verified and loaded"
+    );
+    let mut entry = entry.clone();
+    entry.name = Some(name);
+    Member::loaded(Arc::clone(&plugin), entry, "wasm")
 }

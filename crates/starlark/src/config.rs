@@ -45,6 +45,10 @@ pub struct PluginEntry {
     /// `vars` keys that `plugin_introspect` shows as `"<redacted>"`.
     #[serde(default)]
     pub redact_keys: Vec<String>,
+    /// A `.wasm` module loads without a signature (development only; the HTTP host refuses it
+    /// unless it listens on loopback). Not part of yorishiro's shape; scripts are not signed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
 }
 
 impl PluginEntry {
@@ -57,6 +61,7 @@ impl PluginEntry {
             max_steps: 0,
             vars: Map::new(),
             redact_keys: Vec::new(),
+            unsigned: false,
         }
     }
 

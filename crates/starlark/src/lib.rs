@@ -5,16 +5,21 @@
 //! registration against the host's [`HostHooks`]; [`ScriptPlugin::call`] runs one hook with a
 //! JSON-shaped `msg` (mutated in place) and a `ctx`, and answers a [`Verdict`].
 //!
+//! A loaded script becomes a host plugin through [`ScriptBackend`] (the host's `Backend` trait), so
+//! it runs in the same chain as wasm modules, under the same failure policy and counters.
+//!
 //! Scripts have no filesystem, network or environment: besides the Starlark builtins and `json`,
 //! they see only `register_hook` and the modules `state`, `store`, `config` (their `vars`,
 //! frozen), `action`, `crypto` and `proxy`.
 
+pub mod backend;
 pub mod catalogue;
 pub mod config;
 mod engine;
 pub mod state;
 mod value;
 
+pub use backend::ScriptBackend;
 pub use catalogue::{HookPoint, HostHooks, Phase};
 pub use config::{MIGRATION_MESSAGE, OnError, PluginEntry, parse_plugins};
 pub use engine::{

@@ -359,3 +359,85 @@ register_hook("http", "on_request", h)
     assert_eq!(h["mac"], "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
     assert_eq!((h["b64"].as_str(), h["back"].as_str()), (Some("aGkgdGhlcmU="), Some("hi there")));
 }
+
+/// A script is a plugin of the host: loaded with `Runtime::load_backend`, called through
+/// `Plugin`, its failures counted by the host and its policy the host's.
+#[test]
+fn a_script_is_a_host_plugin_through_the_backend_trait() {
+    use helios_plugin_host::schema::Hook;
+    use helios_plugin_host::schema::http::{HttpAction, HttpHookInput, HttpHookOutput};
+    use helios_plugin_host::{Chain, FailureKind, HttpOutcome, Runtime, RuntimeConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let load_host = |name: &str, src: &str, on_error: &str| {
+        let mut entry = write(dir.path(), name, src);
+        entry.on_error = if on_error == "abort" { OnError::Abort } else { OnError::Skip };
+        let backend = ScriptBackend::new(Arc::new(ScriptPlugin::load(&entry, &services()).unwrap())).unwrap();
+        let cfg = backend.plugin_config();
+        rt.load_backend(Box::new(backend), cfg).unwrap()
+    };
+    let tagger = load_host(
+        "tagger.star",
+        r#"
+def one(msg, ctx):
+    msg["headers"]["x-tag"] = "one"
+    ctx.transaction_state.set("seen", True)
+def two(msg, ctx):
+    msg["headers"]["x-tag"] += ",two"
+def resp(msg, ctx):
+    if msg["status"] == 404:
+        return action.respond(status=410, body="gone")
+register_hook("http", "on_request", one)
+register_hook("http", "on_request", two)
+register_hook("http", "on_response", resp, phase="post_pipeline")
+"#,
+        "skip",
+    );
+    assert_eq!(tagger.hooks(), [Hook::HttpRequest, Hook::HttpResponsePost]);
+    assert!(tagger.module_info().is_none(), "not a wasm module");
+
+    // Both registrations of on_request run in one call, in registration order; the scopes the
+    // host hands over are the ones the script writes.
+    let input = serde_json::to_vec(&HttpHookInput { msg: request(), client: "1.2.3.4:5".into(), conn_id: 7 }).unwrap();
+    let ctx = HookContext::default();
+    let out: HttpHookOutput = tagger
+        .call_with_host(Hook::HttpRequest, &input, &ctx, |b| serde_json::from_slice(b).map_err(|e| e.to_string()))
+        .unwrap();
+    assert_eq!(out.action, HttpAction::Continue);
+    assert_eq!(out.msg.unwrap()["headers"]["x-tag"], "one,two");
+    assert_eq!(ctx.transaction_state.get("seen"), Some(json!(true)));
+    let resp = serde_json::to_vec(&HttpHookInput { msg: json!({"status": 404, "headers": {}}), ..Default::default() })
+        .unwrap();
+    let out: HttpHookOutput =
+        serde_json::from_slice(&tagger.call_json(Hook::HttpResponsePost, &resp).unwrap()).unwrap();
+    assert_eq!((out.action, out.response.unwrap().status), (HttpAction::Respond, 410));
+    // A hook it did not register is not served, as for a wasm module.
+    let e = tagger.call_json(Hook::HttpResponse, &resp).unwrap_err();
+    assert!(matches!(e.kind, FailureKind::NotServed { .. }), "{e}");
+
+    // A failing script: the host counts it and applies its policy in a chain.
+    let failing = load_host(
+        "failing.star",
+        "def h(msg, ctx):\n    fail(\"no\")\nregister_hook(\"http\", \"on_request\", h)\n",
+        "abort",
+    );
+    let spinning = load_host(
+        "spin.star",
+        "def h(msg, ctx):\n    for i in range(100000000):\n        pass\nregister_hook(\"http\", \"on_request\", h)\n",
+        "skip",
+    );
+    let chain = Chain::new(vec![tagger.clone(), spinning.clone(), failing.clone()]);
+    let mut input = HttpHookInput { msg: request(), ..Default::default() };
+    match chain.http(Hook::HttpRequest, &mut input, &HookContext::default()) {
+        HttpOutcome::Abort { error } => {
+            assert_eq!(&*error.plugin, "failing");
+            assert!(error.to_string().contains("no"), "{error}");
+        }
+        other => panic!("expected the abort plugin to stop the chain, got {other:?}"),
+    }
+    assert_eq!(input.msg["headers"]["x-tag"], "one,two", "the tagger's change reached the later plugins");
+    let st = spinning.stats();
+    assert_eq!((st.calls, st.failures), (1, 1), "the step budget stopped the loop; skipped");
+    assert_eq!(failing.stats().failures, 1);
+}

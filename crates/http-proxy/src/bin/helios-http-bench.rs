@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use helios_http_proxy::chain::{Chain, HttpPlugin};
+use helios_http_proxy::chain::{Chain, Member};
 use helios_http_proxy::{Config, Mode};
-use helios_plugin_starlark::{HookContext, HookPoint, Phase, PluginEntry, ScriptPlugin, Services, Verdict};
+use helios_plugin_host::schema::Hook;
+use helios_plugin_starlark::{HookContext, Phase, PluginEntry, Services, Verdict};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::Request;
 use hyper_util::client::legacy::Client;
@@ -25,30 +26,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value as Json, json};
 
 /// The native twin of the header scripts: sets one header.
-#[derive(Debug)]
-struct NativeHeader {
-    entry: PluginEntry,
-}
-
-impl HttpPlugin for NativeHeader {
-    fn name(&self) -> &str {
-        "native-header"
+fn native_header(_hook: Hook, msg: &mut Json, _ctx: &HookContext) -> Verdict {
+    if let Some(h) = msg.get_mut("headers").and_then(Json::as_object_mut) {
+        h.insert("x-wasm".into(), Json::from("added-by-wasm"));
     }
-    fn backend(&self) -> &'static str {
-        "native"
-    }
-    fn entry(&self) -> &PluginEntry {
-        &self.entry
-    }
-    fn points(&self) -> Vec<HookPoint> {
-        vec![HookPoint::new("http", "on_request", Phase::PrePipeline)]
-    }
-    fn call(&self, _index: usize, msg: &mut Json, _ctx: &HookContext) -> Result<Verdict, String> {
-        if let Some(h) = msg.get_mut("headers").and_then(Json::as_object_mut) {
-            h.insert("x-wasm".into(), Json::from("added-by-wasm"));
-        }
-        Ok(Verdict::Continue)
-    }
+    Verdict::Continue
 }
 
 const STAR_HEADER: &str = r#"
@@ -147,6 +129,8 @@ fn config(upstream: SocketAddr) -> Config {
         body_cap: 1 << 20,
         store_path: None,
         mcp_listen: None,
+        verify_with: None,
+        blocklist: None,
         plugins: Vec::new(),
     }
 }
@@ -182,32 +166,35 @@ async fn main() {
     let direct = load(up, a.conns, a.secs).await;
     rows.push(("upstream alone (no proxy)".into(), None, direct));
 
+    let rt = helios_plugin_host::Runtime::new(helios_plugin_host::RuntimeConfig::default()).expect("runtime");
+    let chain_of = |members: Vec<Member>| {
+        let mut c = Chain::new();
+        for m in members {
+            c.push(m);
+        }
+        c
+    };
     let mut chains: Vec<(String, Chain)> = vec![("proxy, 0 plugins".into(), Chain::new())];
-    let mut native = Chain::new();
-    native.push(Arc::new(NativeHeader { entry: PluginEntry::new("native") }));
-    chains.push(("proxy + header hook, native".into(), native));
-    let mut star = Chain::new();
-    star.push(Arc::new(ScriptPlugin::load(&PluginEntry::new(dir.join("header.star")), &services).expect("script")));
-    chains.push(("proxy + header hook, Starlark".into(), star));
+    let native = Member::native(&rt, "native-header", &[Hook::HttpRequest], native_header).expect("native");
+    chains.push(("proxy + header hook, native".into(), chain_of(vec![native])));
+    let star = Member::script(&rt, &PluginEntry::new(dir.join("header.star")), &services).expect("script");
+    chains.push(("proxy + header hook, Starlark".into(), chain_of(vec![star])));
     if let Some(w) = &a.wasm {
-        let rt = helios_plugin_host::Runtime::new(helios_plugin_host::RuntimeConfig::default()).expect("runtime");
-        let mut wasm = Chain::new();
-        wasm.push(Arc::new(
-            helios_http_proxy::wasm::WasmHttpPlugin::load(&rt, &PluginEntry::new(w)).expect("wasm plugin"),
-        ));
-        chains.push(("proxy + header hook, WASM".into(), wasm));
+        let entry = PluginEntry { unsigned: true, ..PluginEntry::new(w) };
+        let wasm = helios_http_proxy::wasm::load(&rt, &Default::default(), &entry).expect("wasm plugin");
+        chains.push(("proxy + header hook, WASM".into(), chain_of(vec![wasm])));
     }
-    let mut four = Chain::new();
     let entries = [
         json!({"path": examples.join("block_path.star"), "vars": {"prefixes": "/admin"}}),
         json!({"path": examples.join("add_auth_header.star"), "vars": {"token": "Bearer x"}}),
         json!({"path": examples.join("count_clients.star")}),
         json!({"path": examples.join("redact_json.star")}),
     ];
+    let mut four = Vec::new();
     for e in helios_plugin_starlark::parse_plugins(&Json::Array(entries.to_vec())).expect("entries") {
-        four.push(Arc::new(ScriptPlugin::load(&e, &services).expect("example script")));
+        four.push(Member::script(&rt, &e, &services).expect("example script"));
     }
-    chains.push(("proxy + the 4 example scripts".into(), four));
+    chains.push(("proxy + the 4 example scripts".into(), chain_of(four)));
 
     for (label, chain) in chains {
         let chain = Arc::new(chain);
