@@ -44,17 +44,16 @@ pub fn guest_packages() -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn ensure_target() -> Result<()> {
+fn ensure_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == GUEST_TARGET) => Ok(()),
+        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == target) => Ok(()),
         Ok(_) => {
-            eprintln!("xtask: adding the {GUEST_TARGET} target with rustup");
-            let st =
-                Command::new("rustup").args(["target", "add", GUEST_TARGET]).status().context("cannot run rustup")?;
+            eprintln!("xtask: adding the {target} target with rustup");
+            let st = Command::new("rustup").args(["target", "add", target]).status().context("cannot run rustup")?;
             if !st.success() {
                 bail!(
-                    "`rustup target add {GUEST_TARGET}` failed: guests cannot be built without it (install it by hand, or check the network access to the Rust distribution server)"
+                    "`rustup target add {target}` failed: guests cannot be built without it (install it by hand, or check the network access to the Rust distribution server)"
                 );
             }
             Ok(())
@@ -64,9 +63,55 @@ fn ensure_target() -> Result<()> {
     }
 }
 
+/// Guests that are components of `chio:guard/guard@0.2.0`: built for [`GUEST_TARGET`] like every
+/// guest, then turned into a component (`<name>.component.wasm` beside the module) by
+/// `wit-component` from the component type `wit-bindgen` embedded.
+pub const COMPONENT_GUESTS: &[&str] = &["guest-component-guard"];
+/// Guests also built for WASI preview 2 (rustc links them into components itself); they land in
+/// `target/wasm32-wasip2/guest/`.
+pub const WASIP2_GUESTS: &[&str] = &["guest-component-guard"];
+/// The WASI preview 2 target.
+pub const WASIP2_TARGET: &str = "wasm32-wasip2";
+
+/// SDK guests that also build as components (their `component` feature): built first, in a cargo
+/// invocation of their own (the feature must not reach the core builds), each module saved as
+/// `<name>.component-core.wasm`, then turned into `<name>.component.wasm`.
+pub const SDK_COMPONENT_GUESTS: &[&str] = &["tool-denylist", "bundle-denylist"];
+
+/// Wraps the core module `module` (carrying wit-bindgen's `component-type` section) into a
+/// component at `<name>.component.wasm`.
+fn componentize(package: &str, module_path: &Path) -> Result<()> {
+    let module = std::fs::read(module_path).with_context(|| format!("cannot read {}", module_path.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|e| e.validate(true).encode())
+        .with_context(|| format!("{}: cannot turn the module into a component", module_path.display()))?;
+    let out = guest_dir().join(format!("{}.component.wasm", package.replace('-', "_")));
+    std::fs::write(&out, component).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+fn module_path(package: &str, suffix: &str) -> PathBuf {
+    guest_dir().join(format!("{}{suffix}.wasm", package.replace('-', "_")))
+}
+
 /// Builds every guest in one cargo invocation.
 pub fn build_guests() -> Result<()> {
-    ensure_target()?;
+    ensure_target(GUEST_TARGET)?;
+    ensure_target(WASIP2_TARGET)?;
+    let mut args = vec!["build", "--target", GUEST_TARGET, "--profile", GUEST_PROFILE];
+    let features: Vec<String> = SDK_COMPONENT_GUESTS.iter().map(|p| format!("{p}/component")).collect();
+    let features = features.join(",");
+    for p in SDK_COMPONENT_GUESTS {
+        args.extend(["-p", *p]);
+    }
+    args.extend(["--features", &features]);
+    crate::cargo(&args, &[])?;
+    for p in SDK_COMPONENT_GUESTS {
+        let core = module_path(p, ".component-core");
+        std::fs::copy(module_path(p, ""), &core).with_context(|| format!("cannot write {}", core.display()))?;
+        componentize(p, &core)?;
+    }
     let packages = guest_packages()?;
     let mut args = vec!["build", "--target", GUEST_TARGET, "--profile", GUEST_PROFILE];
     for p in &packages {
@@ -74,6 +119,21 @@ pub fn build_guests() -> Result<()> {
         args.push(p);
     }
     crate::cargo(&args, &[])?;
-    eprintln!("xtask: built {} guests into {}", packages.len(), guest_dir().display());
+    for p in COMPONENT_GUESTS {
+        componentize(p, &module_path(p, ""))?;
+    }
+    let mut args = vec!["build", "--target", WASIP2_TARGET, "--profile", GUEST_PROFILE];
+    for p in WASIP2_GUESTS {
+        args.push("-p");
+        args.push(p);
+    }
+    crate::cargo(&args, &[])?;
+    eprintln!(
+        "xtask: built {} guests into {} ({} also as components, {} for {WASIP2_TARGET})",
+        packages.len(),
+        guest_dir().display(),
+        COMPONENT_GUESTS.len() + SDK_COMPONENT_GUESTS.len(),
+        WASIP2_GUESTS.len()
+    );
     Ok(())
 }

@@ -331,3 +331,12 @@ mod tests {
         assert_eq!(pending_deny_reason(64), None);
     }
 }
+
+/// Expands to its `core` block (a core-module build; the `component` feature has its own version in
+/// `crate::component`).
+#[cfg(not(all(target_arch = "wasm32", feature = "component")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __helios_guard_exports {
+    (core: { $($core:tt)* } component: { $($component:tt)* }) => { $($core)* };
+}

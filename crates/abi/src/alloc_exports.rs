@@ -46,7 +46,9 @@ pub unsafe fn dealloc_bytes(ptr: *mut u8, size: i32) {
     unsafe { std::alloc::dealloc(ptr, layout) }
 }
 
-#[cfg(target_arch = "wasm32")]
+// A component's allocator is wit-bindgen's `cabi_realloc`; these core-convention exports would be
+// exports outside the world.
+#[cfg(all(target_arch = "wasm32", not(feature = "component")))]
 mod exports {
     use super::{alloc_bytes, dealloc_bytes};
 

@@ -35,6 +35,10 @@
 
 use std::fmt;
 
+// The component bindings (wit-bindgen) and the macros name this crate by its absolute path, also
+// from inside it.
+extern crate self as helios_plugin_abi;
+
 use helios_plugin_schema::abi;
 use helios_plugin_schema::limits::{KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES};
 
@@ -45,11 +49,16 @@ pub use helios_plugin_schema::{
     RouteResult,
 };
 pub use helios_plugin_sdk_macros::{chio_guard, hook};
+pub use policy::{Bundle, PolicyContext};
 
 pub mod alloc_exports;
 pub mod atomic;
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+#[doc(hidden)]
+pub mod component;
 pub mod config;
 pub mod kv;
+pub mod policy;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

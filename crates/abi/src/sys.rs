@@ -5,13 +5,57 @@
 //! follows the same contract (same return codes, same caps), so the wrappers' buffer handling is the
 //! code that runs in both places.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "component")))]
 pub(crate) use wasm::*;
+
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+pub(crate) use component::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use crate::testing::sys::*;
 
-#[cfg(target_arch = "wasm32")]
+/// A component guard's host surface: `chio:guard/host@0.2.0` through wit-bindgen. The world has no
+/// KV and no hashing import: those wrappers answer with their error codes.
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+mod component {
+    use crate::component::chio::guard::host;
+    use helios_plugin_schema::abi;
+
+    pub(crate) fn kv_get(_key: &[u8], _buf: &mut [u8]) -> i32 {
+        abi::KV_MISSING
+    }
+    pub(crate) fn kv_set(_key: &[u8], _value: &[u8]) -> i32 {
+        abi::KV_ERROR
+    }
+    pub(crate) fn kv_delete(_key: &[u8]) -> i32 {
+        abi::KV_ERROR
+    }
+    pub(crate) fn kv_add(_key: &[u8], _delta: i64, _out: &mut [u8; 8]) -> i32 {
+        abi::KV_UNAVAILABLE
+    }
+    pub(crate) fn kv_cas(_key: &[u8], _expected: Option<&[u8]>, _new: &[u8]) -> i32 {
+        abi::KV_UNAVAILABLE
+    }
+    pub(crate) fn sha256_hex(_input: &[u8], _out: &mut [u8; abi::SHA256_HEX_LEN as usize]) -> i32 {
+        abi::SHA256_ERROR
+    }
+    pub(crate) fn log(level: i32, msg: &[u8]) {
+        host::log(level as u32, &String::from_utf8_lossy(msg));
+    }
+    pub(crate) fn get_config(key: &[u8], buf: &mut [u8]) -> i32 {
+        let Some(value) = std::str::from_utf8(key).ok().and_then(host::get_config) else {
+            return abi::CONFIG_MISSING;
+        };
+        let n = value.len().min(buf.len());
+        buf[..n].copy_from_slice(&value.as_bytes()[..n]);
+        value.len() as i32
+    }
+    pub(crate) fn get_time_unix_secs() -> i64 {
+        host::get_time_unix_secs() as i64
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "component")))]
 mod wasm {
     // One extern block per import module. Link names must be literals, so they spell the names of
     // `helios_plugin_schema::abi` (KV_GET, ...) once more; the wasm build check in

@@ -35,6 +35,8 @@ struct Host {
     time: Option<i64>,
     /// Set by [`set_store_unavailable`]: the KV imports fail as with an unreachable store.
     unavailable: bool,
+    /// Content bundles by id, as the plugin's manifest would declare them.
+    bundles: std::collections::HashMap<String, std::sync::Arc<[u8]>>,
 }
 
 thread_local! {
@@ -67,6 +69,16 @@ pub fn reset() {
 pub fn set_config(key: &str, value: &str) {
     config_changed();
     with(|h| h.config.insert(key.to_owned(), value.to_owned()));
+}
+
+/// Declares content bundle `id` with `bytes` for [`crate::PolicyContext`] (until [`reset`]). The id
+/// is used as given: a test may declare any string.
+pub fn set_bundle(id: &str, bytes: &[u8]) {
+    with(|h| h.bundles.insert(id.to_owned(), std::sync::Arc::from(bytes)));
+}
+
+pub(crate) fn bundle(id: &str) -> Option<std::sync::Arc<[u8]>> {
+    with(|h| h.bundles.get(id).cloned())
 }
 
 /// Pins the clock [`crate::get_time`] reads (until [`reset`]).

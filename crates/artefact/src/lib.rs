@@ -36,6 +36,6 @@ pub use blocklist::Blocklist;
 pub use error::{Error, ErrorKind};
 pub use inspect::{Inspection, inspect_artefact};
 pub use keys::{TrustRoot, TrustedKey};
-pub use module_info::{ModuleInfo, ModuleInfoError};
+pub use module_info::{ModuleInfo, ModuleInfoError, is_component};
 pub use signing::Signer;
 pub use verify::{VerifiedPlugin, VerifyOptions, verify_artefact, verify_guard_manifest, verify_module, verify_path};

@@ -79,6 +79,16 @@ pub fn parse_guard_manifest(bytes: &[u8], file: &str) -> Result<GuardManifest> {
     {
         return Err(field_err(file, "wit_world", format!("expected {GUARD_WIT_WORLD:?}, found {world:?}")));
     }
+    for id in &m.bundles {
+        let hex = id.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(field_err(
+                file,
+                "bundles",
+                format!("expected \"sha256:\" and 64 lowercase hex digits, found {id:?}"),
+            ));
+        }
+    }
     if let Some(key) = &m.signer_public_key {
         crate::keys::public_key_from_hex(key, &format!("manifest {file} field signer_public_key"))
             .map_err(|e| err(ErrorKind::ManifestInvalid, e.message().to_string()))?;
@@ -127,6 +137,15 @@ mod tests {
     const GOOD: &str = "name: pii-scanner\nversion: \"1.0.0\"\nabi_version: \"1\"\nwasm_path: pii.wasm\n\
         wasm_sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n\
         config:\n  threshold: \"0.8\"\n  mode: strict\nhooks: [pre_query]\n";
+
+    #[test]
+    fn a_bundle_that_is_not_a_sha256_content_id_is_refused_naming_the_field() {
+        let ok = format!("{GOOD}bundles: [\"sha256:{}\"]\n", "ab".repeat(32));
+        assert_eq!(parse_guard_manifest(ok.as_bytes(), "m.yaml").unwrap().bundles.len(), 1);
+        let bad = format!("{GOOD}bundles: [\"md5:abc\"]\n");
+        let e = parse_guard_manifest(bad.as_bytes(), "m.yaml").unwrap_err().to_string();
+        assert!(e.contains("field bundles") && e.contains("md5:abc"), "{e}");
+    }
 
     #[test]
     fn the_documented_guard_manifest_parses() {

@@ -16,6 +16,11 @@ pub enum ModuleInfoError {
     Section(#[from] section::SectionError),
 }
 
+/// Whether `bytes` is a WebAssembly component (its header's layer field), not a core module.
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
+}
+
 /// One import of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImportInfo {

@@ -9,7 +9,7 @@ use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
 use helios_plugin_schema::manifest::{
     ARTEFACT_MANIFEST, ARTEFACT_MANIFEST_SIGNATURE, ARTEFACT_MODULE, ARTEFACT_SIDECAR, ArtefactManifest,
-    GUARD_MANIFEST_FILE, MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX,
+    GUARD_MANIFEST_FILE, GUARD_WIT_WORLD, MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, SIDECAR_SUFFIX,
 };
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ use crate::blocklist::Blocklist;
 use crate::error::{Error, ErrorKind, Result, err, read_capped, resolve, shown};
 use crate::keys::{TrustRoot, public_key_from_hex};
 use crate::manifests::{parse_artefact_manifest, parse_guard_manifest};
-use crate::module_info::ModuleInfo;
+use crate::module_info::{ModuleInfo, is_component};
 use crate::signing::{self, Anchors, ModuleSignature, Signer, sha256_hex};
 
 /// What the pipeline checks against.
@@ -85,6 +85,12 @@ pub struct VerifiedPlugin {
     pub signer: Option<Signer>,
     /// The artefact file or manifest directory it came from.
     pub source: PathBuf,
+    /// The WIT world the manifest declares (required for, and only meaningful to, components).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit_world: Option<String>,
+    /// The content bundles (`sha256:<hex>`) the manifest lets the plugin read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<String>,
 }
 
 /// Verifies a plugin from a path: a `.tar.gz` artefact, a directory holding `guard-manifest.yaml`,
@@ -236,6 +242,8 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         sha256: sha,
         signer,
         source: PathBuf::from(file),
+        wit_world: None,
+        bundles: Vec::new(),
     })
 }
 
@@ -391,6 +399,8 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
         sha256: sha,
         signer,
         source: wasm_path.to_path_buf(),
+        wit_world: None,
+        bundles: Vec::new(),
     })
 }
 
@@ -485,12 +495,32 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
             Some(signer)
         }
     };
-    // 6. hooks
-    let module = ModuleInfo::parse(&wasm)
-        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
-    check_hooks_exported(&manifest.hooks, &module, plugin)?;
+    // 6. hooks (a component serves chio's guard world only, and must say so)
+    let guard = if is_component(&wasm) {
+        if manifest.wit_world.as_deref() != Some(GUARD_WIT_WORLD) {
+            return Err(err(
+                ErrorKind::ManifestInvalid,
+                format!(
+                    "plugin {plugin}: module {wasm_file} is a component, so manifest {file} must declare wit_world {GUARD_WIT_WORLD:?} (found {})",
+                    manifest.wit_world.as_deref().map_or("none".into(), |w| format!("{w:?}"))
+                ),
+            ));
+        }
+        if let Some(h) = manifest.hooks.first() {
+            return Err(err(
+                ErrorKind::HookNotExported,
+                format!("plugin {plugin}: declared hook {} is not served by a component guard", h.export_name()),
+            ));
+        }
+        true
+    } else {
+        let module = ModuleInfo::parse(&wasm)
+            .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
+        check_hooks_exported(&manifest.hooks, &module, plugin)?;
+        module.is_guard()
+    };
     Ok(VerifiedPlugin {
-        guard: module.is_guard(),
+        guard,
         name: manifest.name,
         version: manifest.version,
         hooks: manifest.hooks,
@@ -499,5 +529,7 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
         sha256: sha,
         signer,
         source: manifest_path.to_path_buf(),
+        wit_world: manifest.wit_world,
+        bundles: manifest.bundles,
     })
 }

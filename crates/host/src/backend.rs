@@ -17,6 +17,7 @@ use helios_plugin_schema::{GuardVerdict, Hook, Limits};
 
 use crate::{
     FailureKind,
+    bundle::{BundleStore, ContentId},
     services::{Clock, KvBackend, KvCaps, KvError, Level, LogSink},
 };
 
@@ -66,6 +67,10 @@ pub trait BackendInstance: Send {
     fn memory_bytes(&self) -> u64;
     /// Guest log lines dropped over the per-call cap during the last call.
     fn dropped_logs(&self) -> u32;
+    /// The content bundles the last call opened (its verdict trace). Default: none.
+    fn bundles_opened(&self) -> Vec<ContentId> {
+        Vec::new()
+    }
 }
 
 /// Everything the host binds to a plugin at load, shared by its instances: who it is, its config,
@@ -79,6 +84,9 @@ pub struct PluginContext {
     pub(crate) kv_caps: KvCaps,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) log_sink: Option<Arc<dyn LogSink>>,
+    /// The content bundles the plugin's manifest declares (the only ones it may open).
+    pub(crate) bundles: Arc<[ContentId]>,
+    pub(crate) bundle_store: Option<Arc<dyn BundleStore>>,
 }
 
 impl fmt::Debug for PluginContext {
@@ -99,6 +107,10 @@ impl PluginContext {
     /// The plugin's config value for `key` (what the guest's `get_config` sees).
     pub fn config(&self, key: &str) -> Option<&str> {
         self.config.get(key).map(String::as_str)
+    }
+    /// The content bundles the plugin may open.
+    pub fn bundles(&self) -> &[ContentId] {
+        &self.bundles
     }
     /// The per-call limits.
     pub fn limits(&self) -> &Limits {

@@ -12,8 +12,16 @@ use helios_plugin_schema::{GuardRequest, GuardVerdict, Hook, HookSpec, abi, limi
 use crate::{
     Plugin,
     backend::BackendInstance,
+    bundle::ContentId,
     error::{FailureKind, PluginError},
 };
+
+/// What one evaluation touched besides its request: the content bundles it opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvalTrace {
+    /// Digests of the bundles opened, in the order first opened.
+    pub bundles: Vec<ContentId>,
+}
 
 impl Plugin {
     fn err(&self, kind: FailureKind) -> PluginError {
@@ -61,11 +69,7 @@ impl Plugin {
     pub fn evaluate(&self, request: &GuardRequest) -> GuardVerdict {
         match self.try_evaluate(request) {
             Ok(v) => v,
-            Err(e) if self.cfg.advisory => {
-                tracing::warn!(plugin = %self.ctx.name, error = %e.kind, "advisory guard failed; allowing");
-                GuardVerdict::Allow
-            }
-            Err(e) => GuardVerdict::deny(format!("guard \"{}\" failed closed: {}", self.ctx.name, e.kind)),
+            Err(e) => self.failed_verdict(e),
         }
     }
 
@@ -82,6 +86,42 @@ impl Plugin {
             return Err(self.err(FailureKind::NotServed { export: abi::EVALUATE.into() }));
         }
         self.run(abi::EVALUATE, |i| i.evaluate(request))
+    }
+
+    /// Like [`Plugin::evaluate`], with the verdict's trace: the digests of the content bundles the
+    /// evaluation opened (in the order opened). A failed evaluation has an empty trace.
+    pub fn evaluate_traced(&self, request: &GuardRequest) -> (GuardVerdict, EvalTrace) {
+        let json = match serde_json::to_vec(request) {
+            Ok(j) => j,
+            Err(e) => {
+                return (
+                    self.failed_verdict(self.err(FailureKind::Trap { message: format!("cannot encode request: {e}") })),
+                    EvalTrace::default(),
+                );
+            }
+        };
+        let r = if self.is_guard() {
+            self.run(abi::EVALUATE, |i| {
+                let v = i.evaluate(&json)?;
+                Ok((v, EvalTrace { bundles: i.bundles_opened() }))
+            })
+        } else {
+            Err(self.err(FailureKind::NotServed { export: abi::EVALUATE.into() }))
+        };
+        match r {
+            Ok(vt) => vt,
+            Err(e) => (self.failed_verdict(e), EvalTrace::default()),
+        }
+    }
+
+    /// A failed evaluation's verdict: a deny naming the cause, or an allow for an advisory guard.
+    fn failed_verdict(&self, e: PluginError) -> GuardVerdict {
+        if self.cfg.advisory {
+            tracing::warn!(plugin = %self.ctx.name, error = %e.kind, "advisory guard failed; allowing");
+            GuardVerdict::Allow
+        } else {
+            GuardVerdict::deny(format!("guard \"{}\" failed closed: {}", self.ctx.name, e.kind))
+        }
     }
 
     // ---- hooks ----------------------------------------------------------------------------------

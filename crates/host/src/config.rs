@@ -283,6 +283,11 @@ impl PluginsConfig {
             if let Some(m) = e.mode {
                 pc = pc.mode(m);
             }
+            if let Some(w) = &v.plugin.wit_world {
+                pc = pc.wit_world(w.clone());
+            }
+            // The manifest's bundle ids were checked by the verification (sha256:<64 hex>).
+            pc = pc.bundles(v.plugin.bundles.iter().filter_map(|b| b.parse::<crate::ContentId>().ok()));
             // Serve what the operator asked for, else what the signed manifest declares.
             pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
             let plugin = runtime.load(&v.plugin.wasm, pc).map_err(|source| ConfigError::Load {

@@ -15,6 +15,10 @@ pub enum LoadError {
     ForbiddenImport { plugin: String, module: String, field: String, allowed: String },
     #[error("plugin \"{plugin}\": import {module}.{field} has the wrong type: expected {expected}, found {found}")]
     ImportType { plugin: String, module: String, field: String, expected: String, found: String },
+    #[error("plugin \"{plugin}\": a component must declare wit_world {expected:?} in its manifest, found {found}")]
+    WitWorld { plugin: String, expected: &'static str, found: String },
+    #[error("plugin \"{plugin}\": component imports {import}, which this host does not serve (allowed: {allowed})")]
+    ComponentImport { plugin: String, import: String, allowed: String },
     #[error("plugin \"{plugin}\": export {export} {problem}")]
     Export { plugin: String, export: String, problem: String },
     #[error("plugin \"{plugin}\": module serves neither a hook of the catalogue nor the guard export `evaluate`")]

@@ -38,8 +38,10 @@
 //! every failure names the plugin and its cause.
 
 pub mod backend;
+pub mod bundle;
 mod call;
 mod chain;
+mod component;
 pub mod config;
 mod error;
 mod http_chain;
@@ -51,6 +53,8 @@ mod services;
 mod wasm;
 
 pub use backend::{Backend, BackendInstance, PluginContext};
+pub use bundle::{BundleError, BundleStore, ContentId, DirBundleStore, MemoryBundleStore};
+pub use call::EvalTrace;
 pub use chain::{CallObserver, Chain, PreQueryOutcome, RouteOutcome};
 pub use error::{FailureKind, LoadError, PluginError};
 pub use http_chain::HttpOutcome;

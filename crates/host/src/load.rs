@@ -13,22 +13,41 @@ use helios_plugin_schema::Hook;
 use crate::{
     Plugin, PluginConfig, Runtime,
     backend::{Backend, PluginContext},
+    component::{self, ComponentBackend},
     error::LoadError,
     pool::{Pool, RecyclePolicy},
     wasm::WasmBackend,
 };
 
 impl Runtime {
-    /// Loads a plugin from module bytes (binary wasm, or WAT text).
+    /// Loads a plugin from module bytes: a core module or a component of the world
+    /// `chio:guard/guard@0.2.0`, binary or WAT text. The header decides which backend runs it.
     ///
-    /// Before anything is compiled: the size cap, the structure, and the import surface are checked.
-    /// Nothing of the module runs here except its start function, when the first instance is made.
+    /// Before anything is compiled: the size cap, the structure, and the import surface are checked
+    /// (for a component, first the `wit_world` its manifest declares). Nothing of the module runs
+    /// here except its start function, when the first instance is made.
     pub fn load(&self, wasm: &[u8], cfg: PluginConfig) -> Result<Arc<Plugin>, LoadError> {
         let size = wasm.len() as u64;
         if size > cfg.limits.max_module_bytes {
             return Err(LoadError::TooLarge { plugin: cfg.name, size, limit: cfg.limits.max_module_bytes });
         }
         self.check_memory_cap(&cfg)?;
+        let text_converted;
+        let wasm = if wasm.starts_with(b"\0asm") {
+            wasm
+        } else {
+            text_converted = wat::parse_bytes(wasm)
+                .map_err(|e| LoadError::Malformed {
+                    plugin: cfg.name.clone(),
+                    detail: format!("not a wasm binary, nor valid WAT: {e}"),
+                })?
+                .into_owned();
+            &text_converted[..]
+        };
+        if component::is_component(wasm) {
+            let backend = ComponentBackend::new(self, &cfg.name, wasm, cfg.wit_world.as_deref(), &cfg.limits)?;
+            return self.assemble(Box::new(backend), None, cfg);
+        }
         let (backend, info) = WasmBackend::new(self, &cfg.name, wasm, &cfg.limits)?;
         self.assemble(Box::new(backend), Some(info), cfg)
     }
@@ -84,6 +103,8 @@ impl Runtime {
             kv_caps: cfg.kv_caps,
             clock: self.inner.cfg.clock.clone(),
             log_sink: self.inner.cfg.log_sink.clone(),
+            bundles: Arc::from(cfg.bundles.as_slice()),
+            bundle_store: self.inner.cfg.bundle_store.clone(),
         });
         let pool = Pool::new(RecyclePolicy {
             mode: cfg.mode,

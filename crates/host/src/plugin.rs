@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::{
     backend::{Backend, PluginContext},
+    bundle::ContentId,
     pool::Pool,
     services::KvCaps,
 };
@@ -61,6 +62,8 @@ pub struct PluginConfig {
     pub(crate) max_idle: usize,
     pub(crate) hooks: Option<Vec<Hook>>,
     pub(crate) kv_caps: KvCaps,
+    pub(crate) wit_world: Option<String>,
+    pub(crate) bundles: Vec<ContentId>,
 }
 
 impl PluginConfig {
@@ -79,7 +82,21 @@ impl PluginConfig {
             max_idle: DEFAULT_MAX_IDLE_INSTANCES,
             hooks: None,
             kv_caps: KvCaps::default(),
+            wit_world: None,
+            bundles: Vec::new(),
         }
+    }
+    /// The WIT world the plugin's (signed) manifest declares (`wit_world`). A component must declare
+    /// exactly [`GUARD_WIT_WORLD`](helios_plugin_schema::manifest::GUARD_WIT_WORLD). Default: none.
+    pub fn wit_world(mut self, world: impl Into<String>) -> Self {
+        self.wit_world = Some(world.into());
+        self
+    }
+    /// The content bundles the plugin's (signed) manifest declares: the only ones it may open, read
+    /// from the runtime's [`BundleStore`](crate::BundleStore). Default: none.
+    pub fn bundles(mut self, ids: impl IntoIterator<Item = ContentId>) -> Self {
+        self.bundles = ids.into_iter().collect();
+        self
     }
     /// A config value the guest reads with `get_config`.
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

@@ -11,6 +11,8 @@ use std::{
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig};
 
 use crate::{
+    bundle::BundleStore,
+    component,
     error::LoadError,
     services::{Clock, KvBackend, LogSink, MemoryKv, SystemClock},
     wasm::{cache::ModuleCache, imports, state::HostState},
@@ -34,6 +36,7 @@ pub struct RuntimeConfig {
     pub(crate) kv: Arc<dyn KvBackend>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) log_sink: Option<Arc<dyn LogSink>>,
+    pub(crate) bundle_store: Option<Arc<dyn BundleStore>>,
     max_instances: u32,
     pub(crate) max_plugin_memory_bytes: u64,
     epoch_tick: Duration,
@@ -52,6 +55,7 @@ impl Default for RuntimeConfig {
             kv: MemoryKv::new(),
             clock: Arc::new(SystemClock),
             log_sink: None,
+            bundle_store: None,
             max_instances: DEFAULT_MAX_INSTANCES,
             max_plugin_memory_bytes: DEFAULT_MAX_PLUGIN_MEMORY_BYTES,
             epoch_tick: DEFAULT_EPOCH_TICK,
@@ -80,6 +84,12 @@ impl RuntimeConfig {
     /// Where guest log lines go besides `tracing`. Default: none.
     pub fn log_sink(mut self, sink: Arc<dyn LogSink>) -> Self {
         self.log_sink = Some(sink);
+        self
+    }
+    /// Where plugins read the content bundles their manifests declare. Default: none (opening a
+    /// bundle fails naming the missing store).
+    pub fn bundle_store(mut self, store: Arc<dyn BundleStore>) -> Self {
+        self.bundle_store = Some(store);
         self
     }
     /// Default: [`DEFAULT_MAX_INSTANCES`].
@@ -144,6 +154,8 @@ impl RuntimeConfig {
 pub(crate) struct RuntimeInner {
     pub engine: Engine,
     pub linker: Linker<HostState>,
+    /// The component linker: `chio:guard@0.2.0` and the deny-all WASI 0.2 surface.
+    pub component_linker: component::ComponentLinker,
     pub cfg: RuntimeConfig,
     /// Compiled modules by SHA-256, held weakly: the same bytes compile once while a plugin uses
     /// them, and a module no plugin uses any more is freed (hot reload does not leak).
@@ -181,13 +193,24 @@ impl Runtime {
         let engine = Engine::new(&wc).map_err(|e| LoadError::Runtime(format!("engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
         imports::link(&mut linker).map_err(|e| LoadError::Runtime(format!("linker: {e:#}")))?;
+        let component_linker =
+            component::linker(&engine).map_err(|e| LoadError::Runtime(format!("component linker: {e:#}")))?;
         if cfg.epoch {
             start_epoch_ticker(&engine, cfg.epoch_tick).map_err(|e| {
                 LoadError::Runtime(format!("cannot start the epoch ticker that enforces deadlines: {e}"))
             })?;
         }
         let disk_cache = cfg.module_cache_dir.as_deref().map(|dir| ModuleCache::new(dir, &engine));
-        Ok(Runtime { inner: Arc::new(RuntimeInner { engine, linker, cfg, modules: Mutex::default(), disk_cache }) })
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                component_linker,
+                cfg,
+                modules: Mutex::default(),
+                disk_cache,
+            }),
+        })
     }
 
     /// The KV backend plugins of this runtime use.

@@ -41,6 +41,9 @@ pub const DENY_REASON_NONE: i32 = -1;
 pub const ENV_MODULE: &str = "env";
 /// Import module of the log, config and clock imports (chio's).
 pub const CHIO_MODULE: &str = "chio";
+/// Import module of the content-bundle imports of a core-module guard (chio's world 0.2.0, see
+/// wit/README.md).
+pub const GUARD_HOST_MODULE: &str = "chio:guard/host@0.2.0";
 
 /// `env.kv_get(key_ptr, key_len, val_ptr, val_max) -> i32`: bytes written, [`KV_MISSING`] or
 /// [`KV_BUFFER_TOO_SMALL`].
@@ -69,6 +72,16 @@ pub const LOG: &str = "log";
 pub const GET_CONFIG: &str = "get_config";
 /// `chio.get_time_unix_secs() -> i64`: the host clock.
 pub const GET_TIME_UNIX_SECS: &str = "get_time_unix_secs";
+/// `chio:guard/host@0.2.0.bundle-open(id_ptr, id_len) -> i32`: opens the declared bundle whose id
+/// (`sha256:<hex>`) is at `id_ptr` for this evaluation and returns its handle (0, 1, ... in the
+/// order opened). An undeclared or missing bundle, or a flood of handles, fails the call.
+pub const BUNDLE_OPEN: &str = "bundle-open";
+/// `chio:guard/host@0.2.0.fetch-blob(handle, offset: i64, len, out_ptr) -> i32`: copies at most `len`
+/// bytes at `offset` of the bundle into `out_ptr` and returns how many, or [`BLOB_BAD_HANDLE`], or
+/// [`BLOB_OVER_CAP`] when `len` is over `limits::BUNDLE_READ_MAX_BYTES`.
+pub const FETCH_BLOB: &str = "fetch-blob";
+pub const BLOB_BAD_HANDLE: i32 = -1;
+pub const BLOB_OVER_CAP: i32 = -2;
 
 pub const KV_OK: i32 = 0;
 pub const KV_MISSING: i32 = -1;
@@ -210,6 +223,12 @@ pub const IMPORTS: &[ImportSig] = &[
     ImportSig { module: CHIO_MODULE, name: LOG, sig: Sig { params: &[I32, I32, I32], results: &[] } },
     ImportSig { module: CHIO_MODULE, name: GET_CONFIG, sig: Sig { params: &[I32, I32, I32, I32], results: &[I32] } },
     ImportSig { module: CHIO_MODULE, name: GET_TIME_UNIX_SECS, sig: Sig { params: &[], results: &[I64] } },
+    ImportSig { module: GUARD_HOST_MODULE, name: BUNDLE_OPEN, sig: Sig { params: &[I32, I32], results: &[I32] } },
+    ImportSig {
+        module: GUARD_HOST_MODULE,
+        name: FETCH_BLOB,
+        sig: Sig { params: &[I32, I64, I32, I32], results: &[I32] },
+    },
 ];
 
 /// Which calling convention an export belongs to.
@@ -319,8 +338,8 @@ mod tests {
     }
 
     #[test]
-    fn import_surface_is_exactly_the_two_modules() {
-        assert!(IMPORTS.iter().all(|s| s.module == ENV_MODULE || s.module == CHIO_MODULE));
+    fn import_surface_is_exactly_the_three_modules() {
+        assert!(IMPORTS.iter().all(|s| [ENV_MODULE, CHIO_MODULE, GUARD_HOST_MODULE].contains(&s.module)));
         assert!(import("env", "kv_get").is_some());
         assert!(import("env", "fd_write").is_none());
         assert!(import("wasi_snapshot_preview1", "fd_write").is_none());

@@ -34,6 +34,10 @@ pub const KV_MAX_TOTAL_BYTES: usize = 64 << 20;
 pub const LOG_MAX_MESSAGE_BYTES: usize = 4096;
 /// Log entries per call; further ones are dropped and counted. Default: 256.
 pub const LOG_MAX_ENTRIES_PER_CALL: u32 = 256;
+/// Largest read of a content bundle (`fetch-blob`, `bundle-handle.read`). Default: 64 KiB.
+pub const BUNDLE_READ_MAX_BYTES: u32 = 64 << 10;
+/// Bundle handles a guard may open in one evaluation (a flood beyond fails the call). Default: 64.
+pub const BUNDLE_OPENS_MAX_PER_CALL: usize = 64;
 /// Size of the buffer the host offers `chio_deny_reason`. Default: 4096 bytes.
 pub const DENY_REASON_BUFFER_BYTES: u32 = 4096;
 /// Largest JSON result a hook may return. Default: 4 MiB.

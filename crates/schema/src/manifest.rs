@@ -57,6 +57,9 @@ pub struct GuardManifest {
     /// Hooks of the catalogue the plugin serves (export names). Empty for a plain chio guard.
     #[serde(default, with = "hook_names", skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<Hook>,
+    /// Content bundles (`sha256:<64 lowercase hex>`) the guard may read; no other bundle opens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<String>,
 }
 
 /// `<wasm_path>.sig` (and `plugin.sig` in an artefact): a detached signature over

@@ -290,28 +290,52 @@ fn expand_guard(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream
         Arg::ByValue => (quote_spanned!(name.span()=> const _: fn(#req) -> #verdict = #name;), quote!(#name)),
     };
     let section = section_static(&quote!(::helios_plugin_abi::__private::SECTION_KEY_GUARD), evaluate);
+    // The SDK's `component` feature picks the block: a core module (chio's core convention) or a
+    // component of chio:guard/guard@0.2.0 (wit-bindgen's export of the same function).
     Ok(quote! {
         #f
 
         #check
 
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            #[unsafe(export_name = #evaluate)]
-            #[allow(clippy::undocumented_unsafe_blocks)]
-            extern "C" fn __helios_guard_evaluate(ptr: i32, len: i32) -> i32 {
-                // SAFETY: the host wrote `len` bytes of JSON at `ptr` (from `chio_alloc`) before this call.
-                unsafe { ::helios_plugin_abi::__private::run_guard(ptr, len, #call) }
-            }
+        ::helios_plugin_abi::__helios_guard_exports! {
+            core: {
+                #[cfg(target_arch = "wasm32")]
+                const _: () = {
+                    #[unsafe(export_name = #evaluate)]
+                    #[allow(clippy::undocumented_unsafe_blocks)]
+                    extern "C" fn __helios_guard_evaluate(ptr: i32, len: i32) -> i32 {
+                        // SAFETY: the host wrote `len` bytes of JSON at `ptr` (from `chio_alloc`) before this call.
+                        unsafe { ::helios_plugin_abi::__private::run_guard(ptr, len, #call) }
+                    }
 
-            #[unsafe(export_name = #deny_reason)]
-            #[allow(clippy::undocumented_unsafe_blocks)]
-            extern "C" fn __helios_guard_deny_reason(buf_ptr: i32, buf_len: i32) -> i32 {
-                // SAFETY: the host offers `buf_len` writable bytes at `buf_ptr` for the reason.
-                unsafe { ::helios_plugin_abi::__private::write_deny_reason(buf_ptr, buf_len) }
-            }
+                    #[unsafe(export_name = #deny_reason)]
+                    #[allow(clippy::undocumented_unsafe_blocks)]
+                    extern "C" fn __helios_guard_deny_reason(buf_ptr: i32, buf_len: i32) -> i32 {
+                        // SAFETY: the host offers `buf_len` writable bytes at `buf_ptr` for the reason.
+                        unsafe { ::helios_plugin_abi::__private::write_deny_reason(buf_ptr, buf_len) }
+                    }
 
-            #section
-        };
+                    #section
+                };
+            }
+            component: {
+                #[cfg(target_arch = "wasm32")]
+                const _: () = {
+                    struct __HeliosComponentGuard;
+                    impl ::helios_plugin_abi::component::Guest for __HeliosComponentGuard {
+                        fn evaluate(
+                            request: ::helios_plugin_abi::component::WitGuardRequest,
+                        ) -> ::helios_plugin_abi::component::WitVerdict {
+                            ::helios_plugin_abi::component::run_guard(request, #call)
+                        }
+                    }
+                    ::helios_plugin_abi::component::export_guard!(
+                        __HeliosComponentGuard with_types_in ::helios_plugin_abi::component
+                    );
+
+                    #section
+                };
+            }
+        }
     })
 }

@@ -45,6 +45,23 @@ pub fn guest_wasm(package: &str) -> Result<Vec<u8>, String> {
     })
 }
 
+/// The component `cargo xtask build-examples` made of guest `package` with `wit-component`.
+pub fn guest_component(package: &str) -> Vec<u8> {
+    let path = guest_dir().join(format!("{}.component.wasm", package.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("guest {package}: cannot read {}: {e} (build the guests with `{BUILD_GUESTS}`)", path.display())
+    })
+}
+
+/// The `wasm32-wasip2` build (a component) of guest `package`.
+pub fn guest_wasip2(package: &str) -> Vec<u8> {
+    let path =
+        target_dir().join("wasm32-wasip2").join(GUEST_PROFILE).join(format!("{}.wasm", package.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("guest {package}: cannot read {}: {e} (build the guests with `{BUILD_GUESTS}`)", path.display())
+    })
+}
+
 /// [`guest_wasm`] for tests: panics with the same message when the guest is missing.
 pub fn guest(package: &str) -> Vec<u8> {
     guest_wasm(package).unwrap_or_else(|e| panic!("{e}"))

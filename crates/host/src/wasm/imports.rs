@@ -26,6 +26,8 @@ const KV_CAS: &str = "env.kv_cas";
 const SHA256_HEX: &str = "env.sha256_hex";
 const LOG: &str = "chio.log";
 const GET_CONFIG: &str = "chio.get_config";
+const BUNDLE_OPEN: &str = "chio:guard/host@0.2.0.bundle-open";
+const FETCH_BLOB: &str = "chio:guard/host@0.2.0.fetch-blob";
 
 fn fault(import: &'static str, detail: String) -> wasmtime::Error {
     wasmtime::Error::new(ImportFault { import, detail })
@@ -59,7 +61,37 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, |caller: Caller<'_, HostState>| -> i64 {
         caller.data().ctx.clock.now_unix_secs()
     })?;
+    linker.func_wrap(abi::GUARD_HOST_MODULE, abi::BUNDLE_OPEN, bundle_open)?;
+    linker.func_wrap(abi::GUARD_HOST_MODULE, abi::FETCH_BLOB, fetch_blob)?;
     Ok(())
+}
+
+/// `bundle-open`: see [`abi::BUNDLE_OPEN`]. A refusal (undeclared, missing, flood) fails the call.
+fn bundle_open(mut caller: Caller<'_, HostState>, ip: i32, il: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, BUNDLE_OPEN)?;
+    let r = range(BUNDLE_OPEN, "id", mem.len(), ip, il)?;
+    let id = String::from_utf8_lossy(&mem[r]);
+    state.bundles.open(&state.ctx, &id).map_err(|e| fault(BUNDLE_OPEN, e))?;
+    Ok(state.bundles.opened_count() as i32 - 1)
+}
+
+/// `fetch-blob`: see [`abi::FETCH_BLOB`]. The whole `len`-byte output range must lie in memory.
+fn fetch_blob(mut caller: Caller<'_, HostState>, handle: i32, offset: i64, len: i32, op: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(&mut caller, FETCH_BLOB)?;
+    let or = range(FETCH_BLOB, "output buffer", mem.len(), op, len)?;
+    if len as u32 > limits::BUNDLE_READ_MAX_BYTES {
+        return Ok(abi::BLOB_OVER_CAP);
+    }
+    let (Ok(handle), Ok(offset)) = (u32::try_from(handle), u64::try_from(offset)) else {
+        return Ok(abi::BLOB_BAD_HANDLE);
+    };
+    match state.bundles.read_ordinal(handle, offset, len as u32) {
+        Ok(bytes) => {
+            mem[or.start..or.start + bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len() as i32)
+        }
+        Err(_) => Ok(abi::BLOB_BAD_HANDLE),
+    }
 }
 
 fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i32) -> wasmtime::Result<i32> {
@@ -198,29 +230,7 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> was
     let Some(level) = Level::from_code(level) else {
         return Ok(());
     };
-    let bytes = &mem[r];
-    let panic = level == Level::Error && bytes.starts_with(abi::PANIC_LOG_PREFIX.as_bytes());
-    if state.call.logs >= limits::LOG_MAX_ENTRIES_PER_CALL && !panic {
-        state.call.dropped_logs += 1;
-        return Ok(());
-    }
-    state.call.logs += 1;
-    let bytes = &bytes[..bytes.len().min(limits::LOG_MAX_MESSAGE_BYTES)];
-    let msg = String::from_utf8_lossy(bytes);
-    if panic {
-        state.call.panic = Some(msg[abi::PANIC_LOG_PREFIX.len()..].to_owned());
-    }
-    let plugin = &*state.ctx.name;
-    match level {
-        Level::Trace => tracing::trace!(target: "helios_plugin::guest", plugin, "{msg}"),
-        Level::Debug => tracing::debug!(target: "helios_plugin::guest", plugin, "{msg}"),
-        Level::Info => tracing::info!(target: "helios_plugin::guest", plugin, "{msg}"),
-        Level::Warn => tracing::warn!(target: "helios_plugin::guest", plugin, "{msg}"),
-        Level::Error => tracing::error!(target: "helios_plugin::guest", plugin, "{msg}"),
-    }
-    if let Some(sink) = &state.ctx.log_sink {
-        sink.log(plugin, level, &msg);
-    }
+    state.call.log(&state.ctx, level, &mem[r]);
     Ok(())
 }
 

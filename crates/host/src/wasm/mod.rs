@@ -248,6 +248,7 @@ impl BackendInstance for WasmInstance {
         }
         self.store.set_epoch_deadline(self.epoch_ticks);
         self.store.data_mut().call = Default::default();
+        self.store.data_mut().bundles.reset();
     }
 
     fn call_hook(
@@ -277,6 +278,10 @@ impl BackendInstance for WasmInstance {
 
     fn dropped_logs(&self) -> u32 {
         self.store.data().call.dropped_logs
+    }
+
+    fn bundles_opened(&self) -> Vec<crate::bundle::ContentId> {
+        self.store.data().bundles.opened()
     }
 }
 

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use helios_plugin_schema::{abi, limits};
 use wasmtime::{Memory, ResourceLimiter};
 
-use crate::{backend::PluginContext, error::LimitFault};
+use crate::{backend::PluginContext, bundle::OpenBundles, error::LimitFault, services::Level};
 
 /// What happened during one call; reset before each call.
 #[derive(Debug, Default)]
@@ -19,6 +20,27 @@ pub(crate) struct CallFacts {
     pub limit: Option<LimitFault>,
 }
 
+impl CallFacts {
+    /// One guest log line, under the per-call caps (lines over [`limits::LOG_MAX_ENTRIES_PER_CALL`]
+    /// are counted and dropped, each cut at [`limits::LOG_MAX_MESSAGE_BYTES`]). An error line
+    /// starting with the SDK's panic prefix is the call's panic message (never dropped). Shared by
+    /// every backend that runs guest code (core modules, components, WASI stdout/stderr).
+    pub fn log(&mut self, ctx: &PluginContext, level: Level, bytes: &[u8]) {
+        let panic = level == Level::Error && bytes.starts_with(abi::PANIC_LOG_PREFIX.as_bytes());
+        if self.logs >= limits::LOG_MAX_ENTRIES_PER_CALL && !panic {
+            self.dropped_logs += 1;
+            return;
+        }
+        self.logs += 1;
+        let bytes = &bytes[..bytes.len().min(limits::LOG_MAX_MESSAGE_BYTES)];
+        let msg = String::from_utf8_lossy(bytes);
+        if panic {
+            self.panic = Some(msg[abi::PANIC_LOG_PREFIX.len()..].to_owned());
+        }
+        ctx.log(level, &msg);
+    }
+}
+
 /// The data of every `Store` the wasm backend creates.
 #[derive(Debug)]
 pub(crate) struct HostState {
@@ -26,11 +48,13 @@ pub(crate) struct HostState {
     /// Set right after instantiation; `None` while a start function runs.
     pub memory: Option<Memory>,
     pub call: CallFacts,
+    /// The content bundles opened in the current call.
+    pub bundles: OpenBundles,
 }
 
 impl HostState {
     pub fn new(ctx: Arc<PluginContext>) -> Self {
-        HostState { ctx, memory: None, call: CallFacts::default() }
+        HostState { ctx, memory: None, call: CallFacts::default(), bundles: OpenBundles::default() }
     }
 }
 

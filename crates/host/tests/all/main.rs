@@ -3,6 +3,7 @@
 //! (`helios_plugin_test_support::guest`); no test starts cargo.
 
 mod chain;
+mod component;
 mod escape;
 mod guard_abi;
 mod guest_every_hook;
