@@ -1,6 +1,8 @@
 //! `cargo xtask bench-proxy`: one run of `pgbench -S` in `-M simple` and `-M extended`, side by side:
 //! PostgreSQL directly, PgBouncer (Debian's), and helios-proxy (release build) with no plugin, with
-//! llm-guardrail only, and with all eight first-party plugins. Also the host's statement analysis
+//! llm-guardrail only, and with all eight first-party plugins; heliosdb-proxy 2.2.0 (HeliosProxy, from
+//! crates.io with its `wasm-plugins` feature, built in its own target dir) with no plugin and with the
+//! same one-hook plugin our proxy runs in the row beside it. Also the host's statement analysis
 //! (PostgreSQL's parser through `pg_query`) per statement.
 //!
 //! Writes target/bench/proxy.md (the tables), target/bench/proxy.json (every number and the ratios
@@ -97,6 +99,47 @@ priority = 50
 config = { apply_to_all = "true", large_tables = "events,page_views,audit_log", tenant_tables = "orders,invoices", tenant_column = "tenant_id" }
 "#;
 
+/// The one plugin both proxies can run: HeliosProxy's hook ABI (memory, alloc, dealloc,
+/// `pre_query(ptr, len) -> i64` packed result) and no imports at all, because heliosdb-proxy's host
+/// offers only `env.kv_*`/`sha256_hex` while our first-party plugins import `chio.log`/`get_config`.
+/// It reads every byte of the query context (a byte scan for `DROP`) and answers `continue`, or
+/// `block` when it finds one, in a wire form both hosts parse: heliosdb-proxy 2.2.0 reads an
+/// `action`-tagged result (`value` = the reason; an unparseable result is logged and the statement
+/// runs), our schema a `kind`-tagged one (CONTRACTS.md); each ignores the other's keys.
+const DROP_SCAN_WAT: &str = r#"
+(module
+  (memory (export "memory") 2)
+  (func (export "alloc") (param $size i32) (result i32)
+    ;; inputs live at 64 KiB; grow until they fit (one input at a time: the host deallocs after each call)
+    (block $done
+      (loop $grow
+        (br_if $done (i32.le_u (i32.add (i32.const 65536) (local.get $size))
+                               (i32.mul (memory.size) (i32.const 65536))))
+        (br_if $done (i32.eq (memory.grow (i32.const 1)) (i32.const -1)))
+        (br $grow)))
+    (i32.const 65536))
+  (func (export "dealloc") (param i32 i32))
+  (func (export "pre_query") (param $ptr i32) (param $len i32) (result i64)
+    (local $i i32) (local $end i32)
+    (local.set $end (i32.sub (i32.add (local.get $ptr) (local.get $len)) (i32.const 3)))
+    (local.set $i (local.get $ptr))
+    (block $found
+      (block $none
+        (loop $scan
+          (br_if $none (i32.ge_s (local.get $i) (local.get $end)))
+          ;; "DROP" little-endian = 0x504F5244
+          (br_if $found (i32.eq (i32.load align=1 (local.get $i)) (i32.const 0x504F5244)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $scan)))
+      (return (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 39))))
+    (i64.or (i64.shl (i64.const 1088) (i64.const 32)) (i64.const 94)))
+  (data (i32.const 1024) "{\"kind\":\"continue\",\"action\":\"continue\"}")
+  (data (i32.const 1088) "{\"kind\":\"block\",\"reason\":\"DROP is not allowed\",\"action\":\"block\",\"value\":\"DROP is not allowed\"}"))
+"#;
+
+/// heliosdb-proxy, pinned: the version whose plugin page our SDK follows.
+const HELIOSDB_VERSION: &str = "2.2.0";
+
 struct Opts {
     seconds: u32,
     clients: u32,
@@ -137,6 +180,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     eprintln!("bench-proxy: measuring the host's statement analysis (pg_query) ...");
     let cost = parse_cost(&root)?;
 
+    // Built before PostgreSQL starts: a cold build takes minutes.
+    let heliosdb_bin = heliosdb_binary(&root);
     let pg = Postgres::start(&work)?;
     eprintln!("bench-proxy: pgbench -i -s {SCALE} on port {} ...", pg.port);
     let init = Command::new("pgbench")
@@ -150,8 +195,22 @@ pub fn run(extra: &[String]) -> Result<()> {
     let proxy_bin = root.join("target/release/helios-proxy");
     let guardrail = GUARDRAIL.replace("{WASM}", &wasm.display().to_string());
     let all = ALL_EIGHT.replace("{GUARDRAIL}", GUARDRAIL).replace("{WASM}", &wasm.display().to_string());
-    let variants: [(&str, &str, String); 3] = [
+    let scan_wasm = work.join("plugins").join("drop_scan.wasm");
+    std::fs::create_dir_all(work.join("plugins"))?;
+    std::fs::write(&scan_wasm, wat::parse_str(DROP_SCAN_WAT).context("the drop-scan plugin's WAT")?)?;
+    // heliosdb-proxy reads a plugin's hooks from a sidecar manifest (without one it loads the module
+    // with no hooks and never calls it).
+    std::fs::write(
+        work.join("plugins/drop_scan.json"),
+        r#"{"name": "drop-scan", "version": "1.0.0", "hooks": ["pre_query"]}"#,
+    )?;
+    let scan = format!(
+        "\n[[plugins]]\nname = \"drop-scan\"\nsource = \"{}\"\nallow_unsigned = true\non_error = \"abort\"\n",
+        scan_wasm.display()
+    );
+    let variants: [(&str, &str, String); 4] = [
         ("helios-proxy, no plugin", "helios_0", String::new()),
+        ("helios-proxy, drop-scan (the heliosdb-proxy row's plugin)", "helios_scan", scan),
         ("helios-proxy, llm-guardrail", "helios_1", guardrail),
         ("helios-proxy, all 8 plugins", "helios_8", all),
     ];
@@ -177,13 +236,33 @@ pub fn run(extra: &[String]) -> Result<()> {
             Err(e) => rows.push((label.to_string(), key.to_string(), None, None, Some(format!("{e:#}")))),
         }
     }
+    let heliosdb = match &heliosdb_bin {
+        Ok(bin) => {
+            let plugin_dir = work.join("plugins");
+            let hdb: [(&str, &str, Option<&Path>); 2] = [
+                ("heliosdb-proxy 2.2.0, no plugin", "heliosdb_0", None),
+                ("heliosdb-proxy 2.2.0, drop-scan", "heliosdb_scan", Some(plugin_dir.as_path())),
+            ];
+            for (label, key, plugins) in hdb {
+                match HeliosDb::start(bin, &work, key, pg.port, plugins) {
+                    Ok(p) => rows.push(bench(label, key, p.port)),
+                    Err(e) => rows.push((label.to_string(), key.to_string(), None, None, Some(format!("{e:#}")))),
+                }
+            }
+            format!(
+                "heliosdb-proxy {HELIOSDB_VERSION} from crates.io with `--features wasm-plugins` ({}), default pool mode, \
+                 transaction replay off; its plugin row runs the same drop-scan module as the helios-proxy row above \
+                 (HeliosProxy's hook ABI, no imports).",
+                bin.display()
+            )
+        }
+        Err(e) => format!("heliosdb-proxy {HELIOSDB_VERSION} not measured: {e:#}"),
+    };
     drop(bouncer);
     drop(pg);
 
-    let heliosdb = "not measured: heliosdb-proxy 2.2.0 from crates.io (feature wasm-plugins) was not built in \
-                    this run; building it in its own target dir did not fit the time of the session that wrote \
-                    this bench";
-    let report = Report { rows, cost, seconds: o.seconds, clients: o.clients, heliosdb: heliosdb.to_owned() };
+    let measured = heliosdb_bin.is_ok();
+    let report = Report { rows, cost, seconds: o.seconds, clients: o.clients, heliosdb, measured };
     let md = report.markdown();
     std::fs::write(out.join("proxy.md"), &md).context("writing proxy.md")?;
     std::fs::write(out.join("proxy.json"), serde_json::to_string_pretty(&report.json())?).context("proxy.json")?;
@@ -233,6 +312,7 @@ struct Report {
     seconds: u32,
     clients: u32,
     heliosdb: String,
+    measured: bool,
 }
 
 impl Report {
@@ -262,7 +342,10 @@ impl Report {
                 ratio(*extended, be)
             ));
         }
-        s.push_str(&format!("| heliosdb-proxy 2.2.0 | – | – | – | – |\n\n{}\n", self.heliosdb));
+        if !self.measured {
+            s.push_str(&format!("| heliosdb-proxy {HELIOSDB_VERSION} | – | – | – | – |\n"));
+        }
+        s.push_str(&format!("\n{}\n", self.heliosdb));
         for (label, _, _, _, err) in &self.rows {
             if let Some(e) = err {
                 s.push_str(&format!("\n* {label}: {e}\n"));
@@ -301,7 +384,7 @@ impl Report {
                 "simple_vs_pgbouncer": ratio(*s, bs), "extended_vs_pgbouncer": ratio(*e, be),
                 "error": err,
             })).collect::<Vec<_>>(),
-            "heliosdb_proxy": { "measured": false, "why": self.heliosdb },
+            "heliosdb_proxy": { "version": HELIOSDB_VERSION, "measured": self.measured, "note": self.heliosdb },
             "facts_cost_us": self.cost,
         })
     }
@@ -509,6 +592,88 @@ impl HeliosProxy {
             bail!("{e:#}; its log:\n{log}");
         }
         Ok(HeliosProxy { child, port })
+    }
+}
+
+/// heliosdb-proxy from crates.io, installed once into target/heliosdb (its own target dir, like the
+/// Extism harness: its wasmtime 36 never meets our 48). `HELIOSDB_PROXY=/path/to/binary` uses a
+/// binary built elsewhere.
+fn heliosdb_binary(root: &Path) -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("HELIOSDB_PROXY") {
+        let bin = PathBuf::from(bin);
+        ensure!(bin.is_file(), "HELIOSDB_PROXY={} is not a file", bin.display());
+        return Ok(bin);
+    }
+    let dir = root.join("target/heliosdb");
+    let bin = dir.join("bin/heliosdb-proxy");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!("bench-proxy: building heliosdb-proxy {HELIOSDB_VERSION} from crates.io (once; several minutes) ...");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["install", "heliosdb-proxy", "--version", &format!("={HELIOSDB_VERSION}"), "--locked"])
+        .args(["--features", "wasm-plugins", "--bin", "heliosdb-proxy", "--root"])
+        .arg(&dir)
+        .arg("--target-dir")
+        .arg(dir.join("build"))
+        .stdout(Stdio::null())
+        .output()
+        .context("running cargo install heliosdb-proxy")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(6).collect();
+        bail!(
+            "`cargo install heliosdb-proxy@{HELIOSDB_VERSION} --features wasm-plugins` failed: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
+    }
+    ensure!(bin.is_file(), "cargo install succeeded but {} is missing", bin.display());
+    Ok(bin)
+}
+
+/// heliosdb-proxy on loopback: passthrough auth, transaction replay off, plugins (when given) from a
+/// directory it scans for `*.wasm` (unsigned: no trust root, as its default).
+struct HeliosDb {
+    child: Child,
+    port: u16,
+}
+
+impl HeliosDb {
+    fn start(bin: &Path, work: &Path, key: &str, pg_port: u16, plugins: Option<&Path>) -> Result<HeliosDb> {
+        let (port, admin) = (free_port()?, free_port()?);
+        let plugins = plugins
+            .map_or(String::new(), |dir| format!("\n[plugins]\nenabled = true\nplugin_dir = \"{}\"\n", dir.display()));
+        let config = work.join(format!("{key}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen_address = \"127.0.0.1:{port}\"\nadmin_address = \"127.0.0.1:{admin}\"\ntr_enabled = false\n\n\
+                 [[nodes]]\nhost = \"127.0.0.1\"\nport = {pg_port}\nrole = \"primary\"\n{plugins}"
+            ),
+        )?;
+        let log = std::fs::File::create(work.join(format!("{key}.log")))?;
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        if let Err(e) = wait_for_port(port, "heliosdb-proxy", &mut Some(&mut child)) {
+            let log = std::fs::read_to_string(work.join(format!("{key}.log"))).unwrap_or_default();
+            let _ = child.kill();
+            bail!("{e:#}; its log:\n{log}");
+        }
+        Ok(HeliosDb { child, port })
+    }
+}
+
+impl Drop for HeliosDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
