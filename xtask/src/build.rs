@@ -21,7 +21,8 @@ pub fn guest_dir() -> PathBuf {
     root().join("target").join(GUEST_TARGET).join(GUEST_PROFILE)
 }
 
-/// Every guest crate: a `cdylib` under examples/ or crates/host/tests/guests/.
+/// Every guest crate built for [`GUEST_TARGET`]: a `cdylib` under examples/ or
+/// crates/host/tests/guests/, except the [`WASIP1_GUESTS`].
 pub fn guest_packages() -> Result<Vec<String>> {
     let mut out = Vec::new();
     for dir in ["examples", "crates/host/tests/guests"] {
@@ -38,7 +39,9 @@ pub fn guest_packages() -> Result<Vec<String>> {
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_owned()))
                 .with_context(|| format!("{}: no package name", manifest.display()))?;
-            out.push(name);
+            if !WASIP1_GUESTS.contains(&name.as_str()) {
+                out.push(name);
+            }
         }
     }
     Ok(out)
@@ -70,6 +73,11 @@ pub const COMPONENT_GUESTS: &[&str] = &["guest-component-guard"];
 /// Guests also built for WASI preview 2 (rustc links them into components itself); they land in
 /// `target/wasm32-wasip2/guest/`.
 pub const WASIP2_GUESTS: &[&str] = &["guest-component-guard"];
+/// Guests built for WASI preview 1 only (std's I/O through wasi-libc): the host runs them in its
+/// deny-all preview 1 sandbox. They land in `target/wasm32-wasip1/guest/`.
+pub const WASIP1_GUESTS: &[&str] = &["guest-wasi-escape"];
+/// The WASI preview 1 target.
+pub const WASIP1_TARGET: &str = "wasm32-wasip1";
 /// The WASI preview 2 target.
 pub const WASIP2_TARGET: &str = "wasm32-wasip2";
 
@@ -99,6 +107,7 @@ fn module_path(package: &str, suffix: &str) -> PathBuf {
 pub fn build_guests() -> Result<()> {
     ensure_target(GUEST_TARGET)?;
     ensure_target(WASIP2_TARGET)?;
+    ensure_target(WASIP1_TARGET)?;
     let mut args = vec!["build", "--target", GUEST_TARGET, "--profile", GUEST_PROFILE];
     let features: Vec<String> = SDK_COMPONENT_GUESTS.iter().map(|p| format!("{p}/component")).collect();
     let features = features.join(",");
@@ -128,12 +137,19 @@ pub fn build_guests() -> Result<()> {
         args.push(p);
     }
     crate::cargo(&args, &[])?;
+    let mut args = vec!["build", "--target", WASIP1_TARGET, "--profile", GUEST_PROFILE];
+    for p in WASIP1_GUESTS {
+        args.push("-p");
+        args.push(p);
+    }
+    crate::cargo(&args, &[])?;
     eprintln!(
-        "xtask: built {} guests into {} ({} also as components, {} for {WASIP2_TARGET})",
+        "xtask: built {} guests into {} ({} also as components, {} for {WASIP2_TARGET}, {} for {WASIP1_TARGET})",
         packages.len(),
         guest_dir().display(),
         COMPONENT_GUESTS.len() + SDK_COMPONENT_GUESTS.len(),
-        WASIP2_GUESTS.len()
+        WASIP2_GUESTS.len(),
+        WASIP1_GUESTS.len()
     );
     Ok(())
 }

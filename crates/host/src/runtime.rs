@@ -156,6 +156,8 @@ pub(crate) struct RuntimeInner {
     pub linker: Linker<HostState>,
     /// The component linker: `chio:guard@0.2.0` and the deny-all WASI 0.2 surface.
     pub component_linker: component::ComponentLinker,
+    /// `linker` plus WASI preview 1, for modules that import it (`wasm::wasi`).
+    pub wasi_linker: Linker<HostState>,
     pub cfg: RuntimeConfig,
     /// Compiled modules by SHA-256, held weakly: the same bytes compile once while a plugin uses
     /// them, and a module no plugin uses any more is freed (hot reload does not leak).
@@ -195,6 +197,8 @@ impl Runtime {
         imports::link(&mut linker).map_err(|e| LoadError::Runtime(format!("linker: {e:#}")))?;
         let component_linker =
             component::linker(&engine).map_err(|e| LoadError::Runtime(format!("component linker: {e:#}")))?;
+        let mut wasi_linker = linker.clone();
+        crate::wasm::wasi::link(&mut wasi_linker).map_err(|e| LoadError::Runtime(format!("WASI linker: {e:#}")))?;
         if cfg.epoch {
             start_epoch_ticker(&engine, cfg.epoch_tick).map_err(|e| {
                 LoadError::Runtime(format!("cannot start the epoch ticker that enforces deadlines: {e}"))
@@ -205,6 +209,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                wasi_linker,
                 component_linker,
                 cfg,
                 modules: Mutex::default(),

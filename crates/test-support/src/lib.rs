@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// The one target guests are built for: no WASI, so a module's only imports are the host surface.
 pub const GUEST_TARGET: &str = "wasm32-unknown-unknown";
+/// The target of the guests that use WASI preview 1 (`[package.metadata.helios] target`).
+pub const WASI_GUEST_TARGET: &str = "wasm32-wasip1";
 /// The cargo profile guests are built with (see the root Cargo.toml).
 pub const GUEST_PROFILE: &str = "guest";
 /// The command that builds every guest.
@@ -35,6 +37,11 @@ pub fn guest_dir() -> PathBuf {
 /// Where the guest of cargo package `package` (e.g. `tool-denylist`) lands.
 pub fn guest_path(package: &str) -> PathBuf {
     guest_dir().join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// Where the WASI guest of cargo package `package` lands.
+pub fn wasi_guest_path(package: &str) -> PathBuf {
+    target_dir().join(WASI_GUEST_TARGET).join(GUEST_PROFILE).join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// The built module of package `package`, or an error naming the path and how to build it.

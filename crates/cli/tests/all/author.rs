@@ -1,7 +1,10 @@
-//! Author tooling: `helios-plugin test` runs fixture files (ours and chio's canaries) with a diff per
-//! failure.
+//! Author tooling: `helios-plugin new` scaffolds a crate that tests, builds and packs out of the box;
+//! `helios-plugin test` runs fixture files (ours and chio's canaries) with a diff per failure.
 
-use super::{hp, ok};
+use std::path::Path;
+use std::process::Command;
+
+use super::{fails, hp, ok};
 
 const GUARD: &str = r#"(module (memory (export "memory") 1)
   (func (export "evaluate") (param $p i32) (param $l i32) (result i32)
@@ -64,4 +67,78 @@ fn test_runs_canary_and_hook_fixtures_and_shows_a_diff_for_each_failure() {
     assert!(r.stdout.contains(r#"+ actual   {"kind":"block","reason":"no"}"#), "{}", r.stdout);
     assert!(r.stdout.contains("FAIL junk.json") && r.stdout.contains("expected a hook fixture"), "{}", r.stdout);
     ok(hp(d, &["test", "hook.wat", "block.json"]));
+}
+
+/// The target directory scaffolded crates build in: one directory under the workspace's target,
+/// kept between runs so a rebuild is incremental. Not the workspace's own target directory: the outer
+/// `cargo test` holds its lock while tests run, so a nested cargo there would wait forever.
+pub(crate) fn scaffold_target_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("scaffolded")
+}
+
+/// Runs cargo offline in `dir` (every dependency is a path into this repository or already in the
+/// local registry cache from the workspace's own build).
+pub(crate) fn cargo(dir: &Path, args: &[&str], target_dir: &Path) {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .arg("--offline")
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap_or_else(|e| panic!("cargo: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn new_scaffolds_a_crate_that_tests_builds_calls_and_packs_out_of_the_box() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let target = scaffold_target_dir();
+    let workspace_lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
+    for (name, extra) in [("my-plugin", &[][..]), ("my-guard", &["--guard"][..])] {
+        let mut args = vec!["new", name];
+        args.extend_from_slice(extra);
+        ok(hp(d, &args));
+        let crate_dir = d.join(name);
+        // The workspace's lock file pins the same dependency versions (no resolution, shared builds).
+        std::fs::copy(&workspace_lock, crate_dir.join("Cargo.lock")).unwrap();
+        cargo(&crate_dir, &["test", "--quiet"], &target);
+        cargo(&crate_dir, &["build", "--release", "--target", "wasm32-unknown-unknown"], &target);
+        let module = name.replace('-', "_");
+        let wasm = target.join(format!("wasm32-unknown-unknown/release/{module}.wasm"));
+        let wasm = wasm.to_str().unwrap();
+        let fixtures: Vec<String> = std::fs::read_dir(crate_dir.join("fixtures"))
+            .unwrap()
+            .map(|e| e.unwrap().path().to_string_lossy().into_owned())
+            .collect();
+        let mut test_args = vec!["test", wasm];
+        test_args.extend(fixtures.iter().map(String::as_str));
+        let t = ok(hp(d, &test_args));
+        assert!(t.stdout.contains("2 passed, 0 failed"), "{}", t.stdout);
+        ok(hp(d, &["keygen", "--out", &format!("{name}.pem"), "--force"]));
+        // pack needs neither --name nor --version: the module declares them.
+        let p =
+            ok(hp(d, &["pack", "--wasm", wasm, "--key", &format!("{name}.pem"), "--out", &format!("{name}.tar.gz")]));
+        assert!(p.stdout.contains(&format!("packed {name} 0.1.0")), "{}", p.stdout);
+    }
+    // The scaffolded hook blocks a DROP TABLE when called through the host.
+    let wasm = target.join("wasm32-unknown-unknown/release/my_plugin.wasm");
+    std::fs::write(d.join("q.json"), r#"{"query": "drop table users"}"#).unwrap();
+    let c = hp(d, &["call", wasm.to_str().unwrap(), "--hook", "pre_query", "--input", "q.json"]);
+    assert_eq!(c.code, 1, "{}{}", c.stdout, c.stderr);
+    assert!(c.stdout.contains("DROP TABLE is not allowed"), "{}", c.stdout);
+    // An existing directory and a bad name are refused.
+    fails(hp(d, &["new", "my-plugin"]), 1, "exists");
+    fails(hp(d, &["new", "9lives"]), 1, "not a plugin crate name");
+    fails(hp(d, &["new", "other", "--hook", "route"]), 1, "knows pre_query");
 }

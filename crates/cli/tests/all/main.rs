@@ -77,6 +77,7 @@ fn trust_dir_with(dir: &Path, name: &str, files: &[&str]) -> PathBuf {
 }
 
 mod author;
+mod oci;
 mod page;
 
 #[test]

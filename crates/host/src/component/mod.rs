@@ -10,7 +10,7 @@
 //! else is a load error naming the import.
 
 pub(crate) mod bindings;
-mod wasi;
+pub(crate) mod wasi;
 
 use std::sync::Arc;
 
@@ -26,7 +26,6 @@ use crate::{
     backend::{Backend, BackendInstance, PluginContext},
     bundle::{ContentId, OpenBundles},
     error::{FailureKind, ImportFault, LimitFault, LoadError},
-    services::Level,
     wasm::state::CallFacts,
 };
 
@@ -137,15 +136,7 @@ impl ComponentState {
     /// Forwards what the guest wrote to stdout (info) and stderr (warn) during the call to the
     /// plugin log, one line per line, under the per-call log caps.
     fn flush_output(&mut self) {
-        for (capture, level) in [(&self.stdout, Level::Info), (&self.stderr, Level::Warn)] {
-            let (bytes, dropped) = capture.take();
-            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                self.call.log(&self.ctx, level, line);
-            }
-            if dropped {
-                self.call.dropped_logs += 1;
-            }
-        }
+        wasi::forward(&self.stdout, &self.stderr, &mut self.call, &self.ctx);
     }
 }
 

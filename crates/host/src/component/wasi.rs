@@ -9,6 +9,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::{backend::PluginContext, services::Level, wasm::state::CallFacts};
 use wasmtime_wasi::{
     WasiCtx, WasiCtxBuilder,
     cli::{IsTerminal, StdoutStream},
@@ -98,12 +99,32 @@ impl tokio::io::AsyncWrite for Capture {
 
 /// A deny-all context whose stdout and stderr go to `stdout` and `stderr`.
 pub(crate) fn deny_all(stdout: &Capture, stderr: &Capture) -> WasiCtx {
-    WasiCtxBuilder::new()
-        .stdout(stdout.clone())
+    deny_all_builder(stdout, stderr).build()
+}
+
+/// The builder of [`deny_all`]; WASI preview 1 modules (`wasm::wasi`) build their context from it.
+pub(crate) fn deny_all_builder(stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        .build()
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    b
+}
+
+/// Forwards what the guest wrote to stdout (info) and stderr (warn) during the call to the plugin
+/// log, one entry per line, under the per-call log caps; a capture that overflowed counts as a
+/// dropped line. Shared by components and WASI preview 1 modules.
+pub(crate) fn forward(stdout: &Capture, stderr: &Capture, call: &mut CallFacts, ctx: &PluginContext) {
+    for (capture, level) in [(stdout, Level::Info), (stderr, Level::Warn)] {
+        let (bytes, dropped) = capture.take();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            call.log(ctx, level, line);
+        }
+        if dropped {
+            call.dropped_logs += 1;
+        }
+    }
 }

@@ -29,12 +29,12 @@ const GET_CONFIG: &str = "chio.get_config";
 const BUNDLE_OPEN: &str = "chio:guard/host@0.2.0.bundle-open";
 const FETCH_BLOB: &str = "chio:guard/host@0.2.0.fetch-blob";
 
-fn fault(import: &'static str, detail: String) -> wasmtime::Error {
+pub(crate) fn fault(import: &'static str, detail: String) -> wasmtime::Error {
     wasmtime::Error::new(ImportFault { import, detail })
 }
 
 /// The guest's memory and the host state, split-borrowed.
-fn memory<'a>(
+pub(crate) fn memory<'a>(
     caller: &'a mut Caller<'_, HostState>,
     import: &'static str,
 ) -> wasmtime::Result<(&'a mut [u8], &'a mut HostState)> {

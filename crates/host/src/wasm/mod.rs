@@ -16,6 +16,7 @@ mod hook;
 pub(crate) mod imports;
 pub(crate) mod memory;
 pub(crate) mod state;
+pub(crate) mod wasi;
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub(crate) struct WasmBackend {
     guard: Option<guard::GuardAbi>,
     fuel: bool,
     epoch_ticks: u64,
+    /// The module imports WASI preview 1: each instance gets its own empty context.
+    wasi: bool,
 }
 
 impl std::fmt::Debug for WasmBackend {
@@ -94,9 +97,13 @@ impl WasmBackend {
         };
         let info =
             ModuleInfo::parse(wasm).map_err(|e| LoadError::Malformed { plugin: name.into(), detail: e.to_string() })?;
-        if let Some(imp) = info.imports.iter().find(|i| i.kind != "func" || abi::import(&i.module, &i.name).is_none()) {
-            let allowed =
+        let known = |module: &str, field: &str| abi::import(module, field).is_some() || wasi::is_import(module, field);
+        if let Some(imp) = info.imports.iter().find(|i| i.kind != "func" || !known(&i.module, &i.name)) {
+            let mut allowed =
                 abi::IMPORTS.iter().map(|s| format!("{}.{}", s.module, s.name)).collect::<Vec<_>>().join(", ");
+            allowed.push_str(", and WASI preview 1 (");
+            allowed.push_str(wasi::MODULE);
+            allowed.push_str(".*)");
             return Err(LoadError::ForbiddenImport {
                 plugin: name.into(),
                 module: imp.module.clone(),
@@ -126,9 +133,9 @@ impl WasmBackend {
                 problem: "is declared in the helios.plugin section but not exported".into(),
             });
         }
-        let pre = runtime
-            .inner
-            .linker
+        let wasi = info.imports.iter().any(|i| i.module == wasi::MODULE);
+        let linker = if wasi { &runtime.inner.wasi_linker } else { &runtime.inner.linker };
+        let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Compile { plugin: name.into(), detail: format!("{e:#}") })?;
         let backend = WasmBackend {
@@ -139,6 +146,7 @@ impl WasmBackend {
             guard,
             fuel: runtime.inner.cfg.fuel,
             epoch_ticks: runtime.epoch_ticks(limits.deadline),
+            wasi,
         };
         Ok((backend, info))
     }
@@ -154,7 +162,11 @@ impl Backend for WasmBackend {
     }
 
     fn instantiate(&self, ctx: &Arc<PluginContext>) -> Result<Box<dyn BackendInstance>, FailureKind> {
-        let mut store = Store::new(self.pre.module().engine(), HostState::new(ctx.clone()));
+        let mut state = HostState::new(ctx.clone());
+        if self.wasi {
+            state.wasi = Some(Box::new(wasi::WasiState::new()));
+        }
+        let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         let mut inst = WasmInstance {
             store,
@@ -163,10 +175,23 @@ impl Backend for WasmBackend {
             guard: None,
             fuel: self.fuel,
             epoch_ticks: self.epoch_ticks,
+            wasi: self.wasi,
         };
         // A start function runs during instantiation: give it the per-call budget too.
         inst.arm();
-        let instance = match self.pre.instantiate(&mut inst.store) {
+        let instantiated = self.pre.instantiate(&mut inst.store).and_then(|i| {
+            // A WASI reactor (a cdylib for wasm32-wasip1) initialises its libc once, before any export.
+            if self.wasi
+                && let Ok(init) = i.get_typed_func::<(), ()>(&mut inst.store, wasi::INITIALIZE)
+            {
+                init.call(&mut inst.store, ())?;
+            }
+            Ok(i)
+        });
+        if self.wasi {
+            wasi::flush_streams(inst.store.data_mut());
+        }
+        let instance = match instantiated {
             Ok(i) => i,
             Err(e) => {
                 return Err(match inst.settle::<()>(Err(CallError::Wasm(e))) {
@@ -202,9 +227,32 @@ pub(crate) struct WasmInstance {
     guard: Option<guard::GuardFuncs>,
     fuel: bool,
     epoch_ticks: u64,
+    wasi: bool,
 }
 
 impl WasmInstance {
+    /// Runs one call of a convention; for a WASI module, its stdout/stderr then go to the log.
+    ///
+    /// wasmtime-wasi runs its I/O on tokio and panics when asked to block inside an async worker: a
+    /// host that calls a WASI plugin there gets a failed call naming the reason, not a panic.
+    fn run<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, CallError>) -> Result<T, CallError> {
+        if !self.wasi {
+            return f(self);
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))).unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a WASI call panicked");
+            Err(CallError::Failure(FailureKind::Trap {
+                message: format!("WASI host call failed: {why} (call WASI plugins from a blocking thread)"),
+            }))
+        });
+        wasi::flush_streams(self.store.data_mut());
+        r
+    }
+
     /// Turns a call's outcome and the facts its store collected into the one cause a user can act
     /// on. A guest panic is the cause of whatever followed it (a trap, a bad result); then a fault
     /// of an import; then the limit the limiter refused; then the trap itself.
@@ -221,6 +269,9 @@ impl WasmInstance {
             CallError::Failure(kind) => return Err(kind),
             CallError::Wasm(e) => e,
         };
+        if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return Err(FailureKind::Trap { message: format!("the plugin called WASI proc_exit({})", exit.0) });
+        }
         if let Some(f) = e.downcast_ref::<ImportFault>() {
             return Err(FailureKind::BadImportCall { import: f.import.into(), detail: f.detail.clone() });
         }
@@ -247,7 +298,8 @@ impl BackendInstance for WasmInstance {
             let _ = self.store.set_fuel(fuel);
         }
         self.store.set_epoch_deadline(self.epoch_ticks);
-        self.store.data_mut().call = Default::default();
+        self.store.data_mut().call =
+            state::CallFacts { armed_at: Some(std::time::Instant::now()), ..Default::default() };
         self.store.data_mut().bundles.reset();
     }
 
@@ -257,18 +309,18 @@ impl BackendInstance for WasmInstance {
         input: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), FailureKind> {
-        let r = match (&self.hook, self.memory) {
-            (Some(funcs), Some(memory)) => hook::call(&mut self.store, memory, funcs, hook, input, out),
+        let r = self.run(|i| match (&i.hook, i.memory) {
+            (Some(funcs), Some(memory)) => hook::call(&mut i.store, memory, funcs, hook, input, out),
             _ => Err(CallError::Failure(FailureKind::NotServed { export: hook.export_name().into() })),
-        };
+        });
         self.settle(r)
     }
 
     fn evaluate(&mut self, request: &[u8]) -> Result<GuardVerdict, FailureKind> {
-        let r = match (&self.guard, self.memory) {
-            (Some(funcs), Some(memory)) => guard::evaluate(&mut self.store, memory, funcs, request),
+        let r = self.run(|i| match (&i.guard, i.memory) {
+            (Some(funcs), Some(memory)) => guard::evaluate(&mut i.store, memory, funcs, request),
             _ => Err(CallError::Failure(FailureKind::NotServed { export: abi::EVALUATE.into() })),
-        };
+        });
         self.settle(r)
     }
 

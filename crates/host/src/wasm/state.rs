@@ -2,7 +2,10 @@
 //! memory, and the facts of the current call (log counts, the guest's panic message, the limit a
 //! grow ran into). The facts are read in one place, `WasmInstance::settle`.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use helios_plugin_schema::{abi, limits};
 use wasmtime::{Memory, ResourceLimiter};
@@ -18,6 +21,15 @@ pub(crate) struct CallFacts {
     pub panic: Option<String>,
     /// Set when the limiter refused a grow.
     pub limit: Option<LimitFault>,
+    /// When the call was armed: WASI's `poll_oneoff` sleeps at most until the deadline.
+    pub armed_at: Option<Instant>,
+}
+
+impl CallFacts {
+    /// What is left of `deadline` since the call was armed.
+    pub fn deadline_left(&self, deadline: Duration) -> Duration {
+        self.armed_at.map_or(deadline, |t| deadline.saturating_sub(t.elapsed()))
+    }
 }
 
 impl CallFacts {
@@ -50,11 +62,13 @@ pub(crate) struct HostState {
     pub call: CallFacts,
     /// The content bundles opened in the current call.
     pub bundles: OpenBundles,
+    /// The WASI preview 1 context of a module that imports it (see `wasm::wasi`), made per instance.
+    pub wasi: Option<Box<super::wasi::WasiState>>,
 }
 
 impl HostState {
     pub fn new(ctx: Arc<PluginContext>) -> Self {
-        HostState { ctx, memory: None, call: CallFacts::default(), bundles: OpenBundles::default() }
+        HostState { ctx, memory: None, call: CallFacts::default(), bundles: OpenBundles::default(), wasi: None }
     }
 }
 

@@ -15,7 +15,14 @@ fn undeclared_imports_of_every_kind_are_load_errors_naming_them() {
     let (rt, _) = runtime();
     let body = r#"(memory (export "memory") 1) (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0))"#;
     let cases = [
-        (r#"(import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))"#, "wasi_snapshot_preview1.proc_exit"),
+        // WASI preview 1 runs in its sandbox (escape/wasi.rs); names it never had, other versions,
+        // and non-functions under its module name are refused like any unknown import.
+        (
+            r#"(import "wasi_snapshot_preview1" "sock_open" (func (param i32 i32 i32) (result i32)))"#,
+            "wasi_snapshot_preview1.sock_open",
+        ),
+        (r#"(import "wasi_snapshot_preview1" "fd_write" (memory 1))"#, "wasi_snapshot_preview1.fd_write"),
+        (r#"(import "wasi_unstable" "proc_exit" (func (param i32)))"#, "wasi_unstable.proc_exit"),
         (r#"(import "env" "system" (func (param i32 i32) (result i32)))"#, "env.system"),
         (r#"(import "chio" "fetch_blob" (func (param i32 i64 i32) (result i32)))"#, "chio.fetch_blob"),
         (r#"(import "env" "kv_get" (global i32))"#, "env.kv_get"),
@@ -273,10 +280,10 @@ fn a_correctly_signed_module_gets_no_more_than_an_unsigned_one() {
     let p = rt.load(&verified.wasm, PluginConfig::new("signed-evil").config("attack", "deny_all")).unwrap();
     assert_eq!(p.evaluate(&GuardRequest::default()), GuardVerdict::deny("hostile-raw denies everything"));
 
-    // A signed module importing outside the host surface verifies (signatures speak to origin,
-    // not behaviour) and is still refused by the host.
+    // A signed module importing outside the host surface (a socket call WASI preview 1 never had)
+    // verifies (signatures speak to origin, not behaviour) and is still refused by the host.
     let wasi = wat::parse_str(
-        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+        r#"(module (import "wasi_snapshot_preview1" "sock_open" (func (param i32 i32 i32) (result i32)))
         (memory (export "memory") 1) (func (export "evaluate") (param i32 i32) (result i32) (i32.const 0)))"#,
     )
     .unwrap();
@@ -291,7 +298,7 @@ fn a_correctly_signed_module_gets_no_more_than_an_unsigned_one() {
     let err = rt.load(&verified.wasm, PluginConfig::new(&verified.name)).unwrap_err();
     assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
     assert!(
-        err.to_string().contains("signed-wasi") && err.to_string().contains("wasi_snapshot_preview1.fd_write"),
+        err.to_string().contains("signed-wasi") && err.to_string().contains("wasi_snapshot_preview1.sock_open"),
         "{err}"
     );
     host_intact(&rt);

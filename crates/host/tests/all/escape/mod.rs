@@ -3,7 +3,7 @@
 //! [`cpu`] (fuel, deadlines, stack), [`memory`] (growth, tables, pointers and lengths an export hands
 //! back), [`imports`] (the import surface, pointers handed to it, modules that are not what they
 //! claim), [`kv`] (namespaces and caps), [`start`] (start functions, re-entry, failed instances) and
-//! [`logs`] (floods, levels, panics). Each property is tested once. Most tests check the three things
+//! [`logs`] (floods, levels, panics), and [`wasi`] (WASI preview 1 guests in the deny-all sandbox). Each property is tested once. Most tests check the three things
 //! a host operator relies on: the host keeps running (a healthy plugin still answers afterwards), the
 //! verdict is the one the plugin's policy says (a guard denies, an advisory guard allows, a hook in a
 //! chain is skipped under `on_error = skip` and blocks the statement under `abort`), and the error
@@ -15,6 +15,7 @@ mod kv;
 mod logs;
 mod memory;
 mod start;
+mod wasi;
 
 use helios_plugin_host::{Chain, MemoryLogSink, OnError, Plugin, PluginConfig, Runtime};
 use helios_plugin_schema::{GuardRequest, GuardVerdict, PreQueryResult, QueryContext, abi};
