@@ -150,6 +150,19 @@ fn proc_exit_fails_the_call_naming_the_code_and_the_next_call_gets_a_fresh_insta
     assert_eq!(run(&p, "SELECT 1").unwrap(), PreQueryResult::Continue);
 }
 
+#[test]
+fn a_wasi_call_from_inside_an_async_task_fails_cleanly_instead_of_panicking_the_host() {
+    let (rt, _sink) = runtime();
+    let p = load(&rt, "wasi-async", |c| c);
+    // wasmtime-wasi blocks on tokio for I/O and panics when that happens on an async worker: an
+    // embedder calling a plugin there gets a failed call naming the reason, not a crashed host.
+    let tokio_rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let e = tokio_rt.block_on(async { run(&p, "print 1") }).unwrap_err();
+    assert!(e.to_string().contains("\"wasi-async\"") && e.to_string().contains("blocking thread"), "{e}");
+    // The same plugin on a plain thread answers (a fresh instance).
+    assert_eq!(run(&p, "print 1").unwrap(), PreQueryResult::Continue);
+}
+
 /// A hand-written module: `pre_query` writes "hi from wat\n" to stdout with `fd_write`, then continues.
 fn wat_fd_write(import: &str) -> String {
     let cont = r#"{"kind":"continue"}"#;
