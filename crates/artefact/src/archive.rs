@@ -302,6 +302,8 @@ pub struct PackOptions {
     /// `evaluate`; otherwise not.
     pub guard: Option<bool>,
     pub config: BTreeMap<String, String>,
+    /// Content bundles (`sha256:<hex>`) the plugin may read; listing any needs a signed manifest.
+    pub bundles: Vec<String>,
     pub signing: PackSigning,
     /// RFC 3339 time; `None` uses `SOURCE_DATE_EPOCH` if set, else now.
     pub packed_at: Option<String>,
@@ -319,6 +321,7 @@ impl PackOptions {
             hooks: None,
             guard: None,
             config: BTreeMap::new(),
+            bundles: Vec::new(),
             signing: PackSigning::Unsigned,
             packed_at: None,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
@@ -381,6 +384,7 @@ pub fn pack(wasm: Vec<u8>, opts: PackOptions) -> Result<Packed> {
             None => packed_at_now(),
         },
         config: opts.config,
+        bundles: opts.bundles,
     };
     let artefact = match opts.signing {
         PackSigning::Unsigned => {

@@ -56,6 +56,21 @@ pub fn check_sha256(value: &str, file: &str, field: &str) -> Result<()> {
     }
 }
 
+/// Each bundle is a content id: `sha256:` and 64 lowercase hex digits.
+fn check_bundles(bundles: &[String], file: &str) -> Result<()> {
+    for id in bundles {
+        let hex = id.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(field_err(
+                file,
+                "bundles",
+                format!("expected \"sha256:\" and 64 lowercase hex digits, found {id:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses and checks a `guard-manifest.yaml`.
 pub fn parse_guard_manifest(bytes: &[u8], file: &str) -> Result<GuardManifest> {
     let m: GuardManifest = serde_norway::from_slice(bytes)
@@ -113,6 +128,7 @@ pub fn parse_artefact_manifest(bytes: &[u8], file: &str) -> Result<ArtefactManif
     if let Some(s) = &m.signature_sha256 {
         check_sha256(s, file, "signature_sha256")?;
     }
+    check_bundles(&m.bundles, file)?;
     if m.signature_algorithm != SIGNATURE_ALGORITHM {
         return Err(field_err(
             file,

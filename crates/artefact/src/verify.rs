@@ -243,7 +243,7 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         signer,
         source: PathBuf::from(file),
         wit_world: None,
-        bundles: Vec::new(),
+        bundles: manifest.bundles,
     })
 }
 
@@ -300,6 +300,9 @@ fn check_manifest_adds_nothing(
     if !manifest.config.is_empty() {
         let keys: Vec<_> = manifest.config.keys().map(String::as_str).collect();
         unbound.push(format!("config ({})", keys.join(", ")));
+    }
+    if !manifest.bundles.is_empty() {
+        unbound.push(format!("bundles ({})", manifest.bundles.join(", ")));
     }
     if unbound.is_empty() {
         return Ok(());

@@ -331,13 +331,18 @@ fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -
     }
     let mut config = verified.config.clone();
     config.extend(entry.config.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let cfg = PluginConfig::new(&entry.name)
+    let mut cfg = PluginConfig::new(&entry.name)
         .config_map(config)
         .fuel(Some(entry.fuel_limit))
         .priority(entry.priority)
         .advisory(entry.advisory)
         .max_memory_bytes(entry.max_memory_bytes)
-        .max_module_bytes(entry.max_module_size);
+        .max_module_bytes(entry.max_module_size)
+        // A component guard needs its manifest's world; bundle ids were checked by the verification.
+        .bundles(verified.bundles.iter().filter_map(|b| b.parse::<helios_plugin_host::ContentId>().ok()));
+    if let Some(world) = &verified.wit_world {
+        cfg = cfg.wit_world(world.clone());
+    }
     let plugin = runtime.load(&verified.wasm, cfg).map_err(|e| e.to_string())?;
     if !plugin.is_guard() {
         return Err(format!("module {} does not export evaluate: it is not a chio guard", path.display()));

@@ -163,6 +163,9 @@ pub struct ArtefactManifest {
     pub packed_at: String,
     /// String key/value pairs the guest reads through `get_config`.
     pub config: BTreeMap<String, String>,
+    /// Content bundles (`sha256:<64 lowercase hex>`) the plugin may read. Not bound by the module
+    /// signature: an artefact listing bundles needs `manifest.sig`.
+    pub bundles: Vec<String>,
 }
 
 /// The JSON layout of [`ArtefactManifest`] (HeliosProxy's, plus our optional `config`).
@@ -184,6 +187,8 @@ struct ArtefactManifestJson {
     packed_at: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     config: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    bundles: Vec<String>,
 }
 
 impl TryFrom<ArtefactManifestJson> for ArtefactManifest {
@@ -218,6 +223,7 @@ impl TryFrom<ArtefactManifestJson> for ArtefactManifest {
             signature_algorithm: j.signature_algorithm,
             packed_at: j.packed_at,
             config: j.config,
+            bundles: j.bundles,
         })
     }
 }
@@ -240,6 +246,7 @@ impl From<ArtefactManifest> for ArtefactManifestJson {
             signature_algorithm: m.signature_algorithm,
             packed_at: m.packed_at,
             config: m.config,
+            bundles: m.bundles,
         }
     }
 }

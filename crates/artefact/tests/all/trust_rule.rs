@@ -117,6 +117,26 @@ fn a_signed_manifest_may_carry_policy() {
 }
 
 #[test]
+fn bundles_a_guard_may_read_are_only_declared_by_a_signed_manifest() {
+    let wasm = sdk_module(&["pre_query"], &["pre_query"], "my-plugin", "1.0.0");
+    let bundle = format!("sha256:{}", "ab".repeat(32));
+    let sidecar = sidecar_bytes(&sign_module(&key(1), &wasm, "my-plugin", "1.0.0"));
+    let opts = PackOptions {
+        hooks: Some(vec![Hook::PreQuery]),
+        bundles: vec![bundle.clone()],
+        signing: PackSigning::Sidecar(sidecar),
+        packed_at: Some("2026-12-01T00:00:00Z".into()),
+        ..PackOptions::new("my-plugin", "1.0.0")
+    };
+    let a = pack(wasm, opts).expect("pack").artefact;
+    // Unsigned, the list could point a guard at any blob in the store.
+    refused(&a, &format!("bundles ({bundle})"));
+    let signed = sign_artefact(&a, &key(1)).unwrap();
+    let p = verify_artefact(&signed, "my-plugin.tar.gz", &opts_trusting(&key(1))).unwrap();
+    assert_eq!(p.bundles, vec![bundle]);
+}
+
+#[test]
 fn attack_a_raw_signature_cannot_move_a_module_to_another_declared_name_or_version() {
     // A raw (HeliosProxy) signature binds only the bytes; the module's own declaration of its name
     // and version is inside those bytes, so a manifest that contradicts it is refused.
