@@ -115,9 +115,23 @@ fn run_one(plugin: &helios_plugin_host::Plugin, path: &Path) -> Result<Outcome> 
     let out = plugin.call_json(hook, &serde_json::to_vec(&h.input)?)?;
     let actual: serde_json::Value =
         serde_json::from_slice(&out).with_context(|| format!("{} returned no JSON", h.hook))?;
-    Ok(if actual == h.expected {
+    Ok(if same_result(hook, &actual, &h.expected) {
         Outcome::Pass
     } else {
         Outcome::Fail { expected: h.expected.to_string(), actual: actual.to_string() }
     })
+}
+
+/// A `pre_query`/`rewrite` result compares by its meaning: a fixture written in either wire form
+/// (`kind` or heliosdb-proxy 2.2.0's `action`; the SDK writes both in one object) matches the same
+/// decision. Every other hook's result compares as JSON.
+fn same_result(hook: helios_plugin_schema::Hook, actual: &serde_json::Value, expected: &serde_json::Value) -> bool {
+    use helios_plugin_schema::{Hook, PreQueryResult};
+    if matches!(hook, Hook::PreQuery | Hook::Rewrite) {
+        let parse = |v: &serde_json::Value| serde_json::from_value::<PreQueryResult>(v.clone());
+        if let (Ok(a), Ok(e)) = (parse(actual), parse(expected)) {
+            return a == e;
+        }
+    }
+    actual == expected
 }

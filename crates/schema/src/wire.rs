@@ -64,8 +64,15 @@ pub struct QueryContext {
 }
 
 /// What a `pre_query` (or `rewrite`) hook decides.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+///
+/// Two wire forms exist for the same decision. CONTRACTS' form is tagged `kind`
+/// (`{"kind":"block","reason":…}`, `rewrite{sql}`, `cached{bytes}`); heliosdb-proxy 2.2.0, the
+/// HeliosProxy release on crates.io, reads only an `action`-tagged form whose payload is `value`
+/// (`{"action":"block","value":…}`, `cached{data}`) and runs the statement when it cannot parse a
+/// result — so a `kind`-only block would silently not block there. We therefore write both forms in
+/// one object (each host ignores the other's keys) and read either: a module built with our SDK
+/// blocks in both proxies, and a module built for heliosdb-proxy 2.2.0 blocks in ours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum PreQueryResult {
     /// Let the statement through unchanged.
     #[default]
@@ -76,6 +83,92 @@ pub enum PreQueryResult {
     Block { reason: String },
     /// Answer from a cache without the server.
     Cached { bytes: Vec<u8> },
+}
+
+impl Serialize for PreQueryResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let tag = self.tag();
+        let fields = if matches!(self, PreQueryResult::Continue) { 2 } else { 4 };
+        let mut m = serializer.serialize_map(Some(fields))?;
+        m.serialize_entry("kind", tag)?;
+        match self {
+            PreQueryResult::Continue => {}
+            PreQueryResult::Rewrite { sql } => m.serialize_entry("sql", sql)?,
+            PreQueryResult::Block { reason } => m.serialize_entry("reason", reason)?,
+            PreQueryResult::Cached { bytes } => m.serialize_entry("bytes", bytes)?,
+        }
+        m.serialize_entry("action", tag)?;
+        match self {
+            PreQueryResult::Continue => {}
+            PreQueryResult::Rewrite { sql: v } | PreQueryResult::Block { reason: v } => {
+                m.serialize_entry("value", v)?
+            }
+            PreQueryResult::Cached { bytes } => m.serialize_entry("data", bytes)?,
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for PreQueryResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        /// Both wire forms' keys; unknown keys are ignored like everywhere in this module.
+        #[derive(Deserialize)]
+        struct Wire {
+            kind: Option<String>,
+            sql: Option<String>,
+            reason: Option<String>,
+            bytes: Option<Vec<u8>>,
+            action: Option<String>,
+            value: Option<String>,
+            data: Option<Vec<u8>>,
+        }
+        let w = Wire::deserialize(deserializer)?;
+        const TAGS: &[&str] = &["continue", "rewrite", "block", "cached"];
+        if let Some(kind) = w.kind {
+            // CONTRACTS' form: every payload field is required.
+            return match kind.as_str() {
+                "continue" => Ok(PreQueryResult::Continue),
+                "rewrite" => Ok(PreQueryResult::Rewrite { sql: w.sql.ok_or_else(|| D::Error::missing_field("sql"))? }),
+                "block" => {
+                    Ok(PreQueryResult::Block { reason: w.reason.ok_or_else(|| D::Error::missing_field("reason"))? })
+                }
+                "cached" => {
+                    Ok(PreQueryResult::Cached { bytes: w.bytes.ok_or_else(|| D::Error::missing_field("bytes"))? })
+                }
+                other => Err(D::Error::unknown_variant(other, TAGS)),
+            };
+        }
+        // heliosdb-proxy 2.2.0's form. Its host defaults a missing payload and treats an unknown action
+        // as `continue`; we keep the payload defaults but refuse an unknown action (the plugin's
+        // failure policy then decides), because reading a typo as "let it through" would fail open.
+        match w.action.as_deref() {
+            Some("continue") => Ok(PreQueryResult::Continue),
+            Some("rewrite") => match w.value {
+                Some(sql) => Ok(PreQueryResult::Rewrite { sql }),
+                None => Err(D::Error::missing_field("value")),
+            },
+            Some("block") => Ok(PreQueryResult::Block {
+                reason: w.value.filter(|r| !r.is_empty()).unwrap_or_else(|| "blocked by plugin".to_owned()),
+            }),
+            Some("cached") => Ok(PreQueryResult::Cached { bytes: w.data.unwrap_or_default() }),
+            Some(other) => Err(D::Error::unknown_variant(other, TAGS)),
+            None => Err(D::Error::missing_field("kind")),
+        }
+    }
+}
+
+impl PreQueryResult {
+    /// The decision's name in both wire forms.
+    fn tag(&self) -> &'static str {
+        match self {
+            PreQueryResult::Continue => "continue",
+            PreQueryResult::Rewrite { .. } => "rewrite",
+            PreQueryResult::Block { .. } => "block",
+            PreQueryResult::Cached { .. } => "cached",
+        }
+    }
 }
 
 /// Where a `route` hook sends a statement.
@@ -129,10 +222,57 @@ mod tests {
     #[test]
     fn results_use_the_tagged_wire_shape() {
         let j = serde_json::to_string(&PreQueryResult::Block { reason: "no".into() }).unwrap();
-        assert_eq!(j, r#"{"kind":"block","reason":"no"}"#);
+        assert_eq!(j, r#"{"kind":"block","reason":"no","action":"block","value":"no"}"#);
         let j = serde_json::to_string(&RouteResult::Node { target: "vec".into() }).unwrap();
         assert_eq!(j, r#"{"action":"node","target":"vec"}"#);
-        assert_eq!(serde_json::to_string(&PreQueryResult::Continue).unwrap(), r#"{"kind":"continue"}"#);
+        assert_eq!(
+            serde_json::to_string(&PreQueryResult::Continue).unwrap(),
+            r#"{"kind":"continue","action":"continue"}"#
+        );
+        let j = serde_json::to_string(&PreQueryResult::Cached { bytes: vec![1, 2] }).unwrap();
+        assert_eq!(j, r#"{"kind":"cached","bytes":[1,2],"action":"cached","data":[1,2]}"#);
+    }
+
+    #[test]
+    fn every_pre_query_result_round_trips() {
+        for r in [
+            PreQueryResult::Continue,
+            PreQueryResult::Rewrite { sql: "select 2".into() },
+            PreQueryResult::Block { reason: "no".into() },
+            PreQueryResult::Cached { bytes: vec![0, 255] },
+        ] {
+            let back: PreQueryResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    /// What heliosdb-proxy 2.2.0 (crates.io) reads and what modules built for it write: `action` +
+    /// `value`/`data`. The `kind` form alone would not block there; this form must block here.
+    #[test]
+    fn heliosdb_proxy_2_2_results_are_read_and_ours_carry_its_form() {
+        let parse = |j: &str| serde_json::from_str::<PreQueryResult>(j);
+        assert_eq!(parse(r#"{"action":"block","value":"no"}"#).unwrap(), PreQueryResult::Block { reason: "no".into() });
+        assert_eq!(
+            parse(r#"{"action":"block"}"#).unwrap(),
+            PreQueryResult::Block { reason: "blocked by plugin".into() }
+        );
+        assert_eq!(
+            parse(r#"{"action":"rewrite","value":"select 2"}"#).unwrap(),
+            PreQueryResult::Rewrite { sql: "select 2".into() }
+        );
+        assert_eq!(parse(r#"{"action":"cached","data":[7]}"#).unwrap(), PreQueryResult::Cached { bytes: vec![7] });
+        assert_eq!(parse(r#"{"action":"continue"}"#).unwrap(), PreQueryResult::Continue);
+        // An unknown action is an error (the plugin's failure policy decides), never a silent continue.
+        let e = parse(r#"{"action":"allow"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown variant") && e.contains("allow"), "{e}");
+        // Our own form stays strict about its payload.
+        assert!(parse(r#"{"kind":"block"}"#).unwrap_err().to_string().contains("reason"));
+        assert!(parse(r#"{}"#).unwrap_err().to_string().contains("kind"));
+        // What we write is what heliosdb-proxy 2.2.0's deserializer needs: action + value.
+        let ours: serde_json::Value =
+            serde_json::to_value(PreQueryResult::Block { reason: "DROP is not allowed".into() }).unwrap();
+        assert_eq!(ours["action"], "block");
+        assert_eq!(ours["value"], "DROP is not allowed");
     }
 
     #[test]

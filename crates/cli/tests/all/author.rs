@@ -67,6 +67,22 @@ fn test_runs_canary_and_hook_fixtures_and_shows_a_diff_for_each_failure() {
     assert!(r.stdout.contains(r#"+ actual   {"kind":"block","reason":"no"}"#), "{}", r.stdout);
     assert!(r.stdout.contains("FAIL junk.json") && r.stdout.contains("expected a hook fixture"), "{}", r.stdout);
     ok(hp(d, &["test", "hook.wat", "block.json"]));
+
+    // A pre_query result compares by meaning: heliosdb-proxy 2.2.0's `action` form of the same block
+    // passes, another reason does not.
+    std::fs::write(
+        d.join("block-action.json"),
+        r#"{"hook": "pre_query", "input": {"query": "DROP TABLE t"}, "expected": {"action": "block", "value": "no"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("block-other.json"),
+        r#"{"hook": "pre_query", "input": {"query": "DROP TABLE t"}, "expected": {"action": "block", "value": "other"}}"#,
+    )
+    .unwrap();
+    let r = hp(d, &["test", "hook.wat", "block-action.json", "block-other.json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("PASS block-action.json") && r.stdout.contains("FAIL block-other.json"), "{}", r.stdout);
 }
 
 /// The target directory scaffolded crates build in: one directory under the workspace's target,
