@@ -57,6 +57,7 @@ pub mod atomic;
 #[doc(hidden)]
 pub mod component;
 pub mod config;
+pub mod facts;
 pub mod kv;
 pub mod policy;
 mod sys;

@@ -2,7 +2,7 @@
 //! (a HeliosProxy build). Builds for wasm32. It aims at the facts [`crate::pg`] gives; the crate's
 //! README lists where the two disagree (`tests/differential.rs` finds them).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
@@ -210,6 +210,8 @@ struct Walker {
     ctes: Vec<String>,
     /// SELECTs a LIMIT bounds.
     bounded: HashSet<*const Select>,
+    /// SELECTs an ORDER BY orders, with the ORDER BY's operators.
+    ordered: HashMap<*const Select, Vec<String>>,
     /// Open levels: (insertion index, level, scope, conditions).
     open: Vec<(usize, QueryLevel, Scope, Vec<Cond>)>,
     /// Tables recorded by levels (the rest of the relations get the statement's default access).
@@ -525,6 +527,23 @@ impl Visitor for Walker {
             selects(&q.body, &mut v);
             self.bounded.extend(v);
         }
+        if let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) = &q.order_by
+        {
+            let mut ops = SortOperators { depth: 0, ops: Vec::new() };
+            for o in exprs {
+                let _ = o.expr.visit(&mut ops);
+            }
+            if !ops.ops.is_empty() {
+                let mut v = Vec::new();
+                selects(&q.body, &mut v);
+                for s in v {
+                    let e = self.ordered.entry(s).or_default();
+                    for op in &ops.ops {
+                        insert_sorted(e, op.clone());
+                    }
+                }
+            }
+        }
         ControlFlow::Continue(())
     }
 
@@ -542,6 +561,7 @@ impl Visitor for Walker {
             kind: "select".to_owned(),
             has_where: s.selection.is_some(),
             has_limit: self.bounded.contains(&(s as *const Select)),
+            order_operators: self.ordered.get(&(s as *const Select)).cloned().unwrap_or_default(),
             ..QueryLevel::default()
         };
         // A SELECT without FROM is no level, but its scope still resolves nothing: push it anyway.
@@ -598,20 +618,9 @@ impl Visitor for Walker {
                     }
                 }
             }
-            Expr::BinaryOp { op, .. }
-                if !matches!(op, BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor) =>
-            {
-                insert_sorted(&mut self.st.operators, binary_op(op));
-            }
-            Expr::AnyOp { compare_op, .. } | Expr::AllOp { compare_op, .. } => {
-                insert_sorted(&mut self.st.operators, binary_op(compare_op));
-            }
-            Expr::UnaryOp { op, expr } => {
-                // PostgreSQL folds `-1` into a constant: no operator.
-                let literal = matches!(op, UnaryOperator::Minus | UnaryOperator::Plus)
-                    && matches!(&**expr, Expr::Value(v) if matches!(v.value, Value::Number(..)));
-                if !matches!(op, UnaryOperator::Not) && !literal {
-                    insert_sorted(&mut self.st.operators, op.to_string());
+            Expr::BinaryOp { .. } | Expr::AnyOp { .. } | Expr::AllOp { .. } | Expr::UnaryOp { .. } => {
+                if let Some(op) = expr_operator(e) {
+                    insert_sorted(&mut self.st.operators, op);
                 }
             }
             Expr::Substring { shorthand, .. } => {
@@ -634,6 +643,49 @@ impl Visitor for Walker {
                 insert_sorted(&mut self.st.columns, ColumnRef { table, column });
             }
             _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The operator an expression applies itself (not those of its operands), as [`Walker`] records it.
+fn expr_operator(e: &Expr) -> Option<String> {
+    match e {
+        Expr::BinaryOp { op, .. } if !matches!(op, BinaryOperator::And | BinaryOperator::Or | BinaryOperator::Xor) => {
+            Some(binary_op(op))
+        }
+        Expr::AnyOp { compare_op, .. } | Expr::AllOp { compare_op, .. } => Some(binary_op(compare_op)),
+        Expr::UnaryOp { op, expr } => {
+            // PostgreSQL folds `-1` into a constant: no operator.
+            let literal = matches!(op, UnaryOperator::Minus | UnaryOperator::Plus)
+                && matches!(&**expr, Expr::Value(v) if matches!(v.value, Value::Number(..)));
+            (!matches!(op, UnaryOperator::Not) && !literal).then(|| op.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The operators of an `ORDER BY` expression, outside subqueries.
+struct SortOperators {
+    depth: usize,
+    ops: Vec<String>,
+}
+
+impl Visitor for SortOperators {
+    type Break = ();
+    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if self.depth == 0
+            && let Some(op) = expr_operator(e)
+        {
+            insert_sorted(&mut self.ops, op);
         }
         ControlFlow::Continue(())
     }

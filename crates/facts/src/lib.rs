@@ -30,6 +30,9 @@ pub mod cache;
 
 mod restrict;
 
+mod comments;
+pub use comments::comments;
+
 /// The version of the facts' meaning. Bumped when a field changes what it says.
 pub const FACTS_VERSION: u32 = 1;
 
@@ -229,6 +232,11 @@ pub struct QueryLevel {
     /// A `LIMIT n` or `FETCH FIRST n` applies to this level (its own, or that of the set operation it
     /// is a branch of). `LIMIT ALL` and `LIMIT NULL` are no limit.
     pub has_limit: bool,
+    /// Operators used in this level's `ORDER BY` (outside subqueries), deduplicated, sorted; for a
+    /// branch of a set operation also those of the set operation's `ORDER BY` (`<->` here makes a
+    /// top-K vector search when `has_limit` is set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub order_operators: Vec<String>,
     /// The tables of this level that the restriction rule finds restricted, each with the first
     /// condition that restricts it. The rule: a top-level `AND`ed condition of the `WHERE` (or a
     /// join's `ON`, or `MERGE`'s `ON`) compares a column of the table (`=`, `<`, `<=`, `>`, `>=`,

@@ -447,7 +447,7 @@ impl Walker {
                 } else if is_range_var(m) {
                     self.range_var(v, access);
                 } else if is_select(m) {
-                    self.select(v, false);
+                    self.select(v, false, &[]);
                 } else if is_func_call(m) {
                     self.node("FuncCall", v, access);
                 } else {
@@ -494,7 +494,7 @@ impl Walker {
                 }
                 self.walk_fields_except(b, &["name"], access);
             }
-            "SelectStmt" => self.select(b, false),
+            "SelectStmt" => self.select(b, false, &[]),
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => self.dml(name, b),
             "CommonTableExpr" => {
                 let n = text(b, "ctename");
@@ -631,15 +631,21 @@ impl Walker {
         }
     }
 
-    fn select(&mut self, b: &Value, inherited_limit: bool) {
+    fn select(&mut self, b: &Value, inherited_limit: bool, inherited_order: &[String]) {
         self.with_clause(b);
         let has_limit = inherited_limit || limit_present(b);
+        let mut order_operators = inherited_order.to_vec();
+        for s in list(get(b, "sort_clause")) {
+            if let Some(("SortBy", sb)) = node(s) {
+                sort_operators(get(sb, "node"), &mut order_operators);
+            }
+        }
         let op = pb::SetOperation::try_from(int(b, "op")).unwrap_or(pb::SetOperation::SetopNone);
         if op != pb::SetOperation::SetopNone {
             for side in ["larg", "rarg"] {
                 let s = get(b, side);
                 if s.is_object() {
-                    self.select(s, has_limit);
+                    self.select(s, has_limit, &order_operators);
                 }
             }
             self.walk_fields_except(b, &["with_clause", "larg", "rarg"], Access::Read);
@@ -669,6 +675,7 @@ impl Walker {
                 kind: "select".to_owned(),
                 has_where: where_clause.is_object(),
                 has_limit,
+                order_operators,
                 ..QueryLevel::default()
             };
             self.push_level(at, level, &scope, &conds);
@@ -807,6 +814,29 @@ fn collect_body<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
         Some(("List", l)) => list(get(l, "items")).iter().for_each(|i| collect_body(i, out)),
         Some(_) => out.push(v),
         None => {}
+    }
+}
+
+/// The operators of an `ORDER BY` expression, outside subqueries.
+fn sort_operators(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| sort_operators(i, out)),
+        Value::Object(m) => match node(v) {
+            Some(("SubLink", _)) => {}
+            Some(("AExpr", b)) => {
+                use pb::AExprKind as K;
+                if matches!(K::try_from(int(b, "kind")), Ok(K::AexprOp | K::AexprOpAny | K::AexprOpAll)) {
+                    let op = dotted(get(b, "name"));
+                    if !op.is_empty() {
+                        insert_sorted(out, op);
+                    }
+                }
+                sort_operators(get(b, "lexpr"), out);
+                sort_operators(get(b, "rexpr"), out);
+            }
+            _ => m.values().for_each(|x| sort_operators(x, out)),
+        },
+        _ => {}
     }
 }
 

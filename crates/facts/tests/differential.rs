@@ -234,12 +234,13 @@ fn fields(f: &StatementFacts) -> Vec<(&'static str, String)> {
                     let mut r: Vec<String> = l.restricted.iter().map(|r| r.table.clone()).collect();
                     r.sort();
                     format!(
-                        "{}({}) target={:?} where={} limit={} restricted={:?}",
+                        "{}({}) target={:?} where={} limit={} order_ops={:?} restricted={:?}",
                         l.kind,
                         tables.join(","),
                         l.target,
                         l.has_where,
                         l.has_limit,
+                        l.order_operators,
                         r
                     )
                 })
@@ -325,6 +326,36 @@ fn host_and_guest_facts_agree_or_the_disagreement_is_documented() {
         "undocumented disagreements: {new:#?}\nknown disagreements that no longer happen: {gone:#?}\n(full report: {})",
         out.display()
     );
+}
+
+/// `comments()` (PostgreSQL's lexical rules, no parser: what ai-classifier uses) finds exactly the
+/// comments PostgreSQL's scanner finds, on every input and on quoting corner cases.
+#[test]
+fn the_comment_scanner_agrees_with_postgresql_on_every_input() {
+    let corner = [
+        "SELECT 'a -- b' -- c",
+        "SELECT E'\\' /* x */ '-- no' -- y",
+        "SELECT e'it\\'s /* no */' -- yes",
+        "SELECT $tag$ -- no $tag$ /* yes */",
+        "SELECT $1 /* after a parameter */",
+        "SELECT a$b$c -- identifier with dollars",
+        "SELECT /* outer /* inner */ still outer */ 1",
+        "SELECT \"col -- not\" FROM t -- yes",
+        "SELECT U&'d\\0061t -- no' -- yes",
+        "SELECT 1 /* unterminated",
+        "-- first\nSELECT 'unterminated",
+        "SELECT 1-- x\n",
+        "SELECT 2--\r\n3",
+    ];
+    let mut differ = Vec::new();
+    let inputs = inputs();
+    for sql in inputs.iter().map(String::as_str).chain(corner) {
+        let (want, got) = (pg::extract(sql).comments, helios_plugin_facts::comments(sql));
+        if got != want {
+            differ.push(format!("{sql:?}: PostgreSQL {want:?}, scanner {got:?}"));
+        }
+    }
+    assert!(differ.is_empty(), "{} differences:\n{}", differ.len(), differ.join("\n"));
 }
 
 #[test]

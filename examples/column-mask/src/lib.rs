@@ -29,7 +29,9 @@ pub fn mask_columns(ctx: &QueryContext) -> PreQueryResult {
 
 fn mask_with(cfg: &mask::Config, ctx: &QueryContext) -> PreQueryResult {
     let id = &ctx.hook_context.request_id;
-    match mask::rewrite(cfg, ctx.hook_context.identity.as_deref(), &ctx.query) {
+    // With the host's facts, a statement naming no masked table is not parsed at all.
+    let host_facts = if facts::from_host(ctx) { ctx.facts.as_ref() } else { None };
+    match mask::rewrite_with(cfg, ctx.hook_context.identity.as_deref(), &ctx.query, host_facts) {
         Ok(None) => PreQueryResult::Continue,
         Ok(Some(sql)) => {
             log(Level::Debug, &format!("column-mask: request {id:?} rewritten"));

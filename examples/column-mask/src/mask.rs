@@ -20,6 +20,8 @@
 //! `GROUP BY` or `ORDER BY` is left alone (masking is not row-level security).
 
 use std::collections::BTreeMap;
+
+use helios_plugin_abi::facts::StatementFacts;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
@@ -667,9 +669,36 @@ fn names_masked_table(active: &[&Rule], sql: &str) -> Option<String> {
 /// Rewrites `sql` for `identity`. `Ok(None)`: nothing to mask; `Ok(Some(sql))`: the masked SQL;
 /// `Err(reason)`: the statement cannot be masked and must be refused.
 pub fn rewrite(cfg: &Config, identity: Option<&str>, sql: &str) -> Result<Option<String>, String> {
+    rewrite_with(cfg, identity, sql, None)
+}
+
+/// Whether some statement of `facts` (or of a routine body in it) names a table one of `active`'s
+/// rules masks.
+fn facts_name_masked_table(active: &[&Rule], facts: &StatementFacts) -> bool {
+    facts.statements.iter().any(|s| {
+        s.tables.iter().any(|t| active.iter().any(|r| r.table.matches_dotted(&t.name)))
+            || s.routine.as_ref().and_then(|r| r.body.as_deref()).is_some_and(|b| facts_name_masked_table(active, b))
+    })
+}
+
+/// [`rewrite`], with the host's statement facts when it sent them: a statement they show naming no
+/// masked table needs no rewrite, so it is not parsed at all. Without facts (or when they say the
+/// text does not parse) the statement is parsed and judged as [`rewrite`] does.
+pub fn rewrite_with(
+    cfg: &Config,
+    identity: Option<&str>,
+    sql: &str,
+    facts: Option<&StatementFacts>,
+) -> Result<Option<String>, String> {
     let active: Vec<&Rule> =
         cfg.rules.iter().filter(|r| !identity.is_some_and(|id| r.unmask_roles.iter().any(|u| u == id))).collect();
     if active.is_empty() {
+        return Ok(None);
+    }
+    if let Some(f) = facts
+        && f.parse_error.is_none()
+        && !facts_name_masked_table(&active, f)
+    {
         return Ok(None);
     }
     let mut statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {

@@ -1,11 +1,11 @@
-//! llm-guardrail: refuses dangerous SQL from AI traffic in HeliosProxy, judged on the parsed statement.
+//! llm-guardrail: refuses dangerous SQL from AI traffic in HeliosProxy, judged on the statement facts.
 //!
 //! Which traffic: statements [`detect`] recognises as AI-generated (an `application_name` keyword, the
 //! `helios.ai_traffic` attribute, or a comment marker such as `/* ai: ... */`), the same rules and
-//! config keys as ai-classifier; with config `apply_to_all = "true"`, every statement. What is refused
-//! is listed in [`rules`]: unparseable SQL (fail-closed), several statements in one query, DROP /
-//! TRUNCATE / destructive ALTER, DELETE or UPDATE without a restricting WHERE, unbounded SELECT on
-//! configured large tables, and tenant tables without a tenant predicate. See README.md.
+//! config keys as ai-classifier; with config `apply_to_all = "true"`, every statement. The rules
+//! ([`rules`]) run on the facts the host sent (PostgreSQL's parser in helios-proxy) or, from a host
+//! that sends none, on facts the guest extracts itself (sqlparser): default deny by statement class,
+//! the restriction rule, routine bodies, denied functions, large and tenant tables. See README.md.
 
 pub use ai_detect as detect;
 use helios_plugin_abi::*;
@@ -39,7 +39,7 @@ pub fn decide(cfg: &Config, ctx: &QueryContext) -> PreQueryResult {
     if signals.is_empty() && !cfg.apply_to_all {
         return PreQueryResult::Continue;
     }
-    match rules::judge(&cfg.rules, &ctx.query) {
+    match rules::judge(&cfg.rules, &facts::of(ctx)) {
         Ok(()) => PreQueryResult::Continue,
         Err(why) => {
             let traffic = if signals.is_empty() {

@@ -1,42 +1,35 @@
-//! The guardrail's rules, judged on the statement sqlparser parsed (PostgreSQL dialect), never on the
-//! SQL text: case, comments and quoting are settled by the parser before any rule looks.
+//! The guardrail's rules, judged on the statement facts (`helios-plugin-facts`), never on the SQL
+//! text: case, comments and quoting are settled by the parser before any rule looks. The facts come
+//! from the host (PostgreSQL's own parser in helios-proxy) or, from a host that sends none, from the
+//! guest's own extraction (sqlparser), see [`helios_plugin_abi::facts`].
 //!
-//! A statement is refused when it
-//! 1. does not parse (fail-closed: PostgreSQL reads `DR/**/OP TABLE t` as `DR OP TABLE t`, a syntax
+//! A statement is refused when
+//! 1. it does not parse (fail-closed: PostgreSQL reads `DR/**/OP TABLE t` as `DR OP TABLE t`, a syntax
 //!    error, and SQL we cannot read we cannot vouch for),
-//! 2. is several statements in one query (`SELECT 1; DROP TABLE t`),
-//! 3. is any `DROP ...`, a `TRUNCATE`, an `ALTER TABLE ... DROP ...`, or a `COPY ... PROGRAM` (a shell
-//!    command on the server),
-//! 4. is a `DELETE` or `UPDATE` without a `WHERE`, or whose `WHERE` is trivially true (it references
-//!    no column outside subqueries, compares an expression with itself, or has such an `OR` branch),
-//!    including when nested in a data-modifying CTE,
-//! 5. reads a configured large table in a `SELECT` (or `COPY`) with no `WHERE` in a query with no
-//!    `LIMIT`/`FETCH` (`LIMIT ALL` is no limit). Each query level is judged on its own: a subquery
-//!    scanning a large table is refused even if the outer query has a `LIMIT`,
-//! 6. reads or writes a configured tenant table without an equality on the tenant column (for that
-//!    table: unqualified, or qualified by its alias or name) among the top-level `AND`ed conditions
-//!    of its `WHERE` or of a join's `ON`, compared with something that is not a column (a literal, a
-//!    parameter, `current_setting(...)`).
+//! 2. the query holds several statements (`SELECT 1; DROP TABLE t`),
+//! 3. its class is not allowed: AI traffic may read (`read`) and change rows (`write`); every other
+//!    class (DDL, DCL, routines, maintenance, `SET ROLE`, `COPY` with files or programs, ...) must be
+//!    listed in config `allow` ([`DEFAULT_ALLOW`] by default),
+//! 4. it defines a routine (when `routine` is allowed) in a language other than SQL, or whose SQL body
+//!    breaks a rule (the body is judged like a top-level statement),
+//! 5. it calls a function of `deny_functions` (resolved name, any case, quoting or schema),
+//! 6. a `DELETE`, `UPDATE` or `MERGE ... THEN UPDATE/DELETE` (also nested in a CTE, `EXPLAIN`,
+//!    `PREPARE`) does not restrict its target's rows (the restriction rule: a top-level `AND`ed
+//!    condition compares a column of the target with something that references no column of it;
+//!    see [`helios_plugin_abi::facts::QueryLevel::restricted`]),
+//! 7. a query level reads a configured large table with no `WHERE` restricting it and no
+//!    `LIMIT`/`FETCH`, or `COPY` copies the whole table,
+//! 8. a query level reads or writes a configured tenant table without `tenant_column = <value>` among
+//!    the top-level `AND`ed conditions of its `WHERE` or of a join's `ON` (unqualified, or qualified
+//!    by that table's alias or name; the value references no column).
 //!
-//! Table names match case-insensitively (over-matching a quoted `"Events"` errs on the safe side); a
-//! configured name with a schema (`public.events`) matches only that schema, one without matches any.
+//! Table and function names match case-insensitively (over-matching a quoted `"Events"` errs on the
+//! safe side); a configured name with a schema (`public.events`) matches only that schema, one
+//! without matches any.
 
-use std::ops::ControlFlow;
-
-use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, CopySource, CopyTarget, CreateFunction, CreateFunctionBody,
-    DollarQuotedString, Expr, FromTable, Ident, JoinConstraint, MergeAction, ObjectName, ObjectType, Query, Select,
-    Set, SetExpr, Statement, TableFactor, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
-};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use helios_plugin_abi::facts::{QueryLevel, Statement, StatementClass, StatementFacts};
 
 pub use plugin_sql::TableName;
-use plugin_sql::ast::{and_terms, collect_instances, join_constraint, name_parts, references_columns, relations};
-
-fn ident_eq(a: &Ident, b: &str) -> bool {
-    a.value.to_lowercase() == b
-}
 
 /// Default `allow`: the statement classes AI traffic may use besides reading and changing rows.
 pub const DEFAULT_ALLOW: &str = "transaction,session,listen,notify";
@@ -50,27 +43,6 @@ lo_put,lo_truncate,lo_from_bytea,pg_read_file,pg_read_binary_file,pg_stat_file,p
 pg_ls_waldir,pg_ls_tmpdir,pg_ls_archive_statusdir,dblink,dblink_exec,dblink_connect,dblink_connect_u,\
 dblink_open,dblink_send_query";
 
-/// The statement classes, by the names config `allow` uses.
-pub const CLASSES: [&str; 17] = [
-    "read",
-    "write",
-    "ddl",
-    "dcl",
-    "routine",
-    "maintenance",
-    "session_role",
-    "session",
-    "transaction",
-    "copy_file",
-    "copy_program",
-    "listen",
-    "notify",
-    "call",
-    "lock",
-    "admin",
-    "other",
-];
-
 /// What the rules look for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
@@ -78,7 +50,7 @@ pub struct Rules {
     pub tenant_tables: Vec<TableName>,
     /// Lower-cased.
     pub tenant_column: String,
-    /// Classes (names from [`CLASSES`]) allowed besides `read` and `write`.
+    /// Classes (by [`StatementClass::name`]) allowed besides `read` and `write`.
     pub allow: Vec<String>,
     /// Functions refused, matched like table names (`dblink`, `pg_catalog.pg_read_file`).
     pub deny_functions: Vec<TableName>,
@@ -116,402 +88,171 @@ impl Rules {
         }
     }
 
-    /// An error naming the first class in `allow` that is not one of [`CLASSES`].
+    /// An error naming the first class in `allow` that is not a [`StatementClass`] name.
     pub fn check_allow(&self) -> Result<(), String> {
-        match self.allow.iter().find(|c| !CLASSES.contains(&c.as_str())) {
+        match self.allow.iter().find(|c| StatementClass::from_name(c).is_none()) {
             None => Ok(()),
             Some(c) => Err(format!(
                 "llm-guardrail: config key allow: unknown statement class {c:?} (known: {})",
-                CLASSES.join(", ")
+                StatementClass::ALL.map(StatementClass::name).join(", ")
             )),
         }
     }
 
-    fn allows(&self, class: &str) -> bool {
-        matches!(class, "read" | "write") || self.allow.iter().any(|c| c == class)
+    fn allows(&self, class: StatementClass) -> bool {
+        matches!(class, StatementClass::Read | StatementClass::Write) || self.allow.iter().any(|c| c == class.name())
     }
 
-    fn large(&self, name: &ObjectName) -> Option<&TableName> {
-        self.large_tables.iter().find(|t| t.matches(name))
+    fn large(&self, name: &str) -> Option<&TableName> {
+        self.large_tables.iter().find(|t| t.matches_dotted(name))
     }
 
-    fn tenant(&self, name: &ObjectName) -> Option<&TableName> {
-        self.tenant_tables.iter().find(|t| t.matches(name))
-    }
-}
-
-/// Judges one query (the whole text a client sent). `Err` carries the reason to refuse it.
-pub fn judge(rules: &Rules, sql: &str) -> Result<(), String> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| format!("the statement does not parse as PostgreSQL ({e}); unreadable AI SQL is refused"))?;
-    if statements.len() > 1 {
-        return Err(format!("{} statements in one query; send one statement at a time", statements.len()));
-    }
-    let mut checker = Checker { rules };
-    match statements.visit(&mut checker) {
-        ControlFlow::Break(reason) => Err(reason),
-        ControlFlow::Continue(()) => Ok(()),
+    fn tenant(&self, name: &str) -> Option<&TableName> {
+        self.tenant_tables.iter().find(|t| t.matches_dotted(name))
     }
 }
 
-struct Checker<'a> {
-    rules: &'a Rules,
+/// Judges one query (the whole text a client sent) on its facts. `Err` carries the reason to refuse.
+pub fn judge(rules: &Rules, facts: &StatementFacts) -> Result<(), String> {
+    if let Some(e) = &facts.parse_error {
+        return Err(format!("the statement does not parse as PostgreSQL ({e}); unreadable AI SQL is refused"));
+    }
+    if facts.statement_count > 1 {
+        return Err(format!("{} statements in one query; send one statement at a time", facts.statement_count));
+    }
+    judge_statements(rules, facts)
 }
 
-impl Visitor for Checker<'_> {
-    type Break = String;
-
-    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<String> {
-        let fail = |r: String| ControlFlow::Break(r);
-        match statement {
-            Statement::Truncate(t) => {
-                let names: Vec<String> = t.table_names.iter().map(|n| n.name.to_string()).collect();
-                return fail(format!("TRUNCATE {} is not allowed", names.join(", ")));
-            }
-            Statement::AlterTable(a) => {
-                if let Some(op) = a.operations.iter().find(|op| is_destructive_alter(op)) {
-                    return fail(format!("ALTER TABLE {} {op} drops data and is not allowed", a.name));
-                }
-            }
-            Statement::Delete(d) => {
-                let tables = match &d.from {
-                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
-                };
-                let target = tables.first().map(|t| t.relation.to_string()).unwrap_or_default();
-                let names: Vec<ObjectName> = tables.iter().flat_map(relations).collect();
-                if d.selection.as_ref().is_none_or(|w| is_trivial_for(w, &names)) {
-                    return fail(format!("DELETE FROM {target} without a WHERE that restricts rows is not allowed"));
-                }
-                let mut scope: Vec<&TableWithJoins> = tables.iter().collect();
-                scope.extend(d.using.iter().flatten());
-                self.tenant_check(&scope, d.selection.as_ref())?;
-            }
-            Statement::Update(u) => {
-                if u.selection.as_ref().is_none_or(|w| is_trivial_for(w, &relations(&u.table))) {
-                    return fail(format!(
-                        "UPDATE {} without a WHERE that restricts rows is not allowed",
-                        u.table.relation
-                    ));
-                }
-                let mut scope = vec![&u.table];
-                if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) = &u.from {
-                    scope.extend(f.iter());
-                }
-                self.tenant_check(&scope, u.selection.as_ref())?;
-            }
-            Statement::Copy { target: CopyTarget::Program { .. }, .. } => {
-                return fail("COPY ... PROGRAM runs a shell command on the database server and is not allowed".into());
-            }
-            Statement::Copy { source: CopySource::Table { table_name, .. }, to: true, .. } => {
-                if let Some(t) = self.rules.large(table_name) {
-                    return fail(format!("COPY of the whole large table {t} is not allowed"));
-                }
-                if let Some(t) = self.rules.tenant(table_name) {
-                    return fail(format!("COPY of tenant table {t} has no {} predicate", self.rules.tenant_column));
-                }
-            }
-            Statement::Merge(m) => {
-                let changes_rows = m
-                    .clauses
-                    .iter()
-                    .any(|c| matches!(c.action, MergeAction::Update { .. } | MergeAction::Delete { .. }));
-                if changes_rows && is_trivial_for(&m.on, &merge_target(&m.table)) {
-                    return fail(format!(
-                        "MERGE INTO {} without an ON that restricts rows is not allowed (restriction rule: no ANDed condition compares a column of the target with a value)",
-                        m.table
-                    ));
-                }
-            }
-            Statement::Query(_) | Statement::Insert(_) => {}
-            other => {
-                // Every DROP variant (TABLE, SCHEMA, DATABASE, INDEX, FUNCTION, ...). The statement's
-                // canonical rendering starts with its keywords, whatever the client wrote.
-                let text = other.to_string();
-                if text.starts_with("DROP ") {
-                    let head: String = text.chars().take(120).collect();
-                    return fail(format!("{head} is not allowed"));
-                }
-            }
-        }
-        let class = class_of(statement);
-        if !self.rules.allows(class) {
-            let text = statement.to_string();
-            let head: String = text.chars().take(120).collect();
-            return fail(format!(
-                "{head} is not allowed (statement class {class}: AI traffic may read and change rows; config allow lists the other classes an operator permits)"
-            ));
-        }
-        if let Statement::CreateFunction(f) = statement {
-            self.check_routine_body(f)?;
-        }
-        ControlFlow::Continue(())
+/// Every statement of `facts` (a query or a routine body).
+fn judge_statements(rules: &Rules, facts: &StatementFacts) -> Result<(), String> {
+    if let Some(e) = &facts.parse_error {
+        return Err(format!("it does not parse ({e})"));
     }
-
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
-        match expr {
-            Expr::Function(f) => self.check_function(&f.name),
-            _ => ControlFlow::Continue(()),
-        }
-    }
-
-    /// Table functions (`FROM dblink(...) AS t(a int)`) are function calls too.
-    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
-        match tf {
-            TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => {
-                self.check_function(name)
-            }
-            _ => ControlFlow::Continue(()),
-        }
-    }
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
-        self.check_set_expr(&query.body, plugin_sql::ast::has_limit(query))
-    }
+    facts.statements.iter().try_for_each(|s| judge_statement(rules, s))
 }
 
-impl Checker<'_> {
-    fn check_function(&self, name: &ObjectName) -> ControlFlow<String> {
-        match self.rules.deny_functions.iter().find(|d| d.matches(name)) {
-            Some(d) => ControlFlow::Break(format!(
-                "function {name} is not allowed for AI traffic (config deny_functions lists {d})"
-            )),
-            None => ControlFlow::Continue(()),
-        }
+fn judge_statement(rules: &Rules, s: &Statement) -> Result<(), String> {
+    if !rules.allows(s.class) {
+        return Err(class_refusal(s));
     }
-
-    /// A routine is allowed (class `routine`): an SQL body is judged like a top-level statement;
-    /// any other language is refused, the guardrail cannot see what it runs.
-    fn check_routine_body(&self, f: &CreateFunction) -> ControlFlow<String> {
-        let language = f.language.as_ref().map(|l| l.value.to_lowercase()).unwrap_or_else(|| "sql".to_owned());
-        if language != "sql" {
-            return ControlFlow::Break(format!(
-                "CREATE FUNCTION {} in language {language} is not allowed for AI traffic (only SQL bodies can be judged)",
-                f.name
-            ));
-        }
-        let body = match &f.function_body {
-            Some(CreateFunctionBody::AsBeforeOptions { body, .. } | CreateFunctionBody::AsAfterOptions(body)) => {
-                match body {
-                    Expr::Value(v) => match &v.value {
-                        Value::SingleQuotedString(s)
-                        | Value::DollarQuotedString(DollarQuotedString { value: s, .. }) => s.clone(),
-                        other => other.to_string(),
-                    },
-                    other => other.to_string(),
-                }
+    if let Some(r) = &s.routine {
+        let what = if r.name.is_empty() { s.kind.clone() } else { format!("{} {}", s.kind, r.name) };
+        match (r.language.as_str(), &r.body) {
+            // A trigger, event trigger or rule without body executes a function defined elsewhere.
+            (_, None) if matches!(r.kind.as_str(), "trigger" | "event_trigger") => {}
+            ("sql", Some(body)) => {
+                judge_statements(rules, body).map_err(|why| format!("the body of {what}: {why}"))?;
             }
-            // `BEGIN ATOMIC ... END` and `RETURN expr` are parsed already: the visitor walks them
-            // like top-level statements and expressions.
-            Some(_) | None => return ControlFlow::Continue(()),
-        };
-        match judge(self.rules, &body) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(why) => ControlFlow::Break(format!("the body of CREATE FUNCTION {}: {why}", f.name)),
-        }
-    }
-
-    fn check_set_expr(&self, body: &SetExpr, bounded: bool) -> ControlFlow<String> {
-        match body {
-            SetExpr::Select(s) => self.check_select(s, bounded),
-            SetExpr::SetOperation { left, right, .. } => {
-                self.check_set_expr(left, bounded)?;
-                self.check_set_expr(right, bounded)
+            ("sql", None) => {
+                return Err(format!("{what} nests routine definitions too deeply to be judged; refused"));
             }
-            // A parenthesised query has its own LIMIT and is visited as a query of its own.
-            _ => ControlFlow::Continue(()),
-        }
-    }
-
-    fn check_select(&self, select: &Select, bounded: bool) -> ControlFlow<String> {
-        if !bounded && select.selection.as_ref().is_none_or(is_trivial) {
-            for twj in &select.from {
-                for name in relations(twj) {
-                    if let Some(t) = self.rules.large(&name) {
-                        return ControlFlow::Break(format!(
-                            "unbounded SELECT on large table {t}: add a WHERE or a LIMIT"
-                        ));
-                    }
-                }
-            }
-        }
-        let scope: Vec<&TableWithJoins> = select.from.iter().collect();
-        self.tenant_check(&scope, select.selection.as_ref())
-    }
-
-    /// Every tenant table in `scope` needs its tenant predicate among the `AND`ed conditions of
-    /// `selection` and of the joins' `ON`.
-    fn tenant_check(&self, scope: &[&TableWithJoins], selection: Option<&Expr>) -> ControlFlow<String> {
-        if self.rules.tenant_tables.is_empty() {
-            return ControlFlow::Continue(());
-        }
-        let mut conjuncts = Vec::new();
-        if let Some(w) = selection {
-            and_terms(w, &mut conjuncts);
-        }
-        let mut instances = Vec::new();
-        for twj in scope {
-            collect_instances(&twj.relation, &mut instances);
-            for j in &twj.joins {
-                collect_instances(&j.relation, &mut instances);
-                if let Some(JoinConstraint::On(on)) = join_constraint(&j.join_operator) {
-                    and_terms(on, &mut conjuncts);
-                }
-            }
-        }
-        let col = &self.rules.tenant_column;
-        for (name, alias) in instances {
-            let Some(t) = self.rules.tenant(&name) else { continue };
-            let qualifiers: Vec<String> = match alias {
-                Some(a) => vec![a.value.to_lowercase()],
-                None => name_parts(&name).last().cloned().into_iter().collect(),
-            };
-            let ok = conjuncts.iter().any(|c| is_tenant_equality(c, col, &qualifiers));
-            if !ok {
-                return ControlFlow::Break(format!(
-                    "tenant table {t} is used without a {col} = <value> condition (ANDed in WHERE or ON)"
+            (language, _) => {
+                return Err(format!(
+                    "{what} in language {language} is not allowed for AI traffic (only SQL bodies can be judged)"
                 ));
             }
         }
-        ControlFlow::Continue(())
     }
+    for f in &s.functions {
+        if let Some(d) = rules.deny_functions.iter().find(|d| d.matches_dotted(f)) {
+            return Err(format!("function {f} is not allowed for AI traffic (config deny_functions lists {d})"));
+        }
+    }
+    for level in &s.levels {
+        judge_level(rules, level)?;
+    }
+    if s.kind == "COPY" {
+        // `COPY table TO`: the whole table, whatever the client meant to filter afterwards.
+        for t in s.tables.iter().filter(|t| t.read && !s.levels.iter().any(|l| l.tables.contains(&t.name))) {
+            if let Some(l) = rules.large(&t.name) {
+                return Err(format!("COPY of the whole large table {l} is not allowed"));
+            }
+            if let Some(tt) = rules.tenant(&t.name) {
+                return Err(format!("COPY of tenant table {tt} has no {} predicate", rules.tenant_column));
+            }
+        }
+    }
+    Ok(())
 }
 
-fn is_destructive_alter(op: &AlterTableOperation) -> bool {
-    matches!(
-        op,
-        AlterTableOperation::DropColumn { .. }
-            | AlterTableOperation::DropConstraint { .. }
-            | AlterTableOperation::DropPartitions { .. }
-            | AlterTableOperation::DropPrimaryKey { .. }
-            | AlterTableOperation::DropForeignKey { .. }
+/// The reason a statement of a class that is not allowed is refused.
+fn class_refusal(s: &Statement) -> String {
+    let names: Vec<&str> = s.tables.iter().filter(|t| t.ddl || t.write).map(|t| t.name.as_str()).collect();
+    let head = if names.is_empty() { s.kind.clone() } else { format!("{} {}", s.kind, names.join(", ")) };
+    if s.kind.starts_with("DROP ") || s.kind == "TRUNCATE" {
+        // Destroys data: no class explanation needed.
+        return format!("{head} is not allowed");
+    }
+    let why = match s.class {
+        StatementClass::CopyProgram => " ... PROGRAM runs a shell command on the database server and",
+        StatementClass::CopyFile => " with a server file reads or writes the database server's files and",
+        _ => "",
+    };
+    format!(
+        "{head}{why} is not allowed (statement class {}: AI traffic may read and change rows; config allow lists the other classes an operator permits)",
+        s.class
     )
 }
 
-/// `col = value` or `value = col`, `col` naming the tenant column (unqualified or qualified by one of
-/// `qualifiers`) and `value` referencing no column.
-fn is_tenant_equality(e: &Expr, col: &str, qualifiers: &[String]) -> bool {
-    let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = e else { return false };
-    let names_col = |x: &Expr| match x {
-        Expr::Identifier(i) => ident_eq(i, col),
-        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-            ident_eq(&parts[parts.len() - 1], col) && qualifiers.iter().any(|q| ident_eq(&parts[parts.len() - 2], q))
+fn judge_level(rules: &Rules, level: &QueryLevel) -> Result<(), String> {
+    let target = level.target.as_deref().unwrap_or("");
+    match level.kind.as_str() {
+        "delete" | "update" if !level.is_restricted(target) => {
+            let verb = if level.kind == "delete" { "DELETE FROM" } else { "UPDATE" };
+            return Err(format!(
+                "{verb} {target} without a WHERE that restricts rows is not allowed (restriction rule: no ANDed condition compares a column of {target} with a value)"
+            ));
         }
-        Expr::Nested(inner) => matches!(&**inner, Expr::Identifier(i) if ident_eq(i, col)),
-        _ => false,
-    };
-    (names_col(left) && !references_columns(right)) || (names_col(right) && !references_columns(left))
-}
-
-/// The statement class config `allow` names (see [`CLASSES`]).
-pub fn class_of(statement: &Statement) -> &'static str {
-    use Statement as S;
-    match statement {
-        S::Query(_) | S::Explain { .. } | S::ExplainTable { .. } | S::Prepare { .. } | S::Fetch { .. } => "read",
-        S::Declare { .. } => "read",
-        S::ShowVariable { .. } | S::ShowVariables { .. } | S::ShowTables { .. } | S::ShowColumns { .. } => "read",
-        S::Insert(_) | S::Update(_) | S::Delete(_) | S::Merge(_) => "write",
-        S::Copy { target: CopyTarget::Program { .. }, .. } => "copy_program",
-        S::Copy { target: CopyTarget::File { .. }, .. } => "copy_file",
-        S::Copy { to: true, .. } => "read",
-        S::Copy { .. } => "write",
-        S::StartTransaction { .. }
-        | S::Commit { .. }
-        | S::Rollback { .. }
-        | S::Savepoint { .. }
-        | S::ReleaseSavepoint { .. } => "transaction",
-        S::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => "session_role",
-        S::Set(_) | S::Discard { .. } | S::Deallocate { .. } | S::Close { .. } => "session",
-        S::Grant(_) | S::Revoke(_) | S::Deny(_) | S::CreateRole(_) | S::AlterRole { .. } => "dcl",
-        S::CreatePolicy(_) | S::AlterPolicy(_) | S::DropPolicy(_) => "dcl",
-        S::Drop { object_type: ObjectType::Role | ObjectType::User, .. } => "dcl",
-        S::CreateFunction(_) | S::CreateProcedure { .. } | S::CreateTrigger(_) | S::CreateMacro { .. } => "routine",
-        S::Analyze(_) | S::OptimizeTable { .. } | S::Vacuum(_) => "maintenance",
-        S::Call(_) => "call",
-        S::Lock(_) | S::LockTables { .. } => "lock",
-        S::LISTEN { .. } | S::UNLISTEN { .. } => "listen",
-        S::NOTIFY { .. } => "notify",
-        S::Load { .. } | S::Install { .. } | S::Kill { .. } => "admin",
-        S::Execute { .. } => "other",
-        other
-            if other.to_string().starts_with("CREATE ")
-                || other.to_string().starts_with("ALTER ")
-                || other.to_string().starts_with("DROP ")
-                || other.to_string().starts_with("COMMENT ")
-                || matches!(other, S::Truncate(_)) =>
-        {
-            "ddl"
+        "merge" if !level.is_restricted(target) => {
+            return Err(format!(
+                "MERGE INTO {target} without an ON that restricts rows is not allowed (restriction rule: no ANDed condition compares a column of the target with a value)"
+            ));
         }
-        _ => "other",
+        "select" if !level.has_limit => {
+            for t in &level.tables {
+                if let Some(l) = rules.large(t)
+                    && (!level.has_where || !level.is_restricted(t))
+                {
+                    return Err(format!("unbounded SELECT on large table {l}: add a WHERE or a LIMIT"));
+                }
+            }
+        }
+        _ => {}
     }
-}
-
-/// `MERGE INTO t [AS a]`: the names the target is known by.
-fn merge_target(table: &TableFactor) -> Vec<ObjectName> {
-    let mut v = Vec::new();
-    collect_instances(table, &mut v);
-    v.into_iter().map(|(n, _)| n).collect()
-}
-
-/// [`is_trivial`], and also true for conditions that restrict none of `targets`' rows: `IS NOT
-/// NULL` and `IN`/`EXISTS` over a subquery reading a target (`id IN (SELECT id FROM t)`).
-pub fn is_trivial_for(e: &Expr, targets: &[ObjectName]) -> bool {
-    match e {
-        Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
-            is_trivial_for(left, targets) || is_trivial_for(right, targets)
-        }
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
-            is_trivial_for(left, targets) && is_trivial_for(right, targets)
-        }
-        Expr::Nested(inner) => is_trivial_for(inner, targets),
-        Expr::IsNotNull(_) => true,
-        Expr::InSubquery { subquery, negated: false, .. } | Expr::Exists { subquery, negated: false } => {
-            reads_any(subquery, targets) || is_trivial(e)
-        }
-        other => is_trivial(other),
+    if rules.tenant_tables.is_empty() || level.kind == "insert" {
+        return Ok(());
     }
-}
-
-/// Whether `q` reads a table named like one of `targets` (last name part, case-insensitively).
-fn reads_any(q: &Query, targets: &[ObjectName]) -> bool {
-    let last: Vec<String> = targets.iter().filter_map(|t| name_parts(t).last().cloned()).collect();
-    let mut found = false;
-    let _ = q.visit(&mut RelationVisitor(|n: &ObjectName| {
-        if name_parts(n).last().is_some_and(|l| last.contains(l)) {
-            found = true;
+    let col = &rules.tenant_column;
+    for t in &level.tables {
+        let Some(tt) = rules.tenant(t) else { continue };
+        let ok = level.equalities.iter().any(|e| &e.column == col && e.table.as_ref().is_none_or(|q| q == t));
+        if !ok {
+            return Err(format!(
+                "tenant table {tt} is used without a {col} = <value> condition (ANDed in WHERE or ON)"
+            ));
         }
-    }));
-    found
-}
-
-struct RelationVisitor<F>(F);
-
-impl<F: FnMut(&ObjectName)> Visitor for RelationVisitor<F> {
-    type Break = ();
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-        (self.0)(relation);
-        ControlFlow::Continue(())
     }
-}
-
-/// Whether a condition is trivially true or restricts nothing: no column reference outside subqueries,
-/// `x = x`, or an `OR` with such a branch.
-pub fn is_trivial(e: &Expr) -> bool {
-    match e {
-        Expr::BinaryOp { left, op: BinaryOperator::Or, right } => is_trivial(left) || is_trivial(right),
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => is_trivial(left) && is_trivial(right),
-        Expr::Nested(inner) => is_trivial(inner),
-        Expr::BinaryOp { left, op: BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq, right }
-            if left.to_string() == right.to_string() =>
-        {
-            true
-        }
-        other => !references_columns(other),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use helios_plugin_facts::{guest, pg};
+
+    /// Judges `sql` on the host's facts (pg_query) and on the guest's (sqlparser): both must agree
+    /// on refusing; the host's result is returned, the guest's reason is checked by [`blocked`].
+    fn both(r: &Rules, sql: &str) -> (Result<(), String>, Result<(), String>) {
+        let host = judge(r, &pg::extract(sql));
+        let guest = judge(r, &guest::extract(sql));
+        assert_eq!(host.is_ok(), guest.is_ok(), "{sql}: host {host:?}, guest {guest:?}");
+        (host, guest)
+    }
+
+    #[track_caller]
+    fn judge_sql(r: &Rules, sql: &str) -> Result<(), String> {
+        both(r, sql).0
+    }
 
     fn rules() -> Rules {
         Rules::from_lookup(|k| match k {
@@ -523,15 +264,18 @@ mod tests {
 
     #[track_caller]
     fn blocked(sql: &str, needle: &str) {
-        match judge(&rules(), sql) {
-            Err(r) => assert!(r.contains(needle), "{sql}: reason {r:?} lacks {needle:?}"),
-            Ok(()) => panic!("{sql}: expected a block mentioning {needle:?}"),
+        let (host, guest) = both(&rules(), sql);
+        for (who, r) in [("host", host), ("guest", guest)] {
+            match r {
+                Err(r) => assert!(r.contains(needle), "{sql} ({who} facts): reason {r:?} lacks {needle:?}"),
+                Ok(()) => panic!("{sql} ({who} facts): expected a block mentioning {needle:?}"),
+            }
         }
     }
 
     #[track_caller]
     fn allowed(sql: &str) {
-        assert_eq!(judge(&rules(), sql), Ok(()), "{sql}");
+        assert_eq!(both(&rules(), sql), (Ok(()), Ok(())), "{sql}");
     }
 
     #[test]
@@ -554,12 +298,11 @@ mod tests {
         }
         blocked("TRUNCATE users", "TRUNCATE users");
         blocked("truncate table events restart identity", "TRUNCATE");
-        blocked("ALTER TABLE users DROP COLUMN ssn", "drops data");
+        blocked("ALTER TABLE users DROP COLUMN ssn", "statement class ddl");
         blocked("COPY t FROM PROGRAM 'rm -rf /'", "PROGRAM");
         blocked("copy (select 1) to program 'curl x'", "PROGRAM");
         blocked("EXPLAIN ANALYZE DELETE FROM t", "DELETE FROM t without");
         blocked("PREPARE p AS DELETE FROM t", "DELETE FROM t without");
-        blocked("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$", "does not parse");
         // Default deny by class: DDL of any kind, also when it drops nothing.
         blocked("ALTER TABLE users ADD COLUMN nickname text", "statement class ddl");
     }
@@ -673,14 +416,15 @@ mod tests {
         // Routine bodies: refused as a class; with routines allowed, an SQL body is judged.
         blocked("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DELETE FROM orders $$", "statement class routine");
         let r = allowing("routine");
-        let body = judge(&r, "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DELETE FROM orders $$").unwrap_err();
+        let body =
+            judge_sql(&r, "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ DELETE FROM orders $$").unwrap_err();
         assert!(body.contains("the body of CREATE FUNCTION f: DELETE FROM orders without a WHERE"), "{body}");
-        let quoted = judge(&r, "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'").unwrap_err();
+        let quoted = judge_sql(&r, "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'DROP TABLE t'").unwrap_err();
         assert!(quoted.contains("the body of CREATE FUNCTION f: DROP TABLE t"), "{quoted}");
-        let plpgsql = judge(&r, "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN NULL; END $$");
+        let plpgsql = judge_sql(&r, "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN NULL; END $$");
         assert!(plpgsql.unwrap_err().contains("in language plpgsql is not allowed"));
         assert_eq!(
-            judge(&r, "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$"),
+            judge_sql(&r, "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$"),
             Ok(()),
             "a harmless SQL body passes when routines are allowed"
         );
@@ -710,8 +454,8 @@ mod tests {
         blocked("VACUUM FULL events", "statement class maintenance");
         allowed("LISTEN jobs");
         allowed("NOTIFY jobs");
-        assert!(judge(&allowing("transaction"), "NOTIFY jobs").is_err(), "LISTEN/NOTIFY refused when configured");
-        assert_eq!(judge(&allowing("ddl"), "ALTER TABLE users ADD COLUMN nickname text"), Ok(()));
+        assert!(judge_sql(&allowing("transaction"), "NOTIFY jobs").is_err(), "LISTEN/NOTIFY refused when configured");
+        assert_eq!(judge_sql(&allowing("ddl"), "ALTER TABLE users ADD COLUMN nickname text"), Ok(()));
     }
 
     #[test]
@@ -733,7 +477,31 @@ mod tests {
         allowed("SELECT lower(name), now(), count(*) FROM t WHERE id = 1");
         let mut r = rules();
         r.deny_functions.clear();
-        assert_eq!(judge(&r, "SELECT pg_terminate_backend(42)"), Ok(()), "an empty deny list disables the rule");
+        assert_eq!(judge_sql(&r, "SELECT pg_terminate_backend(42)"), Ok(()), "an empty deny list disables the rule");
+    }
+
+    #[test]
+    fn do_cluster_and_reindex_are_refused_by_class_and_an_operator_can_allow_them() {
+        // Host facts (PostgreSQL's parser): refused by class, with the class named.
+        for (sql, class) in [
+            ("DO $$ BEGIN EXECUTE 'DROP TABLE t'; END $$", "routine"),
+            ("CLUSTER events USING events_pkey", "maintenance"),
+            ("REINDEX TABLE events", "maintenance"),
+            ("VACUUM ANALYZE orders", "maintenance"),
+        ] {
+            let host = judge(&rules(), &pg::extract(sql)).unwrap_err();
+            assert!(host.contains(&format!("statement class {class}")), "{sql}: {host}");
+            // Guest facts (sqlparser cannot parse these): still refused, as unreadable.
+            let guest = judge(&rules(), &guest::extract(sql)).unwrap_err();
+            assert!(guest.contains("does not parse") || guest.contains("statement class"), "{sql}: {guest}");
+        }
+        let maintenance = allowing("maintenance");
+        for sql in ["CLUSTER events USING events_pkey", "REINDEX TABLE events", "VACUUM ANALYZE orders"] {
+            assert_eq!(judge(&maintenance, &pg::extract(sql)), Ok(()), "{sql} with allow = maintenance");
+        }
+        // DO runs PL/pgSQL: allowing routines lets the class through, the language stays refused.
+        let e = judge(&allowing("routine"), &pg::extract("DO $$ BEGIN DELETE FROM t; END $$")).unwrap_err();
+        assert!(e.contains("DO in language plpgsql is not allowed"), "{e}");
     }
 
     #[test]

@@ -7,18 +7,16 @@
 //! else gets `Default`. Only reads move: a statement that writes (including through a data-modifying
 //! CTE) or locks rows (`FOR UPDATE`) stays on the default route.
 //!
-//! Detection is on the parsed statement (sqlparser, PostgreSQL dialect: all three operators parse).
-//! When sqlparser cannot parse a statement, a token-level check over sqlparser's tokenizer takes over
-//! (`ORDER BY ... <op> ... LIMIT` at one parenthesis depth), never a substring search: an operator in
-//! a string literal or a comment is not an operator. See README.md.
+//! Detection is on the statement facts (`helios_plugin_abi::facts`): the host's (PostgreSQL's parser
+//! in helios-proxy) or, from a host that sends none, the guest's own (sqlparser). A top-K search is a
+//! query level with a `LIMIT` whose `ORDER BY` uses a distance operator outside subqueries, in a single
+//! read-only `SELECT`. When the statement does not parse, a token-level check over sqlparser's
+//! tokenizer takes over (`ORDER BY ... <op> ... LIMIT` at one parenthesis depth), never a substring
+//! search: an operator in a string literal or a comment is not an operator. See README.md.
 
-use std::ops::ControlFlow;
-
+use helios_plugin_abi::facts::StatementFacts;
 use helios_plugin_abi::*;
-use plugin_sql::ast::{any_expr_outside_subqueries, has_limit};
-use sqlparser::ast::{Expr, Query, SetExpr, Statement, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// The pgvector distance operators.
@@ -33,69 +31,28 @@ pub const VECTOR_NODE_ATTRIBUTE: &str = "helios.vector_node";
 pub enum Detection {
     /// Not a top-K vector search (or not one that may move).
     No,
-    /// Found on the parsed statement.
+    /// Found on the statement facts.
     Parsed,
-    /// Found by the token-level fallback on a statement sqlparser could not parse.
+    /// Found by the token-level fallback on a statement that does not parse.
     Tokens,
 }
 
-/// Whether `sql` is a single read-only top-K vector search.
-pub fn detect(sql: &str) -> Detection {
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(statements) => match statements.as_slice() {
-            [Statement::Query(q)] if is_top_k_read(q) => Detection::Parsed,
-            _ => Detection::No,
-        },
-        Err(_) if tokens_say_top_k(sql) => Detection::Tokens,
-        Err(_) => Detection::No,
+/// Whether the statement (`sql`, with its `facts`) is a single read-only top-K vector search.
+pub fn detect(facts: &StatementFacts, sql: &str) -> Detection {
+    if facts.parse_error.is_some() {
+        return if tokens_say_top_k(sql) { Detection::Tokens } else { Detection::No };
     }
+    let [statement] = facts.statements.as_slice() else { return Detection::No };
+    let top_k = statement
+        .levels
+        .iter()
+        .any(|l| l.has_limit && l.order_operators.iter().any(|op| VECTOR_OPERATORS.contains(&op.as_str())));
+    if statement.kind == "SELECT" && facts.is_read_only && top_k { Detection::Parsed } else { Detection::No }
 }
 
 fn is_vector_op(op: &impl std::fmt::Display) -> bool {
     let s = op.to_string();
     VECTOR_OPERATORS.contains(&s.as_str())
-}
-
-/// Whether an expression uses a vector operator outside subqueries.
-fn uses_vector_op(e: &Expr) -> bool {
-    any_expr_outside_subqueries(e, |e| matches!(e, Expr::BinaryOp { op, .. } if is_vector_op(op)))
-}
-
-/// Some query in the statement is a top-K vector search, and nothing in it writes or locks.
-fn is_top_k_read(q: &Query) -> bool {
-    struct Scan {
-        top_k: bool,
-        writes: bool,
-    }
-    impl Visitor for Scan {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if !q.locks.is_empty()
-                || matches!(*q.body, SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_))
-            {
-                self.writes = true;
-                return ControlFlow::Break(());
-            }
-            if has_limit(q)
-                && let Some(sqlparser::ast::OrderBy { kind: sqlparser::ast::OrderByKind::Expressions(exprs), .. }) =
-                    &q.order_by
-                && exprs.iter().any(|o| uses_vector_op(&o.expr))
-            {
-                self.top_k = true;
-            }
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
-            if !matches!(s, Statement::Query(_)) {
-                self.writes = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut scan = Scan { top_k: false, writes: false };
-    let _ = q.visit(&mut scan);
-    scan.top_k && !scan.writes
 }
 
 /// The token-level check for statements sqlparser cannot parse: after `ORDER BY`, a vector operator
@@ -133,7 +90,7 @@ pub fn tokens_say_top_k(sql: &str) -> bool {
 
 /// The route for one statement, given the configured node.
 pub fn decide(configured: Option<&str>, ctx: &QueryContext) -> (RouteResult, Detection) {
-    let d = detect(&ctx.query);
+    let d = detect(&facts::of(ctx), &ctx.query);
     if d == Detection::No {
         return (RouteResult::Default, d);
     }
@@ -178,6 +135,14 @@ pub fn route_vectors(ctx: &QueryContext) -> RouteResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use helios_plugin_facts::{guest, pg};
+
+    /// Detection on the host's facts and on the guest's, which must agree.
+    fn detect_sql(sql: &str) -> Detection {
+        let host = detect(&pg::extract(sql), sql);
+        assert_eq!(host, detect(&guest::extract(sql), sql), "{sql}: host and guest facts disagree");
+        host
+    }
 
     const V: &str = "'[0.1,0.2,0.3]'";
 
@@ -186,14 +151,18 @@ mod tests {
     }
 
     fn routed(sql: &str) -> bool {
-        decide(Some("vec-1"), &ctx(sql)).0 == RouteResult::Node { target: "vec-1".into() }
+        let guest = decide(Some("vec-1"), &ctx(sql)).0;
+        let mut with_facts = ctx(sql);
+        with_facts.facts = Some(pg::extract(sql));
+        assert_eq!(decide(Some("vec-1"), &with_facts).0, guest, "{sql}: host and guest facts disagree");
+        guest == RouteResult::Node { target: "vec-1".into() }
     }
 
     #[test]
     fn each_distance_operator_with_order_by_and_limit_is_routed() {
         for op in VECTOR_OPERATORS {
             let sql = format!("SELECT id FROM items ORDER BY embedding {op} {V} LIMIT 5");
-            assert_eq!(detect(&sql), Detection::Parsed, "{sql}");
+            assert_eq!(detect_sql(&sql), Detection::Parsed, "{sql}");
             assert!(routed(&sql), "{sql}");
         }
         assert!(routed(&format!("select id from items order by embedding <-> {V}::vector limit 20")));
@@ -237,8 +206,9 @@ mod tests {
     fn unparseable_statements_fall_back_to_tokens_not_substrings() {
         // `IS OF` (old PostgreSQL syntax) is rejected by sqlparser before the ORDER BY.
         let sql = format!("SELECT id FROM items WHERE kind IS OF (text) ORDER BY embedding <=> {V} LIMIT 5");
-        assert!(Parser::parse_sql(&PostgreSqlDialect {}, &sql).is_err(), "the example must not parse");
-        assert_eq!(detect(&sql), Detection::Tokens);
+        assert!(guest::extract(&sql).parse_error.is_some(), "the example must not parse");
+        assert!(pg::extract(&sql).parse_error.is_some(), "nor parse in PostgreSQL 14+ (IS OF was removed)");
+        assert_eq!(detect_sql(&sql), Detection::Tokens);
         assert!(tokens_say_top_k("SELECT ORDER BY (a <-> b) LIMIT 5 garbage ("));
         assert!(!tokens_say_top_k("SELECT '<-> LIMIT' ORDER BY x garbage ("));
         assert!(!tokens_say_top_k("SELECT x ORDER BY a -- <-> LIMIT 5\n garbage ("));

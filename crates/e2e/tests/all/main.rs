@@ -2,6 +2,7 @@
 
 mod budgets;
 mod corpus;
+mod facts;
 mod fuel;
 mod observers;
 mod rewriters;
