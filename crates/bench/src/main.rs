@@ -5,7 +5,6 @@
 //!
 //! usage: helios-bench [--extism <extism.json>] [--stack-dir <dir with 64 KiB-stack guests>]
 //!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6>]... [--quick]
-//!                     [--guest-dir <dir with the first-party plugins' .wasm>]
 
 mod measure;
 mod report;
@@ -38,26 +37,15 @@ struct Args {
     timer: Timer,
     /// Sections to run (1-6); empty = all.
     only: Vec<u32>,
-    /// Where the first-party plugins' modules are read from instead of proxy.toml's sources (to
-    /// compare guest build profiles).
-    guest_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        extism: None,
-        stack_dir: None,
-        cycles: 1_000_000,
-        timer: Timer::default(),
-        only: Vec::new(),
-        guest_dir: None,
-    };
+    let mut args = Args { extism: None, stack_dir: None, cycles: 1_000_000, timer: Timer::default(), only: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--extism" => args.extism = Some(it.next().context("--extism needs a path")?.into()),
             "--stack-dir" => args.stack_dir = Some(it.next().context("--stack-dir needs a path")?.into()),
-            "--guest-dir" => args.guest_dir = Some(it.next().context("--guest-dir needs a path")?.into()),
             "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
             "--only" => args.only.push(
                 it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-6")?,
@@ -66,9 +54,7 @@ fn parse_args() -> Result<Args> {
                 args.timer = Timer::quick();
                 args.cycles = args.cycles.min(50_000);
             }
-            other => bail!(
-                "unknown argument {other:?} (expected --extism, --stack-dir, --cycles, --only, --quick, --guest-dir)"
-            ),
+            other => bail!("unknown argument {other:?} (expected --extism, --stack-dir, --cycles, --only, --quick)"),
         }
     }
     Ok(args)
@@ -164,13 +150,8 @@ fn proxy_entries() -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn load_real_chain(rt: &Runtime, guest_dir: Option<&Path>) -> Result<Option<Vec<Arc<Plugin>>>> {
-    let mut entries = proxy_entries()?;
-    if let Some(dir) = guest_dir {
-        for e in &mut entries {
-            e.source = dir.join(e.source.file_name().context("a plugin source without a file name")?);
-        }
-    }
+fn load_real_chain(rt: &Runtime) -> Result<Option<Vec<Arc<Plugin>>>> {
+    let entries = proxy_entries()?;
     if entries.iter().any(|e| !e.source.exists()) {
         return Ok(None);
     }
@@ -385,7 +366,7 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
         });
         rows.push((format!("{n} × light plugin (answers `continue`)"), n, ns, String::new()));
     }
-    match load_real_chain(&rt, args.guest_dir.as_deref())? {
+    match load_real_chain(&rt)? {
         Some(plugins) => {
             let serving = plugins.iter().filter(|p| p.serves(helios_plugin_schema::Hook::PreQuery)).count();
             let chain = Chain::new(plugins);
@@ -414,7 +395,6 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
                     "fastest of 200 calls in the chain".into(),
                 ));
             }
-            corpus_rows(args, &chain, serving, &mut rows)?;
         }
         None => rows.push((
             "the 8 first-party plugins".into(),
@@ -424,72 +404,6 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
         )),
     }
     report.chains(&rows);
-    Ok(())
-}
-
-/// The real chain over the bundled corpus (every line, its attributes, a unique request id per
-/// statement): without facts (the guests extract their own, as in a HeliosProxy host) and with the
-/// host's facts (helios-proxy: pg_query once per statement, then a cache hit for a repeated text),
-/// plus the host's own pg_query extraction of a corpus statement.
-fn corpus_rows(args: &Args, chain: &Chain, serving: usize, rows: &mut Vec<(String, usize, f64, String)>) -> Result<()> {
-    let text =
-        std::fs::read_to_string(root().join("examples/corpus/sql.jsonl")).context("examples/corpus/sql.jsonl")?;
-    let mut plain = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).context("a corpus line")?;
-        let mut ctx = QueryContext { query: v["sql"].as_str().unwrap_or_default().to_owned(), ..Default::default() };
-        ctx.hook_context.identity = v["identity"].as_str().map(str::to_owned);
-        ctx.hook_context.database = v["database"].as_str().map(str::to_owned);
-        if let Some(o) = v["attributes"].as_object() {
-            for (k, a) in o {
-                ctx.hook_context.attributes.insert(k.clone(), a.as_str().unwrap_or_default().to_owned());
-            }
-        }
-        plain.push(ctx);
-    }
-    let mut with_facts = plain.clone();
-    for c in &mut with_facts {
-        let f = helios_plugin_facts::pg::extract(&c.query);
-        c.normalized = f.normalized.clone();
-        c.tables = f.tables();
-        c.is_read_only = f.is_read_only;
-        c.facts = Some(f);
-    }
-    let n = plain.len();
-    let mut id = 0u64;
-    let mut pass = |ctxs: &mut [QueryContext]| {
-        for c in ctxs.iter_mut() {
-            id += 1;
-            c.hook_context.request_id = format!("bench-{id}");
-            std::hint::black_box(chain.pre_query(c));
-        }
-    };
-    let guest = args.timer.ns(|| pass(&mut plain)) / n as f64;
-    let host = args.timer.ns(|| pass(&mut with_facts)) / n as f64;
-    rows.push((
-        format!("the 8 first-party plugins, corpus mix ({n} statements), no facts: the guests parse"),
-        serving,
-        guest,
-        "unique request ids; what a HeliosProxy host (no facts) costs".into(),
-    ));
-    rows.push((
-        format!("the 8 first-party plugins, corpus mix ({n} statements), host facts"),
-        serving,
-        host,
-        "unique request ids; helios-proxy sends pg_query's facts (cached by text)".into(),
-    ));
-    let queries: Vec<&str> = plain.iter().map(|c| c.query.as_str()).collect();
-    let extract = args.timer.ns(|| {
-        for q in &queries {
-            std::hint::black_box(helios_plugin_facts::pg::extract(q));
-        }
-    }) / n as f64;
-    rows.push((
-        "… host-side pg_query facts of one corpus statement (uncached, native)".into(),
-        0,
-        extract,
-        "paid once per distinct text in helios-proxy (LRU)".into(),
-    ));
     Ok(())
 }
 
@@ -702,7 +616,7 @@ fn memory(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
     let base = rss_kib();
 
     // Distinct modules: the 8 first-party plugins (each compiled).
-    let real = load_real_chain(&rt, args.guest_dir.as_deref())?;
+    let real = load_real_chain(&rt)?;
     let after_real = rss_kib();
     let per_real = real.as_ref().map(|v| (after_real - base) as f64 / v.len() as f64);
 

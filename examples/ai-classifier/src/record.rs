@@ -199,8 +199,9 @@ mod tests {
                 if self.races > 0 {
                     // Another instance records into this slot between our read and our swap.
                     self.races -= 1;
-                    self.mem.0.insert(key.into(), b"finding:other".to_vec());
-                    self.mem.0.insert("finding:other".into(), b"{}".to_vec());
+                    let other = format!("finding:other-{}", self.races);
+                    self.mem.0.insert(key.into(), other.clone().into_bytes());
+                    self.mem.0.insert(other, b"{}".to_vec());
                 }
                 self.mem.compare_and_swap(key, expected, new)
             }
@@ -208,7 +209,7 @@ mod tests {
         let mut s = Racy { mem: Mem::default(), races: 1 };
         record(&mut s, &f("a"), 1).unwrap();
         assert_eq!(s.mem.0.get("findings:slot:0").map(Vec::as_slice), Some(&b"finding:a"[..]));
-        assert!(!s.mem.0.contains_key("finding:other"), "the racing writer's finding was evicted exactly once");
+        assert!(!s.mem.0.contains_key("finding:other-0"), "the racing writer's finding was evicted exactly once");
         let mut stuck = Racy { mem: Mem::default(), races: 100 };
         let e = record(&mut stuck, &f("b"), 1).unwrap_err();
         assert!(e.contains("findings:slot:0") && e.contains("concurrent"), "{e}");

@@ -85,6 +85,47 @@ mod tests {
         matches!(r, PreQueryResult::Block { .. })
     }
 
+    /// The demo corpus (examples/corpus/sql.jsonl): each line's context, without facts.
+    fn corpus() -> Vec<QueryContext> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../corpus/sql.jsonl")).unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let mut c = QueryContext { query: v["sql"].as_str().unwrap_or_default().into(), ..Default::default() };
+                c.hook_context.identity = v["identity"].as_str().map(str::to_owned);
+                for (k, a) in v["attributes"].as_object().into_iter().flatten() {
+                    c.hook_context.attributes.insert(k.clone(), a.as_str().unwrap_or_default().into());
+                }
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_corpus_is_judged_the_same_on_host_facts_and_on_guest_facts() {
+        // The demo's configuration (examples/corpus/proxy.toml).
+        let cfg = Config::from_lookup(|k| match k {
+            "large_tables" => Some("events,page_views,audit_log".into()),
+            "tenant_tables" => Some("orders,invoices,documents,support_tickets".into()),
+            "tenant_column" => Some("tenant_id".into()),
+            _ => None,
+        })
+        .unwrap();
+        let (mut blocked, mut differ) = (0, Vec::new());
+        for mut c in corpus() {
+            let guest = decide(&cfg, &c);
+            c.facts = Some(helios_plugin_facts::pg::extract(&c.query));
+            let host = decide(&cfg, &c);
+            if is_block(&host) != is_block(&guest) {
+                differ.push(format!("{:?}: host {host:?}, guest {guest:?}", c.query));
+            }
+            blocked += usize::from(is_block(&host));
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+        assert!(blocked >= 40, "only {blocked} blocked");
+    }
+
     #[test]
     fn ai_traffic_is_judged_and_human_traffic_passes_by_default() {
         testing::reset();

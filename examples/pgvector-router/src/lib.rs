@@ -215,6 +215,35 @@ mod tests {
         assert!(!tokens_say_top_k("SELECT (SELECT 1 ORDER BY a <-> b) LIMIT 5 garbage ("));
     }
 
+    /// The demo corpus (examples/corpus/sql.jsonl): each line's context, without facts.
+    fn corpus() -> Vec<QueryContext> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../corpus/sql.jsonl")).unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let mut c = QueryContext { query: v["sql"].as_str().unwrap_or_default().into(), ..Default::default() };
+                c.hook_context.identity = v["identity"].as_str().map(str::to_owned);
+                for (k, a) in v["attributes"].as_object().into_iter().flatten() {
+                    c.hook_context.attributes.insert(k.clone(), a.as_str().unwrap_or_default().into());
+                }
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_corpus_is_routed_the_same_on_host_facts_and_on_guest_facts() {
+        let mut routed = 0;
+        for mut c in corpus() {
+            let guest = decide(Some("vec"), &c).0;
+            c.facts = Some(pg::extract(&c.query));
+            assert_eq!(decide(Some("vec"), &c).0, guest, "{:?}", c.query);
+            routed += usize::from(guest != RouteResult::Default);
+        }
+        assert!(routed >= 5, "only {routed} routed");
+    }
+
     #[test]
     fn the_target_comes_from_config_then_the_attribute() {
         let sql = format!("SELECT id FROM items ORDER BY embedding <-> {V} LIMIT 5");
