@@ -33,14 +33,12 @@ fn ai_classifier_records_its_finding_per_request_and_never_blocks() {
     }
     // The ring (O(1) per statement: a counter, 20 slots) keeps exactly the 20 newest findings.
     let kv = host.runtime.kv().entries("ai-classifier");
-    let findings: Vec<String> =
+    let mut findings: Vec<String> =
         kv.iter().filter_map(|(k, _)| String::from_utf8_lossy(k).strip_prefix("finding:").map(str::to_owned)).collect();
-    let newest: Vec<String> = (80..100).map(|i| format!("bulk-{i}")).collect();
-    let mut sorted = findings.clone();
-    sorted.sort();
-    let mut expected = newest.clone();
-    expected.sort();
-    assert_eq!(sorted, expected, "the 20 newest findings, the older ones evicted");
+    findings.sort();
+    let mut newest: Vec<String> = (80..100).map(|i| format!("bulk-{i}")).collect();
+    newest.sort();
+    assert_eq!(findings, newest, "the 20 newest findings, the older ones evicted");
     assert_eq!(kv.len(), 41, "20 findings, 20 ring slots and the sequence counter");
 }
 
