@@ -48,7 +48,7 @@ fn parse_args() -> Result<Args> {
             "--stack-dir" => args.stack_dir = Some(it.next().context("--stack-dir needs a path")?.into()),
             "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
             "--only" => args.only.push(
-                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-6")?,
+                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-9")?,
             ),
             "--quick" => {
                 args.timer = Timer::quick();
@@ -204,6 +204,9 @@ fn run() -> Result<()> {
     if on(6) {
         memory(&args, &workloads, &mut report)?;
     }
+    if on(9) {
+        component(&args, &workloads, &mut report)?;
+    }
     // Not part of a full run: `--only 8` loads the first-party plugins warm from a module cache
     // (kept under target/bench/profile-cache), for a profiler.
     if args.only.contains(&8) {
@@ -318,6 +321,44 @@ fn per_call(args: &Args, workloads: &Value, extism: &Value, report: &mut Report)
     ));
 
     report.per_call(&rows, extism);
+    Ok(())
+}
+
+// ---- 9. component guard ------------------------------------------------------------------------------
+
+/// The same `#[chio_guard]` source (tool-denylist) as a core module and as a component
+/// (`chio:guard/guard@0.2.0`), pooled, per call, beside native; same runtime, same request.
+fn component(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
+    eprintln!("helios-bench: 9. component guard");
+    let t = &args.timer;
+    let rt = Runtime::new(RuntimeConfig::default())?;
+    let w = &workloads["tool_denylist"];
+    let config = config_of(w);
+    let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
+    set_native_config(&config);
+    let native_answer = tool_denylist::evaluate(&req);
+    let native = t.ns(|| {
+        let j = serde_json::to_vec(&req).expect("encode");
+        let r: GuardRequest = serde_json::from_slice(&j).expect("decode");
+        let v = tool_denylist::evaluate(&r);
+        let o = serde_json::to_vec(&v).expect("encode");
+        std::hint::black_box(serde_json::from_slice::<GuardVerdict>(&o).expect("decode"));
+    });
+    let core_p = rt.load(&read_guest("tool_denylist.wasm")?, PluginConfig::new("core").config_map(config.clone()))?;
+    let comp_p = rt.load(
+        &read_guest("tool_denylist.component.wasm")?,
+        PluginConfig::new("component")
+            .config_map(config.clone())
+            .wit_world(helios_plugin_schema::manifest::GUARD_WIT_WORLD),
+    )?;
+    let same = core_p.evaluate(&req) == native_answer && comp_p.evaluate(&req) == native_answer;
+    let core = t.ns(|| {
+        std::hint::black_box(core_p.evaluate(&req));
+    });
+    let comp = t.ns(|| {
+        std::hint::black_box(comp_p.evaluate(&req));
+    });
+    report.component(native, core, comp, same);
     Ok(())
 }
 

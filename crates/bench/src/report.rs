@@ -277,6 +277,28 @@ impl Report {
         );
     }
 
+    pub fn component(&mut self, native: f64, core: f64, component: f64, same: bool) {
+        let _ =
+            writeln!(self.md, "### 9. Component guard vs core module (tool-denylist, pooled, fastest of 15 batches)\n");
+        let _ = writeln!(self.md, "| build | per call | ÷ native | ÷ core module |");
+        let _ = writeln!(self.md, "|---|---:|---:|---:|");
+        let warn = if same { "" } else { " (**answers differ**)" };
+        let _ = writeln!(self.md, "| native Rust + JSON both ways | {} | 1.00× | — |", us(native));
+        let _ = writeln!(self.md, "| core module{warn} | {} | {:.2}× | 1.00× |", us(core), core / native);
+        let _ = writeln!(
+            self.md,
+            "| component (`chio:guard/guard@0.2.0`){warn} | {} | {:.2}× | {:.2}× |\n",
+            us(component),
+            component / native,
+            component / core
+        );
+        self.goal("component guard ≤ 1.5× core module", format!("{:.2}×", component / core), component / core <= 1.5);
+        self.json.insert(
+            "component".into(),
+            json!({ "native_ns": native, "core_ns": core, "component_ns": component, "same_answer": same }),
+        );
+    }
+
     pub fn finish(mut self) -> Result<()> {
         let mut head = String::new();
         let _ = writeln!(head, "## helios-plugin benchmarks\n");
