@@ -18,6 +18,9 @@
 //!     args: [files_server.py]
 //!   - id: web
 //!     url: http://127.0.0.1:9000/mcp
+//!   - id: internal
+//!     url: https://mcp.internal.example:8443/mcp
+//!     ca_file: certs/internal-ca.pem   # trusted besides the system roots (optional)
 //! gateway:
 //!   trusted_keys: keys/            # trust-root directory; default: only keys pinned by manifests
 //!   blocklist: blocklist.json      # {"digests": ["sha256:..."]}
@@ -149,15 +152,27 @@ pub struct UpstreamEntry {
     pub env: BTreeMap<String, String>,
     /// Working directory of the child; relative to the config file. Default: the config's directory.
     pub cwd: Option<PathBuf>,
-    /// Streamable HTTP endpoint (`http://`), instead of `command`.
+    /// Streamable HTTP endpoint (`http://` or `https://`), instead of `command`.
     pub url: Option<String>,
+    /// PEM certificate(s) of a CA trusted for this `https://` upstream besides the system roots
+    /// (a private or self-signed CA). Relative to the config file.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How the upstream is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamTarget {
-    Command { program: String, args: Vec<String>, env: BTreeMap<String, String>, cwd: PathBuf },
-    Url(String),
+    Command {
+        program: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: PathBuf,
+    },
+    /// A streamable HTTP endpoint; for `https://`, the extra trusted CA (PEM) from `ca_file`.
+    Url {
+        url: String,
+        ca_pem: Option<Vec<u8>>,
+    },
 }
 
 /// The `gateway:` section.
@@ -280,6 +295,9 @@ impl GatewayConfig {
             if upstreams.iter().any(|(id, _)| id == &u.id) {
                 return Err(field(entry, "id", format!("{:?} is used by an earlier upstream", u.id)));
             }
+            if u.ca_file.is_some() && !u.url.as_deref().is_some_and(|url| url.starts_with("https://")) {
+                return Err(field(entry, "ca_file", "belongs to an https:// url upstream".into()));
+            }
             let target = match (u.command, u.url) {
                 (Some(program), None) => UpstreamTarget::Command {
                     program,
@@ -288,17 +306,30 @@ impl GatewayConfig {
                     cwd: u.cwd.map(|c| dir.join(c)).unwrap_or_else(|| dir.to_path_buf()),
                 },
                 (None, Some(url)) => {
-                    if !url.starts_with("http://") {
-                        return Err(field(
-                            entry,
-                            "url",
-                            format!("{url:?}: only http:// URLs are supported (put TLS in front of the server)"),
-                        ));
+                    if !url.starts_with("http://") && !url.starts_with("https://") {
+                        return Err(field(entry, "url", format!("{url:?}: give an http:// or https:// URL")));
                     }
                     if !u.args.is_empty() || !u.env.is_empty() || u.cwd.is_some() {
                         return Err(field(entry, "url", "args, env and cwd belong to a command upstream".into()));
                     }
-                    UpstreamTarget::Url(url)
+                    let ca_pem = match &u.ca_file {
+                        None => None,
+                        Some(f) => {
+                            let path = dir.join(f);
+                            let pem = std::fs::read(&path).map_err(|e| {
+                                field(entry.clone(), "ca_file", format!("cannot read {}: {e}", path.display()))
+                            })?;
+                            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                                return Err(field(
+                                    entry,
+                                    "ca_file",
+                                    format!("{} holds no PEM certificate", path.display()),
+                                ));
+                            }
+                            Some(pem)
+                        }
+                    };
+                    UpstreamTarget::Url { url, ca_pem }
                 }
                 (Some(_), Some(_)) => return Err(field(entry, "url", "give either command or url, not both".into())),
                 (None, None) => return Err(field(entry, "command", "missing: give a command or a url".into())),
@@ -403,7 +434,7 @@ upstreams:
         assert!(
             matches!(&c.upstreams[0].1, UpstreamTarget::Command { program, env, .. } if program == "python3" && env["A"] == "1")
         );
-        assert_eq!(c.upstreams[1].1, UpstreamTarget::Url("http://127.0.0.1:9/mcp".into()));
+        assert_eq!(c.upstreams[1].1, UpstreamTarget::Url { url: "http://127.0.0.1:9/mcp".into(), ca_pem: None });
     }
 
     #[test]
@@ -449,10 +480,18 @@ call_timeout_ms = 500
     fn bad_values_name_the_entry_and_field() {
         let e = GatewayConfig::parse("upstreams:\n  - id: a\n", Path::new("c.yaml"), false).unwrap_err().to_string();
         assert!(e.contains("upstreams[0] (a) field command"), "{e}");
-        let e = GatewayConfig::parse("upstreams:\n  - id: a\n    url: https://x/mcp\n", Path::new("c.yaml"), false)
+        let e = GatewayConfig::parse("upstreams:\n  - id: a\n    url: ftp://x/mcp\n", Path::new("c.yaml"), false)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("field url") && e.contains("http://"), "{e}");
+        assert!(e.contains("field url") && e.contains("https://"), "{e}");
+        let e = GatewayConfig::parse(
+            "upstreams:\n  - id: a\n    url: http://x/mcp\n    ca_file: ca.pem\n",
+            Path::new("c.yaml"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("upstreams[0] (a) field ca_file") && e.contains("https://"), "{e}");
         let e = GatewayConfig::parse(
             "wasm_guards:\n  - {name: a, path: a.wasm}\n  - {name: a, path: b.wasm}\n",
             Path::new("c.yaml"),

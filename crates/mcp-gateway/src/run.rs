@@ -123,7 +123,8 @@ pub async fn serve_http(
         config.disable_allowed_hosts()
     };
     let gw = gateway.clone();
-    let service = StreamableHttpService::new(move || Ok(gw.clone()), LocalSessionManager::default().into(), config);
+    let service =
+        StreamableHttpService::new(move || Ok(gw.for_session()), LocalSessionManager::default().into(), config);
     let app = axum::Router::new().nest_service("/mcp", service);
     let stop2 = stop.clone();
     axum::serve(listener, app).with_graceful_shutdown(async move { stop2.cancelled().await }).await?;

@@ -1,18 +1,23 @@
 //! The MCP server agents talk to. `tools/list` lists every upstream's tools (prefixed
 //! `<server id>__<tool>` when two upstreams offer the same name); `tools/call` runs the guard chain
-//! and forwards an allowed call to its upstream untouched; prompts and resources are forwarded.
+//! and forwards an allowed call to its upstream untouched. Everything else is forwarded to the
+//! upstream that owns it: prompts, resources and resource templates, completions (by the prompt or
+//! resource they complete), `logging/setLevel`, `resources/subscribe`/`unsubscribe`; and what
+//! upstreams send unasked (log messages, resource updates, list changes) reaches the agent
+//! sessions ([`Sessions`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use helios_plugin_schema::GuardVerdict;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse,
-    Implementation, ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ResultType, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    Reference, ResultType, ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 
 use crate::decide::Decider;
 use crate::request::{CallSite, guard_request};
@@ -21,12 +26,14 @@ use crate::upstream::{Upstream, UpstreamError};
 /// Separates a server id from a tool name when names collide.
 pub const PREFIX_SEPARATOR: &str = "__";
 
-/// What `tools/list` showed last: exposed name → (upstream index, the upstream's own name).
+/// What the lists showed last: exposed tool name → (upstream index, the upstream's own name);
+/// prompt names, resource URIs and resource templates → upstream index.
 #[derive(Debug, Default)]
 struct Catalog {
     tools: HashMap<String, (usize, String)>,
     prompts: HashMap<String, usize>,
     resources: HashMap<String, usize>,
+    templates: HashMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -35,12 +42,88 @@ struct Inner {
     decider: Decider,
     agent_scopes: std::collections::BTreeMap<String, Vec<String>>,
     catalog: RwLock<Catalog>,
+    sessions: Arc<Sessions>,
+    /// Resource URI → (upstream index, sessions subscribed): the upstream is subscribed once.
+    subscriptions: tokio::sync::Mutex<HashMap<String, (usize, usize)>>,
 }
 
-/// The gateway's MCP server: cheap to clone, one per agent session over HTTP.
+/// One agent session: its peer (for what upstreams send unasked), the log level it asked for
+/// and the resources it subscribed to.
+#[derive(Debug, Default)]
+pub struct Session {
+    peer: OnceLock<Peer<RoleServer>>,
+    level: Mutex<Option<u8>>,
+    subscribed: Mutex<HashSet<String>>,
+}
+
+/// The live agent sessions of a gateway, held weakly (a session that ended is skipped and pruned).
+#[derive(Debug, Default)]
+pub struct Sessions(Mutex<Vec<Weak<Session>>>);
+
+#[allow(deprecated)] // logging is deprecated by SEP-2577; agents on older revisions still use it
+fn severity(level: rmcp::model::LoggingLevel) -> u8 {
+    use rmcp::model::LoggingLevel::*;
+    match level {
+        Debug => 0,
+        Info => 1,
+        Notice => 2,
+        Warning => 3,
+        Error => 4,
+        Critical => 5,
+        Alert => 6,
+        Emergency => 7,
+    }
+}
+
+impl Sessions {
+    fn add(&self, s: &Arc<Session>) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(s));
+    }
+
+    fn live(&self) -> Vec<Arc<Session>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Every live session's peer.
+    pub fn peers(&self) -> Vec<Peer<RoleServer>> {
+        self.live().iter().filter_map(|s| s.peer.get().cloned()).collect()
+    }
+
+    /// Peers of the sessions that take a log message of `level`: those that asked for this level
+    /// or a lower one, and those that never set one.
+    #[allow(deprecated)]
+    pub fn logging_peers(&self, level: rmcp::model::LoggingLevel) -> Vec<Peer<RoleServer>> {
+        let sev = severity(level);
+        self.live()
+            .iter()
+            .filter(|s| s.level.lock().unwrap_or_else(|e| e.into_inner()).is_none_or(|min| sev >= min))
+            .filter_map(|s| s.peer.get().cloned())
+            .collect()
+    }
+
+    /// Peers of the sessions subscribed to `uri`.
+    pub fn subscribed_peers(&self, uri: &str) -> Vec<Peer<RoleServer>> {
+        self.live()
+            .iter()
+            .filter(|s| s.subscribed.lock().unwrap_or_else(|e| e.into_inner()).contains(uri))
+            .filter_map(|s| s.peer.get().cloned())
+            .collect()
+    }
+
+    /// The lowest level any session asked for (what the upstreams are set to).
+    fn lowest_level(&self) -> Option<u8> {
+        self.live().iter().filter_map(|s| *s.level.lock().unwrap_or_else(|e| e.into_inner())).min()
+    }
+}
+
+/// The gateway's MCP server: cheap to clone; [`Gateway::for_session`] gives each agent session its
+/// own state.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
+    session: Arc<Session>,
 }
 
 impl Gateway {
@@ -49,7 +132,24 @@ impl Gateway {
         decider: Decider,
         agent_scopes: std::collections::BTreeMap<String, Vec<String>>,
     ) -> Gateway {
-        Gateway { inner: Arc::new(Inner { upstreams, decider, agent_scopes, catalog: RwLock::default() }) }
+        let sessions = Arc::new(Sessions::default());
+        for u in &upstreams {
+            u.attach(sessions.clone());
+        }
+        let inner = Inner {
+            upstreams,
+            decider,
+            agent_scopes,
+            catalog: RwLock::default(),
+            sessions,
+            subscriptions: tokio::sync::Mutex::default(),
+        };
+        Gateway { inner: Arc::new(inner), session: Arc::default() }
+    }
+
+    /// The same gateway for a new agent session (one per streamable HTTP session).
+    pub fn for_session(&self) -> Gateway {
+        Gateway { inner: self.inner.clone(), session: Arc::default() }
     }
 
     pub fn decider(&self) -> &Decider {
@@ -152,6 +252,95 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The upstream that serves resource `uri`: a listed resource, else the first upstream with
+    /// templates that can read it.
+    async fn resource_owner(&self, uri: &str) -> Option<usize> {
+        let known = |g: &Gateway| g.inner.catalog.read().unwrap_or_else(|e| e.into_inner()).resources.get(uri).copied();
+        if let Some(i) = known(self) {
+            return Some(i);
+        }
+        self.list_all_resources().await;
+        if let Some(i) = known(self) {
+            return Some(i);
+        }
+        self.list_all_templates().await;
+        let owners: HashSet<usize> =
+            self.inner.catalog.read().unwrap_or_else(|e| e.into_inner()).templates.values().copied().collect();
+        for i in 0..self.inner.upstreams.len() {
+            if owners.contains(&i)
+                && self.inner.upstreams[i].read_resource(ReadResourceRequestParams::new(uri)).await.is_ok()
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn list_all_resources(&self) -> Vec<rmcp::model::Resource> {
+        let mut all = Vec::new();
+        let mut routes = HashMap::new();
+        for (i, u) in self.inner.upstreams.iter().enumerate() {
+            match u.list_resources().await {
+                Ok(resources) => {
+                    for r in resources {
+                        routes.entry(r.uri.clone()).or_insert(i);
+                        all.push(r);
+                    }
+                }
+                Err(e) => tracing::debug!(upstream = %u.id, error = %e, "resources/list failed"),
+            }
+        }
+        self.inner.catalog.write().unwrap_or_else(|e| e.into_inner()).resources = routes;
+        all
+    }
+
+    async fn list_all_templates(&self) -> Vec<rmcp::model::ResourceTemplate> {
+        let mut all = Vec::new();
+        let mut routes = HashMap::new();
+        for (i, u) in self.inner.upstreams.iter().enumerate() {
+            match u.list_resource_templates().await {
+                Ok(templates) => {
+                    for t in templates {
+                        routes.entry(t.uri_template.clone()).or_insert(i);
+                        all.push(t);
+                    }
+                }
+                Err(e) => tracing::debug!(upstream = %u.id, error = %e, "resources/templates/list failed"),
+            }
+        }
+        self.inner.catalog.write().unwrap_or_else(|e| e.into_inner()).templates = routes;
+        all
+    }
+
+    async fn prompt_owner(&self, name: &str) -> Option<usize> {
+        let known = |g: &Gateway| g.inner.catalog.read().unwrap_or_else(|e| e.into_inner()).prompts.get(name).copied();
+        if let Some(i) = known(self) {
+            return Some(i);
+        }
+        self.list_all_prompts().await;
+        known(self)
+    }
+
+    async fn list_all_prompts(&self) -> Vec<rmcp::model::Prompt> {
+        let mut all = Vec::new();
+        let mut routes = HashMap::new();
+        for (i, u) in self.inner.upstreams.iter().enumerate() {
+            match u.list_prompts().await {
+                Ok(prompts) => {
+                    for p in prompts {
+                        routes.entry(p.name.clone()).or_insert(i);
+                        all.push(p);
+                    }
+                }
+                Err(e) => tracing::debug!(upstream = %u.id, error = %e, "prompts/list failed"),
+            }
+        }
+        self.inner.catalog.write().unwrap_or_else(|e| e.into_inner()).prompts = routes;
+        all
+    }
+}
+
 fn tool_error(text: String) -> CallToolResponse {
     CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(text)]))
 }
@@ -165,7 +354,19 @@ fn upstream_err(e: UpstreamError) -> McpError {
 
 impl ServerHandler for Gateway {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_prompts().enable_resources().build())
+        #[allow(deprecated)] // logging: agents on revisions before 2026-07-28 use it
+        let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_completions()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("helios-mcp-gateway", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Tool calls pass through WebAssembly guards; a denied call answers with the guard's reason.",
@@ -195,21 +396,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        let mut all = Vec::new();
-        let mut routes = HashMap::new();
-        for (i, u) in self.inner.upstreams.iter().enumerate() {
-            match u.list_prompts().await {
-                Ok(prompts) => {
-                    for p in prompts {
-                        routes.entry(p.name.clone()).or_insert(i);
-                        all.push(p);
-                    }
-                }
-                Err(e) => tracing::debug!(upstream = %u.id, error = %e, "prompts/list failed"),
-            }
-        }
-        self.inner.catalog.write().unwrap_or_else(|e| e.into_inner()).prompts = routes;
-        Ok(ListPromptsResult::with_all_items(all))
+        Ok(ListPromptsResult::with_all_items(self.list_all_prompts().await))
     }
 
     async fn get_prompt(
@@ -217,8 +404,7 @@ impl ServerHandler for Gateway {
         request: GetPromptRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let index = self.inner.catalog.read().unwrap_or_else(|e| e.into_inner()).prompts.get(&request.name).copied();
-        let Some(index) = index else {
+        let Some(index) = self.prompt_owner(&request.name).await else {
             return Err(McpError::invalid_params(
                 format!("unknown prompt {:?} (list prompts first)", request.name),
                 None,
@@ -234,21 +420,15 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let mut all = Vec::new();
-        let mut routes = HashMap::new();
-        for (i, u) in self.inner.upstreams.iter().enumerate() {
-            match u.list_resources().await {
-                Ok(resources) => {
-                    for r in resources {
-                        routes.entry(r.uri.clone()).or_insert(i);
-                        all.push(r);
-                    }
-                }
-                Err(e) => tracing::debug!(upstream = %u.id, error = %e, "resources/list failed"),
-            }
-        }
-        self.inner.catalog.write().unwrap_or_else(|e| e.into_inner()).resources = routes;
-        Ok(ListResourcesResult::with_all_items(all))
+        Ok(ListResourcesResult::with_all_items(self.list_all_resources().await))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(self.list_all_templates().await))
     }
 
     async fn read_resource(
@@ -256,15 +436,121 @@ impl ServerHandler for Gateway {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let index = self.inner.catalog.read().unwrap_or_else(|e| e.into_inner()).resources.get(&request.uri).copied();
-        let Some(index) = index else {
-            return Err(McpError::resource_not_found(
-                format!("unknown resource {:?} (list resources first)", request.uri),
-                None,
-            ));
+        let Some(index) = self.resource_owner(&request.uri).await else {
+            return Err(McpError::resource_not_found(format!("no upstream serves resource {:?}", request.uri), None));
         };
         let mut result = self.inner.upstreams[index].read_resource(request).await.map_err(upstream_err)?;
         result.result_type.get_or_insert(ResultType::COMPLETE);
         Ok(result.into())
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if self.session.peer.set(context.peer).is_ok() {
+            self.inner.sessions.add(&self.session);
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let owner = match &request.r#ref {
+            Reference::Prompt(p) => self.prompt_owner(&p.name).await,
+            Reference::Resource(r) => {
+                let template = |g: &Gateway| {
+                    g.inner.catalog.read().unwrap_or_else(|e| e.into_inner()).templates.get(&r.uri).copied()
+                };
+                match template(self) {
+                    Some(i) => Some(i),
+                    None => {
+                        self.list_all_templates().await;
+                        match template(self) {
+                            Some(i) => Some(i),
+                            None => self.resource_owner(&r.uri).await,
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some(index) = owner else {
+            return Err(McpError::invalid_params("no upstream serves what this completion refers to", None));
+        };
+        let mut result = self.inner.upstreams[index].complete(request).await.map_err(upstream_err)?;
+        result.result_type.get_or_insert(ResultType::COMPLETE);
+        Ok(result)
+    }
+
+    #[allow(deprecated)] // logging is deprecated by SEP-2577; agents on older revisions still use it
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        *self.session.level.lock().unwrap_or_else(|e| e.into_inner()) = Some(severity(request.level));
+        // One connection per upstream serves every session: it is set to the lowest level any
+        // session asked for, and each session gets only what it asked for.
+        let lowest = self.inner.sessions.lowest_level().unwrap_or(severity(request.level));
+        let level = [
+            rmcp::model::LoggingLevel::Debug,
+            rmcp::model::LoggingLevel::Info,
+            rmcp::model::LoggingLevel::Notice,
+            rmcp::model::LoggingLevel::Warning,
+            rmcp::model::LoggingLevel::Error,
+            rmcp::model::LoggingLevel::Critical,
+            rmcp::model::LoggingLevel::Alert,
+            rmcp::model::LoggingLevel::Emergency,
+        ][lowest as usize];
+        for u in &self.inner.upstreams {
+            if let Err(e) = u.set_level(level).await {
+                tracing::debug!(upstream = %u.id, error = %e, "logging/setLevel not taken");
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri;
+        let mut subs = self.inner.subscriptions.lock().await;
+        let index = match subs.get(&uri) {
+            Some(&(i, _)) => i,
+            None => {
+                let Some(i) = self.resource_owner(&uri).await else {
+                    return Err(McpError::resource_not_found(format!("no upstream serves resource {uri:?}"), None));
+                };
+                self.inner.upstreams[i].subscribe(uri.clone()).await.map_err(upstream_err)?;
+                i
+            }
+        };
+        if self.session.subscribed.lock().unwrap_or_else(|e| e.into_inner()).insert(uri.clone()) {
+            subs.entry(uri).or_insert((index, 0)).1 += 1;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri;
+        if !self.session.subscribed.lock().unwrap_or_else(|e| e.into_inner()).remove(&uri) {
+            return Ok(());
+        }
+        let mut subs = self.inner.subscriptions.lock().await;
+        if let Some((index, count)) = subs.get_mut(&uri) {
+            *count -= 1;
+            if *count == 0 {
+                let index = *index;
+                subs.remove(&uri);
+                self.inner.upstreams[index].unsubscribe(uri).await.map_err(upstream_err)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,22 @@
-//! Upstream MCP servers: a child process over stdio or a streamable HTTP URL, reached with rmcp's
-//! client. A connection that died (the child exited, the server went away) is re-established on the
+//! Upstream MCP servers: a child process over stdio or a streamable HTTP URL (`https://` with the
+//! system roots plus an optional `ca_file`), reached with rmcp's client. What an upstream sends on
+//! its own — log messages, `resources/updated`, tools/prompts/resources `list_changed` — is relayed
+//! to the agent sessions that should see it ([`crate::server::Sessions`]). A connection that died (the child exited, the server went away) is re-established on the
 //! next request; a request that outlives its deadline or loses its connection becomes an error that
 //! names the upstream and the cause, never a wait without end.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rmcp::model::CallToolRequestParams;
-use rmcp::service::{RoleClient, RunningService, ServiceError, ServiceExt};
+use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceError, ServiceExt};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{Peer, model};
+use rmcp::{ClientHandler, Peer, model};
 use tokio::sync::Mutex;
 
 use crate::config::UpstreamTarget;
+use crate::server::Sessions;
 
 /// Why an upstream could not serve a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,7 +36,58 @@ pub enum UpstreamError {
     Other { id: String, method: String, detail: String },
 }
 
-type Client = RunningService<RoleClient, ()>;
+type Client = RunningService<RoleClient, Relay>;
+
+/// The client side of one upstream connection: relays what the server sends unasked to the agent
+/// sessions (log messages by their level, `resources/updated` to the sessions subscribed to the
+/// URI, list changes to every session).
+#[derive(Debug, Clone)]
+pub struct Relay {
+    upstream: Arc<str>,
+    sessions: Arc<Sessions>,
+}
+
+impl ClientHandler for Relay {
+    #[allow(deprecated)] // logging is deprecated by SEP-2577; agents on older revisions still use it
+    async fn on_logging_message(
+        &self,
+        mut params: model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        // The agent sees which upstream logged.
+        params.logger = Some(match params.logger.take() {
+            Some(l) => format!("{}/{l}", self.upstream),
+            None => self.upstream.to_string(),
+        });
+        for peer in self.sessions.logging_peers(params.level) {
+            let _ = peer.notify_logging_message(params.clone()).await;
+        }
+    }
+    async fn on_resource_updated(
+        &self,
+        params: model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        for peer in self.sessions.subscribed_peers(&params.uri) {
+            let _ = peer.notify_resource_updated(params.clone()).await;
+        }
+    }
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        for peer in self.sessions.peers() {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+    }
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        for peer in self.sessions.peers() {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        for peer in self.sessions.peers() {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+}
 
 /// One upstream server and its (re-established on demand) connection.
 #[derive(Debug)]
@@ -40,12 +96,22 @@ pub struct Upstream {
     target: UpstreamTarget,
     connect_timeout: Duration,
     call_timeout: Duration,
+    sessions: OnceLock<Arc<Sessions>>,
     conn: Mutex<Option<Client>>,
 }
 
 impl Upstream {
     pub fn new(id: String, target: UpstreamTarget, connect_timeout: Duration, call_timeout: Duration) -> Upstream {
-        Upstream { id, target, connect_timeout, call_timeout, conn: Mutex::new(None) }
+        Upstream { id, target, connect_timeout, call_timeout, sessions: OnceLock::new(), conn: Mutex::new(None) }
+    }
+
+    /// Where this upstream's notifications go (set once, by the gateway that owns it).
+    pub(crate) fn attach(&self, sessions: Arc<Sessions>) {
+        let _ = self.sessions.set(sessions);
+    }
+
+    fn relay(&self) -> Relay {
+        Relay { upstream: self.id.as_str().into(), sessions: self.sessions.get().cloned().unwrap_or_default() }
     }
 
     /// A live peer, connecting (or reconnecting after a death) first if needed.
@@ -82,11 +148,24 @@ impl Upstream {
                     .stderr(std::process::Stdio::inherit())
                     .spawn()
                     .map_err(|e| fail(format!("cannot start {program:?}: {e}")))?;
-                ().serve(transport).await.map_err(|e| fail(format!("MCP handshake with {program:?} failed: {e}")))
+                self.relay()
+                    .serve(transport)
+                    .await
+                    .map_err(|e| fail(format!("MCP handshake with {program:?} failed: {e}")))
             }
-            UpstreamTarget::Url(url) => {
-                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-                ().serve(transport).await.map_err(|e| fail(format!("MCP handshake with {url} failed: {e}")))
+            UpstreamTarget::Url { url, ca_pem } => {
+                let mut http = reqwest::Client::builder();
+                if let Some(pem) = ca_pem {
+                    let ca = reqwest::Certificate::from_pem(pem)
+                        .map_err(|e| fail(format!("ca_file is not a PEM certificate: {e}")))?;
+                    http = http.add_root_certificate(ca);
+                }
+                let http = http.build().map_err(|e| fail(format!("cannot set up the HTTP client: {e}")))?;
+                let transport = StreamableHttpClientTransport::with_client(
+                    http,
+                    StreamableHttpClientTransportConfig::with_uri(url.as_str()),
+                );
+                self.relay().serve(transport).await.map_err(|e| fail(format!("MCP handshake with {url} failed: {e:#}")))
             }
         }
     }
@@ -146,6 +225,37 @@ impl Upstream {
         params: model::ReadResourceRequestParams,
     ) -> Result<model::ReadResourceResult, UpstreamError> {
         self.request("resources/read", |p| async move { p.read_resource(params).await }).await
+    }
+
+    pub async fn list_resource_templates(&self) -> Result<Vec<model::ResourceTemplate>, UpstreamError> {
+        self.request("resources/templates/list", |p| async move { p.list_all_resource_templates().await }).await
+    }
+
+    pub async fn complete(&self, params: model::CompleteRequestParams) -> Result<model::CompleteResult, UpstreamError> {
+        self.request("completion/complete", |p| async move { p.complete(params).await }).await
+    }
+
+    #[allow(deprecated)] // logging is deprecated by SEP-2577; agents on older revisions still use it
+    pub async fn set_level(&self, level: model::LoggingLevel) -> Result<(), UpstreamError> {
+        self.request("logging/setLevel", |p| async move { p.set_level(model::SetLevelRequestParams::new(level)).await })
+            .await
+    }
+
+    #[allow(deprecated)] // resources/subscribe is the pre-2026-07-28 way; agents on older revisions use it
+    pub async fn subscribe(&self, uri: String) -> Result<(), UpstreamError> {
+        self.request(
+            "resources/subscribe",
+            |p| async move { p.subscribe(model::SubscribeRequestParams::new(uri)).await },
+        )
+        .await
+    }
+
+    #[allow(deprecated)]
+    pub async fn unsubscribe(&self, uri: String) -> Result<(), UpstreamError> {
+        self.request("resources/unsubscribe", |p| async move {
+            p.unsubscribe(model::UnsubscribeRequestParams::new(uri)).await
+        })
+        .await
     }
 
     /// Stops the connection (and the child process).

@@ -3,6 +3,7 @@
 //! (`tests/fixtures/upstream_server.py`), with real wasm guards verified from `guard-manifest.yaml`.
 
 mod config;
+mod forwarding;
 mod operations;
 mod support;
 mod tool_calls;

@@ -113,3 +113,96 @@ async fn an_http_body_over_the_request_cap_is_refused_with_413() {
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(seen(&seen_log).is_empty());
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+fn self_signed_ca(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]
+        .iter()
+        .copied()
+        .chain(["-subj", "/CN=helios test CA"])
+        .collect::<Vec<_>>());
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_upstream_is_reached_through_its_private_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    self_signed_ca(dir.path());
+    let seen_log = dir.path().join("seen.jsonl");
+    let port = free_port();
+    let mut upstream = std::process::Command::new("python3")
+        .arg(fixtures().join("upstream_server.py"))
+        .args(["https", &port.to_string()])
+        .arg(dir.path().join("server.pem"))
+        .arg(dir.path().join("server.key"))
+        .env("SEEN_LOG", &seen_log)
+        .env("SERVER_NAME", "secure")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs the upstream fixture");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the HTTPS upstream did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("https://127.0.0.1:{port}/mcp");
+
+    // With the CA: the TLS handshake verifies and calls go through.
+    let cfg = config(dir.path(), &format!("  - id: secure\n    url: {url}\n    ca_file: ca.pem\n"), "");
+    let gw = HttpGateway::start(&cfg);
+    let agent = gw.agent("tls-agent").await;
+    let (is_error, text) = call(&agent, "echo", json!({"text": "over tls"})).await;
+    assert_eq!((is_error, text.as_str()), (false, "secure echo: over tls"));
+    let _ = agent.cancel().await;
+    drop(gw);
+
+    // Without it the certificate is not trusted: the gateway refuses to start, naming the upstream.
+    let cfg = config(dir.path(), &format!("  - id: secure\n    url: {url}\n"), "  connect_timeout_ms: 5000\n");
+    let out = std::process::Command::new(GATEWAY).arg("--config").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("upstream \"secure\" is unreachable"), "{err}");
+    // A ca_file that is not a certificate is a config error naming the field.
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
+    let cfg = config(dir.path(), &format!("  - id: secure\n    url: {url}\n    ca_file: bad.pem\n"), "");
+    let out = std::process::Command::new(GATEWAY).arg("--config").arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ca_file") && err.contains("no PEM certificate"), "{err}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    assert_eq!(seen(&seen_log).len(), 1, "only the call over verified TLS reached the server");
+}
