@@ -281,6 +281,15 @@ pub fn deny_reason_json(reason: &str, max: usize) -> Option<Vec<u8>> {
     encode(cuts[lo])
 }
 
+/// Expands to its `core` block (a core-module build; the `component` feature has its own version in
+/// `crate::component`).
+#[cfg(not(all(target_arch = "wasm32", feature = "component")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __helios_guard_exports {
+    (core: { $($core:tt)* } component: { $($component:tt)* }) => { $($core)* };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,13 +339,4 @@ mod tests {
         assert_eq!(verdict_code(GuardVerdict::Allow), abi::VERDICT_ALLOW);
         assert_eq!(pending_deny_reason(64), None);
     }
-}
-
-/// Expands to its `core` block (a core-module build; the `component` feature has its own version in
-/// `crate::component`).
-#[cfg(not(all(target_arch = "wasm32", feature = "component")))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __helios_guard_exports {
-    (core: { $($core:tt)* } component: { $($component:tt)* }) => { $($core)* };
 }
