@@ -5,6 +5,7 @@
 //! author expected of each statement.
 
 mod corpus;
+mod database;
 mod gateway;
 mod http;
 mod report;
@@ -67,6 +68,8 @@ fn main() -> Result<()> {
         "6. HTTP requests through helios-http-proxy (Starlark scripts and a signed WASM plugin, one chain)",
     );
     http::requests(&root(), work.path())?;
+    report::heading("7. helios-proxy in front of real PostgreSQL (throw-away clusters, a scripted psql session)");
+    database::run_live(&signed, work.path())?;
 
     println!(
         "\ndone in {:.1} s; artefacts, trust root and proxy.toml were in {}",

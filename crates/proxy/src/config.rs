@@ -29,6 +29,15 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// (PgBouncer's default has 100; clients are cheap here, upstream connections are what `pool_size`
 /// caps).
 pub const DEFAULT_MAX_CLIENT_CONN: usize = 1000;
+/// Upstream connections to one database of a node, over all its users and pool keys (PgBouncer's
+/// `max_db_connections`); a client that would open one more waits, FIFO, up to `pool_timeout_ms`,
+/// then gets 53300 naming this cap. 0 is no cap. Default: 100 (PostgreSQL's default
+/// `max_connections`, so the proxy alone does not exhaust a default server).
+pub const DEFAULT_MAX_DB_CONNECTIONS: usize = 100;
+/// Upstream connections of one user to a node, over all its databases and pool keys (PgBouncer's
+/// `max_user_connections`; `[[users]] max_user_connections` overrides it per user). Waiting and the
+/// error as for [`DEFAULT_MAX_DB_CONNECTIONS`]. 0 is no cap. Default: 100.
+pub const DEFAULT_MAX_USER_CONNECTIONS: usize = 100;
 /// How long a client may take from connecting to finishing authentication. Default: 60 s (as
 /// PgBouncer's `client_login_timeout`).
 pub const DEFAULT_CLIENT_LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -70,6 +79,12 @@ pub struct ProxyConfig {
     /// See [`DEFAULT_MAX_CLIENT_CONN`].
     #[serde(default = "default_max_client_conn")]
     pub max_client_conn: usize,
+    /// See [`DEFAULT_MAX_DB_CONNECTIONS`].
+    #[serde(default = "default_max_db_connections")]
+    pub max_db_connections: usize,
+    /// See [`DEFAULT_MAX_USER_CONNECTIONS`].
+    #[serde(default = "default_max_user_connections")]
+    pub max_user_connections: usize,
     /// See [`DEFAULT_CLIENT_LOGIN_TIMEOUT`] (milliseconds).
     #[serde(default = "default_client_login_timeout_ms")]
     pub client_login_timeout_ms: u64,
@@ -147,6 +162,12 @@ fn default_client_login_timeout_ms() -> u64 {
 }
 fn default_max_client_conn() -> usize {
     DEFAULT_MAX_CLIENT_CONN
+}
+fn default_max_db_connections() -> usize {
+    DEFAULT_MAX_DB_CONNECTIONS
+}
+fn default_max_user_connections() -> usize {
+    DEFAULT_MAX_USER_CONNECTIONS
 }
 fn default_max_message_bytes() -> usize {
     DEFAULT_MAX_MESSAGE_BYTES
@@ -262,6 +283,9 @@ pub struct UserConfig {
     /// `scram-sha-256`.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// This user's own `max_user_connections` (0 is no cap). Default: the global one.
+    #[serde(default)]
+    pub max_user_connections: Option<usize>,
 }
 
 impl UserConfig {
@@ -380,6 +404,18 @@ impl ProxyConfig {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// The pool caps: `pool_size`, `max_db_connections`, `max_user_connections` (with the
+    /// per-user overrides) and `pool_timeout_ms`.
+    pub fn pool_limits(&self) -> crate::pool::PoolLimits {
+        crate::pool::PoolLimits {
+            pool_size: self.pool_size,
+            max_db_connections: self.max_db_connections,
+            max_user_connections: self.max_user_connections,
+            user_caps: self.users.iter().filter_map(|u| Some((u.name.clone(), u.max_user_connections?))).collect(),
+            timeout: self.pool_timeout(),
+        }
+    }
+
     pub fn plugin_wait_timeout(&self) -> Duration {
         Duration::from_millis(self.plugin_wait_timeout_ms)
     }
@@ -427,6 +463,8 @@ mod tests {
         assert_eq!(c.pool_mode, PoolMode::Session);
         assert_eq!(c.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
         assert_eq!(c.max_client_conn, DEFAULT_MAX_CLIENT_CONN);
+        assert_eq!(c.pool_limits().max_db_connections, DEFAULT_MAX_DB_CONNECTIONS);
+        assert_eq!(c.pool_limits().max_user_connections, DEFAULT_MAX_USER_CONNECTIONS);
         assert_eq!(c.pool_timeout(), DEFAULT_POOL_TIMEOUT);
         assert_eq!(c.client_login_timeout(), DEFAULT_CLIENT_LOGIN_TIMEOUT);
         assert_eq!(c.idle_in_transaction_timeout(), None);

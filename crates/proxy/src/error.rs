@@ -49,8 +49,10 @@ pub enum UpstreamError {
     Auth { node: String, addr: String, message: String },
     #[error("node \"{node}\" ({addr}): protocol: {message}")]
     Protocol { node: String, addr: String, message: String },
-    #[error("node \"{node}\": no free connection within {waited_ms} ms (pool_size {pool_size})")]
-    PoolTimeout { node: String, waited_ms: u64, pool_size: usize },
+    /// `cap` names the full cap and its setting, e.g. `max_db_connections = 2 reached for
+    /// database "app"`.
+    #[error("node \"{node}\": no free connection within {waited_ms} ms (pool_timeout_ms): {cap}")]
+    PoolTimeout { node: String, waited_ms: u64, cap: String },
 }
 
 impl UpstreamError {

@@ -1,11 +1,16 @@
-//! Upstream connection pools, one per [`PoolKey`] (node, user, database, startup parameters).
+//! Upstream connection pools, one per [`PoolKey`] (node, user, database, startup parameters), under
+//! two shared caps as PgBouncer has them: `max_db_connections` per (node, database) and
+//! `max_user_connections` per (node, user), over every key that shares that database or user.
 //!
 //! A key's pool holds at most `pool_size` connections (checked out, idle or being opened). A client
 //! that finds none free waits in a FIFO queue, up to `pool_timeout_ms`: a connection checked in goes
-//! straight to the oldest waiter, and a slot freed by a closed connection lets the oldest waiter
-//! open a new one (as PgBouncer does). An idle connection is checked for a closed socket before
-//! reuse, so a node restart costs at most the statements that were in flight, never a stale
-//! connection handed to the next client.
+//! straight to the oldest waiter of its key, and a freed place (a closed connection) goes to the
+//! oldest waiter, over all keys, that it lets open a new one (as PgBouncer does). When a shared cap
+//! is what keeps a client waiting, an idle connection of another key under that cap is closed to
+//! make room, as PgBouncer evicts one. A client that waits too long gets an error naming the cap
+//! that was full. An idle connection is checked for a closed socket before reuse, so a node restart
+//! costs at most the statements that were in flight, never a stale connection handed to the next
+//! client.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,43 +26,182 @@ use crate::upstream::{PoolKey, ServerConn, Target};
 enum Handoff {
     /// A connection just checked in.
     Conn(Box<ServerConn>),
-    /// A free slot: open a new connection.
+    /// A free place (already counted for the waiter): open a new connection.
     Slot,
+}
+
+/// The caps of all pools of a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Connections per key (`pool_size`).
+    pub pool_size: usize,
+    /// Connections per (node, database) over all users; 0 is no cap (`max_db_connections`).
+    pub max_db_connections: usize,
+    /// Connections per (node, user) over all databases; 0 is no cap (`max_user_connections`),
+    /// unless `user_caps` has the user.
+    pub max_user_connections: usize,
+    /// Per-user overrides of `max_user_connections` (`[[users]] max_user_connections`).
+    pub user_caps: HashMap<String, usize>,
+    /// How long a client waits for a connection (`pool_timeout_ms`).
+    pub timeout: Duration,
+}
+
+impl PoolLimits {
+    /// Only `pool_size` and the timeout; no shared caps.
+    pub fn per_key(pool_size: usize, timeout: Duration) -> PoolLimits {
+        PoolLimits { pool_size, max_db_connections: 0, max_user_connections: 0, user_caps: HashMap::new(), timeout }
+    }
+
+    fn user_cap(&self, user: &str) -> usize {
+        self.user_caps.get(user).copied().unwrap_or(self.max_user_connections)
+    }
+}
+
+/// The cap that keeps a client from opening a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Key,
+    Db,
+    User,
 }
 
 #[derive(Debug, Default)]
 struct Entry {
-    /// Connections counted against the cap: checked out, idle, or being opened.
+    /// Connections counted against the caps: checked out, idle, or being opened.
     open: usize,
     /// Idle connections with the time they were checked in.
     idle: Vec<(ServerConn, Instant)>,
-    /// Clients waiting for a connection, oldest first.
-    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// Clients waiting for a connection, oldest first, with their arrival number.
+    waiters: VecDeque<(u64, oneshot::Sender<Handoff>)>,
 }
 
-type Entries = Arc<Mutex<HashMap<PoolKey, Entry>>>;
+type Group = (Arc<str>, Arc<str>);
 
-fn lock(entries: &Entries) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Entry>> {
-    // A panic while holding the lock leaves only plain data behind: keep going.
-    entries.lock().unwrap_or_else(|p| p.into_inner())
+#[derive(Debug, Default)]
+struct Inner {
+    keys: HashMap<PoolKey, Entry>,
+    /// Open connections per (node, database).
+    dbs: HashMap<Group, usize>,
+    /// Open connections per (node, user).
+    users: HashMap<Group, usize>,
+    arrivals: u64,
 }
 
-/// Gives a freed slot to the oldest live waiter, or returns it to the pool.
-fn release_slot(entries: &Entries, key: &PoolKey) {
-    let mut map = lock(entries);
-    let Some(entry) = map.get_mut(key) else { return };
-    while let Some(w) = entry.waiters.pop_front() {
-        if w.send(Handoff::Slot).is_ok() {
-            return;
+fn db_of(k: &PoolKey) -> Group {
+    (k.node.clone(), k.database.clone())
+}
+fn user_of(k: &PoolKey) -> Group {
+    (k.node.clone(), k.user.clone())
+}
+
+impl Inner {
+    fn count(&mut self, key: &PoolKey) {
+        self.keys.entry(key.clone()).or_default().open += 1;
+        *self.dbs.entry(db_of(key)).or_default() += 1;
+        *self.users.entry(user_of(key)).or_default() += 1;
+    }
+
+    fn uncount(&mut self, key: &PoolKey) {
+        if let Some(e) = self.keys.get_mut(key) {
+            e.open = e.open.saturating_sub(1);
+        }
+        for (map, g) in [(&mut self.dbs, db_of(key)), (&mut self.users, user_of(key))] {
+            if let Some(n) = map.get_mut(&g) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&g);
+                }
+            }
         }
     }
-    entry.open = entry.open.saturating_sub(1);
+
+    /// Which cap, if any, keeps `key` from opening one more connection now.
+    fn full(&self, key: &PoolKey, limits: &PoolLimits) -> Option<Full> {
+        if self.keys.get(key).map_or(0, |e| e.open) >= limits.pool_size {
+            return Some(Full::Key);
+        }
+        let db_cap = limits.max_db_connections;
+        if db_cap > 0 && self.dbs.get(&db_of(key)).copied().unwrap_or(0) >= db_cap {
+            return Some(Full::Db);
+        }
+        let user_cap = limits.user_cap(&key.user);
+        if user_cap > 0 && self.users.get(&user_of(key)).copied().unwrap_or(0) >= user_cap {
+            return Some(Full::User);
+        }
+        None
+    }
+
+    /// Closes one idle connection of another key under the cap that is full for `key`; false if
+    /// there is none.
+    fn evict_for(&mut self, key: &PoolKey, full: Full) -> bool {
+        let same = |k: &PoolKey| match full {
+            Full::Db => db_of(k) == db_of(key),
+            Full::User => user_of(k) == user_of(key),
+            Full::Key => false,
+        };
+        let victim = self
+            .keys
+            .iter_mut()
+            .filter(|(k, e)| *k != key && !e.idle.is_empty() && same(k))
+            .min_by_key(|(_, e)| e.idle.iter().map(|(_, t)| *t).min())
+            .map(|(k, e)| {
+                let oldest = e.idle.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i).unwrap_or(0);
+                (k.clone(), e.idle.swap_remove(oldest).0)
+            });
+        let Some((k, conn)) = victim else { return false };
+        tracing::debug!(node = %k.node, database = %k.database, user = %k.user, "closing an idle connection to make room under a shared cap");
+        drop(conn);
+        self.uncount(&k);
+        true
+    }
+
+    /// Makes room for one more connection of `key`, closing idle connections of other keys under a
+    /// full shared cap; the cap still full if that is not possible.
+    fn make_room(&mut self, key: &PoolKey, limits: &PoolLimits) -> Result<(), Full> {
+        loop {
+            match self.full(key, limits) {
+                None => return Ok(()),
+                Some(Full::Key) => return Err(Full::Key),
+                Some(cap) => {
+                    if !self.evict_for(key, cap) {
+                        return Err(cap);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives free places to the oldest waiters that can use them, over all keys.
+    fn dispatch(&mut self, limits: &PoolLimits) {
+        loop {
+            let mut fronts: Vec<(u64, PoolKey)> =
+                self.keys.iter().filter_map(|(k, e)| e.waiters.front().map(|(seq, _)| (*seq, k.clone()))).collect();
+            fronts.sort_by_key(|(seq, _)| *seq);
+            let Some(key) = fronts.into_iter().map(|(_, k)| k).find(|k| self.make_room(k, limits).is_ok()) else {
+                return;
+            };
+            let Some((_, w)) = self.keys.get_mut(&key).and_then(|e| e.waiters.pop_front()) else { return };
+            self.count(&key);
+            if w.send(Handoff::Slot).is_err() {
+                // The waiter gave up: the place is free again.
+                self.uncount(&key);
+            }
+        }
+    }
 }
 
-/// A slot of a key's pool; freed (and passed on) when dropped while armed.
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    // A panic while holding the lock leaves only plain data behind: keep going.
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A place in a key's pool; freed (and passed on) when dropped while armed.
 #[derive(Debug)]
 struct Slot {
-    entries: Entries,
+    inner: Shared,
+    limits: Arc<PoolLimits>,
     key: PoolKey,
     armed: bool,
 }
@@ -65,12 +209,14 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if self.armed {
-            release_slot(&self.entries, &self.key);
+            let mut inner = lock(&self.inner);
+            inner.uncount(&self.key);
+            inner.dispatch(&self.limits);
         }
     }
 }
 
-/// A checked-out connection; its slot returns to the pool when it is checked in or dropped.
+/// A checked-out connection; its place returns to the pool when it is checked in or dropped.
 #[derive(Debug)]
 pub struct Pooled {
     pub server: ServerConn,
@@ -80,47 +226,85 @@ pub struct Pooled {
 /// All pools of a proxy.
 #[derive(Debug)]
 pub struct Pool {
-    entries: Entries,
-    size: usize,
-    timeout: Duration,
+    inner: Shared,
+    limits: Arc<PoolLimits>,
 }
 
 impl Pool {
-    pub fn new(size: usize, timeout: Duration) -> Pool {
-        Pool { entries: Arc::new(Mutex::new(HashMap::new())), size, timeout }
+    pub fn new(limits: PoolLimits) -> Pool {
+        Pool { inner: Arc::new(Mutex::new(Inner::default())), limits: Arc::new(limits) }
     }
 
     fn slot(&self, key: &PoolKey) -> Slot {
-        Slot { entries: self.entries.clone(), key: key.clone(), armed: true }
+        Slot { inner: self.inner.clone(), limits: self.limits.clone(), key: key.clone(), armed: true }
     }
 
-    /// An idle connection for `target.key`, a new one if the pool has room, or the next one freed
-    /// (FIFO among waiters) within `pool_timeout_ms`.
+    fn timeout_error(&self, key: &PoolKey, full: Full) -> UpstreamError {
+        let l = &self.limits;
+        let cap = match full {
+            Full::Key => {
+                format!("pool_size = {} reached for user \"{}\", database \"{}\"", l.pool_size, key.user, key.database)
+            }
+            Full::Db => {
+                format!("max_db_connections = {} reached for database \"{}\"", l.max_db_connections, key.database)
+            }
+            Full::User => format!("max_user_connections = {} reached for user \"{}\"", l.user_cap(&key.user), key.user),
+        };
+        UpstreamError::PoolTimeout { node: key.node.to_string(), waited_ms: l.timeout.as_millis() as u64, cap }
+    }
+
+    /// An idle connection for `target.key`, a new one if the caps leave room, or the next one
+    /// freed (FIFO among waiters) within `pool_timeout_ms`.
     pub async fn checkout(&self, target: Target<'_>) -> Result<Pooled, UpstreamError> {
         let key = target.key;
-        let rx = {
-            let mut map = lock(&self.entries);
-            let entry = map.entry(key.clone()).or_default();
-            while let Some((server, _)) = entry.idle.pop() {
-                if !server.conn.looks_closed() {
-                    drop(map);
-                    return Ok(Pooled { server, slot: self.slot(key) });
+        let (rx, blocked_by) = {
+            let mut inner = lock(&self.inner);
+            let mut closed = 0;
+            let mut found = None;
+            {
+                let entry = inner.keys.entry(key.clone()).or_default();
+                // Waiters that gave up do not hold the queue.
+                entry.waiters.retain(|(_, tx)| !tx.is_closed());
+                while let Some((server, _)) = entry.idle.pop() {
+                    if !server.conn.looks_closed() {
+                        found = Some(server);
+                        break;
+                    }
+                    tracing::debug!(node = %key.node, "dropping a pooled connection the server closed");
+                    closed += 1;
                 }
-                tracing::debug!(node = %key.node, "dropping a pooled connection the server closed");
-                entry.open = entry.open.saturating_sub(1);
             }
-            if entry.open < self.size {
-                entry.open += 1;
-                None
-            } else {
-                let (tx, rx) = oneshot::channel();
-                entry.waiters.push_back(tx);
-                Some(rx)
+            for _ in 0..closed {
+                inner.uncount(key);
+            }
+            if let Some(server) = found {
+                if closed > 0 {
+                    inner.dispatch(&self.limits);
+                }
+                drop(inner);
+                return Ok(Pooled { server, slot: self.slot(key) });
+            }
+            let queued = inner.keys.get(key).is_some_and(|e| !e.waiters.is_empty());
+            let room = if queued { Err(Full::Key) } else { inner.make_room(key, &self.limits) };
+            match room {
+                Ok(()) => {
+                    inner.count(key);
+                    (None, None)
+                }
+                Err(full) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.arrivals += 1;
+                    let seq = inner.arrivals;
+                    inner.keys.entry(key.clone()).or_default().waiters.push_back((seq, tx));
+                    // Places freed by the connections found closed above go to older waiters.
+                    inner.dispatch(&self.limits);
+                    (Some(rx), Some(full))
+                }
             }
         };
         let handoff = match rx {
             None => Handoff::Slot,
-            Some(mut rx) => match tokio::time::timeout(self.timeout, &mut rx).await {
+            Some(mut rx) => match tokio::time::timeout(self.limits.timeout, &mut rx).await {
                 Ok(Ok(h)) => h,
                 _ => {
                     // A hand-off may have raced the deadline: take it rather than lose it.
@@ -128,11 +312,8 @@ impl Pool {
                     match rx.try_recv() {
                         Ok(h) => h,
                         Err(_) => {
-                            return Err(UpstreamError::PoolTimeout {
-                                node: key.node.to_string(),
-                                waited_ms: self.timeout.as_millis() as u64,
-                                pool_size: self.size,
-                            });
+                            let now = lock(&self.inner).full(key, &self.limits);
+                            return Err(self.timeout_error(key, now.or(blocked_by).unwrap_or(Full::Key)));
                         }
                     }
                 }
@@ -141,20 +322,22 @@ impl Pool {
         let slot = self.slot(key);
         match handoff {
             Handoff::Conn(server) => Ok(Pooled { server: *server, slot }),
-            // On failure the slot is dropped, which passes it to the next waiter.
+            // On failure the slot is dropped, which passes the place to the next waiter.
             Handoff::Slot => Ok(Pooled { server: ServerConn::connect(target).await?, slot }),
         }
     }
 
-    /// Returns an idle, clean connection (ReadyForQuery 'I', nothing pending): to the oldest waiter,
-    /// or to the idle list.
+    /// Returns an idle, clean connection (ReadyForQuery 'I', nothing pending): to the oldest waiter
+    /// of its key, else (when a client of another key waits on a shared cap this connection
+    /// counts against) it is closed to make room, else to the idle list.
     pub fn checkin(&self, p: Pooled) {
         let Pooled { server, mut slot } = p;
         slot.armed = false;
-        let mut map = lock(&self.entries);
-        let Some(entry) = map.get_mut(&server.key) else { return };
+        let mut inner = lock(&self.inner);
+        let key = server.key.clone();
+        let Some(entry) = inner.keys.get_mut(&key) else { return };
         let mut server = server;
-        while let Some(w) = entry.waiters.pop_front() {
+        while let Some((_, w)) = entry.waiters.pop_front() {
             match w.send(Handoff::Conn(Box::new(server))) {
                 Ok(()) => return,
                 // The waiter gave up: try the next one.
@@ -163,30 +346,40 @@ impl Pool {
             }
         }
         entry.idle.push((server, Instant::now()));
+        let others_wait = inner.keys.iter().any(|(k, e)| {
+            k != &key && !e.waiters.is_empty() && (db_of(k) == db_of(&key) || user_of(k) == user_of(&key))
+        });
+        if others_wait {
+            inner.dispatch(&self.limits);
+        }
     }
 
     /// Closes connections idle for longer than `max_idle`; returns how many.
     pub fn reap(&self, max_idle: Duration) -> usize {
-        let mut map = lock(&self.entries);
-        let mut closed = 0;
-        for entry in map.values_mut() {
+        let mut inner = lock(&self.inner);
+        let mut gone = Vec::new();
+        for (k, entry) in inner.keys.iter_mut() {
             let before = entry.idle.len();
             entry.idle.retain(|(_, since)| since.elapsed() < max_idle);
-            let n = before - entry.idle.len();
-            entry.open = entry.open.saturating_sub(n);
-            closed += n;
+            gone.extend(std::iter::repeat_n(k.clone(), before - entry.idle.len()));
         }
-        map.retain(|_, e| e.open > 0 || !e.waiters.is_empty());
-        closed
+        for k in &gone {
+            inner.uncount(k);
+        }
+        if !gone.is_empty() {
+            inner.dispatch(&self.limits);
+        }
+        inner.keys.retain(|_, e| e.open > 0 || !e.waiters.is_empty());
+        gone.len()
     }
 
     /// Idle connections over all keys, for tests and logs.
     pub fn idle_count(&self) -> usize {
-        lock(&self.entries).values().map(|e| e.idle.len()).sum()
+        lock(&self.inner).keys.values().map(|e| e.idle.len()).sum()
     }
 
     /// Clients waiting for a connection over all keys.
     pub fn waiting_count(&self) -> usize {
-        lock(&self.entries).values().map(|e| e.waiters.len()).sum()
+        lock(&self.inner).keys.values().map(|e| e.waiters.len()).sum()
     }
 }

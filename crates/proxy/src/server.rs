@@ -209,7 +209,7 @@ impl Shared {
                 verifiers.insert(u.name.clone(), v);
             }
         }
-        let pool = Pool::new(config.pool_size, config.pool_timeout());
+        let pool = Pool::new(config.pool_limits());
         let plugin_slots = tokio::sync::Semaphore::new(config.plugin_workers);
         Ok(Shared {
             config,

@@ -636,7 +636,8 @@ impl Session {
                 tls: node.tls,
                 tls_connector: node.tls_connector.as_ref(),
             };
-            let p = self.shared.pool.checkout(target).await?;
+            let mut p = self.shared.pool.checkout(target).await?;
+            self.hand_over(&mut p).await?;
             self.resync_params(&p);
             self.conns[want] = Some(p);
         }
@@ -645,6 +646,26 @@ impl Session {
             self.cancel.set(Some((p.server.addr, p.server.backend_pid, p.server.backend_secret)));
         }
         Ok(want)
+    }
+
+    /// In transaction mode, resets a connection that last served another session
+    /// ([`crate::upstream::TRANSACTION_RESET_QUERY`]), so no session state of one client reaches
+    /// the next; a connection that cannot be reset is closed and the statement fails naming it.
+    async fn hand_over(&mut self, p: &mut Pooled) -> Result<(), UpstreamError> {
+        let previous = std::mem::replace(&mut p.server.last_session, self.id);
+        let transaction_mode = self.shared.config.pool_mode == PoolMode::Transaction;
+        if !transaction_mode || previous == 0 || previous == self.id {
+            return Ok(());
+        }
+        if p.server.run_quietly(crate::upstream::TRANSACTION_RESET_QUERY).await {
+            return Ok(());
+        }
+        // Dropping the connection frees its place for the next waiter.
+        Err(UpstreamError::Protocol {
+            node: p.server.key.node.to_string(),
+            addr: p.server.addr.to_string(),
+            message: "resetting a pooled connection for the next client failed (the connection was closed)".into(),
+        })
     }
 
     /// Tells the client every server parameter of a newly handed-over connection that differs from

@@ -38,7 +38,19 @@ pub struct ServerConn {
     /// Server-side names of the tracked prepared statements this connection holds (transaction
     /// mode; see `session`).
     pub prepared: std::collections::HashSet<Arc<str>>,
+    /// The session this connection last served (0: none yet), so a hand-over to another session
+    /// is reset first (see [`TRANSACTION_RESET_QUERY`]).
+    pub last_session: u64,
 }
+
+/// What a connection forgets before it serves another client in transaction mode: what
+/// `DISCARD ALL` (PgBouncer's `server_reset_query`) does, except `DEALLOCATE ALL` and `DISCARD
+/// PLANS` — the proxy's tracked prepared statements live per connection under proxy-chosen names
+/// and stay usable by every client. So a `SET`, `SET ROLE`, `SET SESSION AUTHORIZATION`, a temporary
+/// table, a cursor `WITH HOLD`, `LISTEN`, a session advisory lock or a sequence's `currval` of one
+/// client never reach the next.
+pub const TRANSACTION_RESET_QUERY: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; \
+                                           SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// Everything needed to open a connection.
 #[derive(Debug, Clone)]
@@ -127,6 +139,7 @@ impl ServerConn {
             backend_secret: 0,
             params: Vec::new(),
             prepared: Default::default(),
+            last_session: 0,
         };
         loop {
             let f = server.conn.read_frame().await.map_err(|e| connect_err(e.to_string()))?;
@@ -243,6 +256,14 @@ impl ServerConn {
             match self.conn.read_frame().await {
                 Ok(f) if f.tag == b'E' => ok = false,
                 Ok(f) if f.tag == b'Z' => return ok && f.body().first() == Some(&b'I'),
+                Ok(f) if f.tag == b'S' => {
+                    // RESET ALL reports what it changed back: keep the recorded values true.
+                    let peer = self.conn.peer().to_string();
+                    let mut r = Reader::new(f.body(), "ParameterStatus");
+                    if let (Ok(k), Ok(v)) = (r.cstr(&peer).map(str::to_string), r.cstr(&peer).map(str::to_string)) {
+                        self.set_param(k, v);
+                    }
+                }
                 Ok(_) => {}
                 Err(_) => return false,
             }

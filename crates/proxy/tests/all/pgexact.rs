@@ -58,23 +58,89 @@ fn function_call_is_refused_while_a_pre_query_plugin_is_loaded_and_relayed_witho
     assert_eq!(&msgs[0].1[4..], b"5", "int4pl(2, 3) through the proxy");
 }
 
+/// ParameterStatus values in a message list, by name.
+fn reported<'a>(msgs: &'a [raw::Msg], name: &str) -> Option<(usize, &'a [u8])> {
+    let prefix = [name.as_bytes(), b"\0"].concat();
+    msgs.iter().position(|m| m.0 == b'S' && m.1.starts_with(&prefix)).map(|i| (i, &msgs[i].1[prefix.len()..]))
+}
+
+/// In transaction mode a client's `SET` stays on the connection it ran on (documented in the
+/// README): when the client's next transaction lands on another connection, the proxy tells it the
+/// values it now runs with, before the first row.
 #[test]
-fn a_handed_over_connection_reports_its_parameters_to_the_next_client() {
+fn a_client_served_by_another_connection_is_told_its_parameters() {
     let db = PgCluster::start();
+    let toml = "pool_mode = \"transaction\"\npool_size = 2\n";
+    let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], toml), Arc::new(NoHooks));
+    let mut a = RawClient::connect(proxy.port(), pg::SUPERUSER);
+    let mut b = RawClient::connect(proxy.port(), pg::SUPERUSER);
+    a.query("SET application_name = 'alpha'");
+    assert_eq!(reported(&a.read_until_ready(), "application_name").map(|r| r.1), Some(&b"alpha\0"[..]));
+    // b takes the connection a's SET ran on and holds it: a's next statement gets a fresh one.
+    b.query("BEGIN");
+    b.read_until_ready();
+    a.query("SELECT current_setting('application_name')");
+    let msgs = a.read_until_ready();
+    let status = reported(&msgs, "application_name");
+    let row = msgs.iter().position(|m| m.0 == b'D');
+    assert_eq!(status.map(|s| s.1), Some(&b"\0"[..]), "{msgs:?}");
+    assert!(status.map(|s| s.0) < row, "ParameterStatus before the row: {msgs:?}");
+    // b was reset before it got a's connection: it never saw 'alpha'.
+    b.query("SELECT current_setting('application_name'); COMMIT");
+    let msgs = b.read_until_ready();
+    assert!(reported(&msgs, "application_name").is_none(), "{msgs:?}");
+    let row = msgs.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(row.1.ends_with(&[0, 1, 0, 0, 0, 0]), "an empty application_name: {row:?}");
+}
+
+/// Session state of one client never reaches the next in transaction mode: the proxy resets a
+/// connection before handing it to another client (as PgBouncer's `server_reset_query`, which
+/// PgBouncer itself skips in transaction mode), keeping only its tracked prepared statements.
+#[test]
+fn session_state_of_one_client_does_not_leak_to_the_next_in_transaction_mode() {
+    let db = PgCluster::start();
+    db.psql("CREATE SEQUENCE s; CREATE ROLE someone;");
     let toml = "pool_mode = \"transaction\"\npool_size = 1\n";
     let proxy = TestProxy::start(&config_text(&[("primary", db.port(), "primary")], toml), Arc::new(NoHooks));
-    let mut b = RawClient::connect(proxy.port(), pg::SUPERUSER);
-    let mut a = RawClient::connect(proxy.port(), pg::SUPERUSER);
-    // A changes a reported parameter on the single pooled connection, then releases it.
-    a.query("SET application_name = 'alpha'");
-    let msgs = a.read_until_ready();
-    assert!(msgs.iter().any(|m| m.0 == b'S' && m.1.starts_with(b"application_name\0alpha")), "{msgs:?}");
-    // B gets that connection for its next transaction and is told what it now carries.
-    b.query("SELECT current_setting('application_name')");
-    let msgs = b.read_until_ready();
-    let status = msgs.iter().position(|m| m.0 == b'S' && m.1.starts_with(b"application_name\0alpha"));
-    let row = msgs.iter().position(|m| m.0 == b'D');
-    assert!(status.is_some() && status < row, "ParameterStatus before the row: {msgs:?}");
+    rt().block_on(async {
+        let a = connect(proxy.port()).await;
+        let b = connect(proxy.port()).await;
+        // Everything a client can leave on a session, each outside a transaction block.
+        for sql in [
+            "SET statement_timeout = '4321'",
+            "SET search_path = pg_catalog",
+            "CREATE TEMP TABLE a_only (x int)",
+            "SELECT pg_advisory_lock(4242)",
+            "LISTEN a_channel",
+            "SELECT nextval('public.s')",
+            "SET ROLE someone",
+        ] {
+            a.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let a_prepared = a.prepare("SELECT $1::int + 1").await.unwrap();
+        assert_eq!(a.query_one("SHOW statement_timeout", &[]).await.unwrap().get::<_, String>(0), "4321ms");
+        // b gets the one connection next.
+        let row = b
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('search_path'), current_user::text, \
+                 to_regclass('pg_temp.a_only') IS NULL, (SELECT count(*) FROM pg_listening_channels())",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "0", "a's SET statement_timeout leaked");
+        assert_eq!(row.get::<_, String>(1), "\"$user\", public", "a's search_path leaked");
+        assert_eq!(row.get::<_, String>(2), pg::SUPERUSER, "a's SET ROLE leaked");
+        assert!(row.get::<_, bool>(3), "a's temporary table leaked");
+        assert_eq!(row.get::<_, i64>(4), 0, "a's LISTEN leaked");
+        let e = b.query_one("SELECT currval('public.s')", &[]).await.expect_err("currval of a's sequence");
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("55000"), "{e}");
+        // a's tracked prepared statement still works after the reset.
+        assert_eq!(a.query_one(&a_prepared, &[&41]).await.unwrap().get::<_, i32>(0), 42);
+    });
+    // The session advisory lock was released when the connection changed hands.
+    let locks = db.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory';");
+    assert_eq!(locks.trim(), "0", "a's advisory lock outlived its hand-over");
 }
 
 #[test]
