@@ -28,7 +28,7 @@ pub mod sqlite;
 use std::{path::PathBuf, sync::Arc};
 
 pub use helios_plugin_host::MemoryKv;
-use helios_plugin_host::{KvBackend, KvError};
+use helios_plugin_host::{KvBackend, KvCaps, KvError};
 use helios_plugin_schema::limits;
 
 pub use config::{BackendKind, StateConfig};
@@ -58,6 +58,16 @@ impl Default for Caps {
 }
 
 impl Caps {
+    /// These caps under a plugin's own (`kv_max_keys`/`kv_max_bytes` of its `[[plugins]]` entry):
+    /// the smaller of each, so the store's caps are the ceiling, as in the host's memory backend.
+    pub fn within(self, plugin: KvCaps) -> Caps {
+        Caps {
+            max_value_bytes: self.max_value_bytes,
+            max_keys: self.max_keys.min(plugin.max_keys),
+            max_bytes: self.max_bytes.min(plugin.max_bytes),
+        }
+    }
+
     pub(crate) fn check_value(&self, len: usize) -> Result<(), StateError> {
         if len > self.max_value_bytes {
             return Err(StateError::ValueTooLarge { len, limit: self.max_value_bytes });
@@ -263,6 +273,9 @@ macro_rules! kv_backend {
             }
             fn set(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
                 self.write(ns, key, value).map_err(KvError::from)
+            }
+            fn set_within(&self, ns: &str, key: &[u8], value: &[u8], caps: KvCaps) -> Result<(), KvError> {
+                self.write_within(ns, key, value, self.caps.within(caps)).map_err(KvError::from)
             }
             fn delete(&self, ns: &str, key: &[u8]) -> Result<(), KvError> {
                 self.remove(ns, key).map_err(KvError::from)

@@ -77,9 +77,11 @@ pub struct RedisKv {
     client: Client,
     addr: String,
     opts: RedisOptions,
-    caps: Caps,
+    pub(crate) caps: Caps,
     pool: Mutex<Pool>,
     freed: Condvar,
+    /// Whether the last command reached the server; a change is logged once, not per command.
+    reachable: std::sync::atomic::AtomicBool,
     set: Script,
     cas: Script,
     add: Script,
@@ -133,6 +135,7 @@ impl RedisKv {
             caps,
             pool: Mutex::new(Pool::default()),
             freed: Condvar::new(),
+            reachable: std::sync::atomic::AtomicBool::new(true),
             set: Script::new(&format!("{PUT}\nreturn put(ARGV[2])")),
             cas: Script::new(&format!(
                 "{PUT}
@@ -221,21 +224,51 @@ return 0",
     }
 
     /// Runs `f` on a pooled connection. A connection or I/O error drops this connection and every
-    /// idle one (they point at the same server) and names the server.
+    /// idle one (they point at the same server) and names the server. The server becoming
+    /// unreachable, and reachable again, is logged once each.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StateError> {
-        let mut c = self.conn()?;
+        let r = self.with_conn(f);
+        match &r {
+            Ok(_) => self.reached(true, None),
+            Err((true, e)) => self.reached(false, Some(e)),
+            Err((false, _)) => {}
+        }
+        r.map_err(|(_, e)| e)
+    }
+
+    /// Logs a change of reachability.
+    fn reached(&self, now: bool, error: Option<&StateError>) {
+        use std::sync::atomic::Ordering;
+        if self.reachable.swap(now, Ordering::AcqRel) == now {
+            return;
+        }
+        match error {
+            Some(e) => tracing::warn!(
+                backend = %self.describe(),
+                error = %e,
+                "plugin state store unreachable: plugin calls that need it fail (budgets fail closed)"
+            ),
+            None => tracing::info!(backend = %self.describe(), "plugin state store reachable again"),
+        }
+    }
+
+    /// [`RedisKv::with`] without the logging; an error says whether the server could not be reached.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, (bool, StateError)> {
+        let mut c = self.conn().map_err(|e| (true, e))?;
         let Some(con) = c.con.as_mut() else {
-            return Err(self.err("no connection"));
+            return Err((true, self.err("no connection")));
         };
         match f(con) {
             Ok(v) => Ok(v),
             Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+                let unreachable =
+                    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error();
+                if unreachable {
                     c.con = None;
                     let stale = std::mem::take(&mut self.lock_pool().idle);
                     self.lock_pool().open -= stale.len();
                 }
-                Err(self.err(e))
+                Err((unreachable, self.err(e)))
             }
         }
     }
@@ -270,17 +303,15 @@ return 0",
 
     /// Stores `value` under `key`, within the caps.
     pub fn write(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        self.caps.check_value(value.len())?;
+        self.write_within(ns, key, value, self.caps)
+    }
+
+    /// Stores `value` under `key` within `caps` (a plugin's own caps) instead of the store's.
+    pub fn write_within(&self, ns: &str, key: &[u8], value: &[u8], caps: Caps) -> Result<(), StateError> {
+        caps.check_value(value.len())?;
         let (hash, bytes) = self.keys(ns);
         let reply: Vec<i64> = self.with(|c| {
-            self.set
-                .key(&hash)
-                .key(&bytes)
-                .arg(key)
-                .arg(value)
-                .arg(self.caps.max_keys)
-                .arg(self.caps.max_bytes)
-                .invoke(c)
+            self.set.key(&hash).key(&bytes).arg(key).arg(value).arg(caps.max_keys).arg(caps.max_bytes).invoke(c)
         })?;
         self.written(&reply).map(drop)
     }

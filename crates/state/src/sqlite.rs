@@ -57,7 +57,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteKv {
     conn: Mutex<Connection>,
     path: PathBuf,
-    caps: Caps,
+    pub(crate) caps: Caps,
     synchronous: Synchronous,
 }
 
@@ -125,6 +125,7 @@ impl SqliteKv {
         &self,
         ns: &str,
         key: &[u8],
+        caps: Caps,
         decide: impl FnOnce(Option<&[u8]>) -> Result<Outcome<T>, StateError>,
     ) -> Result<T, StateError> {
         let mut conn = self.lock()?;
@@ -137,7 +138,7 @@ impl SqliteKv {
             Outcome::Keep(out) => return Ok(out),
             Outcome::Write(value, out) => (value, out),
         };
-        self.caps.check_value(value.len())?;
+        caps.check_value(value.len())?;
         let (keys, bytes): (i64, i64) = tx
             .prepare_cached("SELECT keys, bytes FROM helios_kv_usage WHERE ns = ?1")
             .and_then(|mut st| st.query_row(params![ns], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -146,12 +147,12 @@ impl SqliteKv {
         let (keys, bytes) = (keys as usize, bytes as usize);
         let old_bytes = old.as_ref().map(|v| key.len() + v.len());
         let new_keys = if old.is_some() { keys } else { keys + 1 };
-        if old.is_none() && keys >= self.caps.max_keys {
-            return Err(StateError::TooManyKeys { limit: self.caps.max_keys });
+        if old.is_none() && keys >= caps.max_keys {
+            return Err(StateError::TooManyKeys { limit: caps.max_keys });
         }
         let would = bytes - old_bytes.unwrap_or(0).min(bytes) + key.len() + value.len();
-        if would > self.caps.max_bytes {
-            return Err(StateError::TooManyBytes { would, limit: self.caps.max_bytes });
+        if would > caps.max_bytes {
+            return Err(StateError::TooManyBytes { would, limit: caps.max_bytes });
         }
         tx.prepare_cached(
             "INSERT INTO helios_kv (ns, key, value) VALUES (?1, ?2, ?3)
@@ -176,12 +177,17 @@ impl SqliteKv {
 
     /// Stores `value` under `key`, within the caps.
     pub fn write(&self, ns: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        self.update(ns, key, |_| Ok(Outcome::Write(value.to_vec(), ())))
+        self.write_within(ns, key, value, self.caps)
+    }
+
+    /// Stores `value` under `key` within `caps` (a plugin's own caps) instead of the store's.
+    pub fn write_within(&self, ns: &str, key: &[u8], value: &[u8], caps: Caps) -> Result<(), StateError> {
+        self.update(ns, key, caps, |_| Ok(Outcome::Write(value.to_vec(), ())))
     }
 
     /// Adds `delta` to the counter under `key` (missing counts as 0) and returns the new value.
     pub fn add(&self, ns: &str, key: &[u8], delta: i64) -> Result<i64, StateError> {
-        self.update(ns, key, |old| {
+        self.update(ns, key, self.caps, |old| {
             let new = counter::add(old, delta)?;
             Ok(Outcome::Write(new.to_string().into_bytes(), new))
         })
@@ -196,7 +202,7 @@ impl SqliteKv {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StateError> {
-        self.update(ns, key, |old| {
+        self.update(ns, key, self.caps, |old| {
             Ok(if old == expected { Outcome::Write(new.to_vec(), true) } else { Outcome::Keep(false) })
         })
     }

@@ -197,3 +197,21 @@ fn an_empty_chain_verifies_and_must_match_an_empty_tail() {
     let t = Tail { seq: 2, hash: ZERO_GENESIS.into() };
     assert!(verify_chain_with("", &VerifyOptions { genesis: None, tail: Some(t) }).is_err());
 }
+
+#[test]
+fn an_unreachable_store_records_nothing_and_says_why() {
+    testing::reset();
+    record_query(&env(1, "SELECT 1"));
+    testing::set_store_unavailable(true);
+    record_query(&env(2, "SELECT 2"));
+    testing::set_store_unavailable(false);
+    let logs = testing::logs();
+    assert_eq!(logs.iter().filter(|(_, m)| m.starts_with(LOG_PREFIX)).count(), 1, "{logs:?}");
+    assert!(
+        logs.iter().any(|(l, m)| *l == Level::Error && m.contains("req-2") && m.contains("not recorded")),
+        "{logs:?}"
+    );
+    // The chain goes on from the tail the failed call did not move.
+    record_query(&env(3, "SELECT 3"));
+    assert_eq!(tail().seq, 2);
+}

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use helios_plugin_abi::{HookContext, PostQueryEnvelope, PreQueryResult, QueryOutcome};
 
-use crate::ledger::{DAY, HOUR, Ledger, LedgerError, MINUTE, Store, Window};
+use crate::ledger::{DAY, HOUR, Ledger, LedgerError, MINUTE, Reservation, Store, Window};
 
 /// Windows in the order a block checks them: the longest first, so the reason names the wait that
 /// actually matters.
 pub const WINDOWS: [Window; 3] = [DAY, HOUR, MINUTE];
 
-/// KV prefix of this plugin's keys (`tenant:<id>:usage`, `tenant:index`).
+/// KV prefix of this plugin's keys (`tenant:<id>:<window>:<start>` counters, `tenant:index`).
 pub const KV_PREFIX: &str = "tenant";
 
 /// Tenant ids longer than this are refused: they would bloat the index past a KV value.
@@ -139,7 +139,8 @@ impl Config {
             }
         }
         let max_tenants = num("max_tenants", Some(256))?.unwrap_or(256);
-        let cap = (helios_plugin_abi::schema::limits::KV_MAX_KEYS / 2) as u64;
+        // Each tenant keeps one counter per window; the index is one more key.
+        let cap = ((helios_plugin_abi::schema::limits::KV_MAX_KEYS - 1) / WINDOWS.len()) as u64;
         if max_tenants == 0 || max_tenants > cap {
             return Err(ConfigError {
                 key: "max_tenants".into(),
@@ -196,7 +197,11 @@ pub fn units(milli: u64) -> String {
     format!("{}.{:03}", milli / MILLI, milli % MILLI)
 }
 
-/// `pre_query`: blocks when any window of the tenant's budget is used up. Checks the day first.
+/// `pre_query`: blocks when any window of the tenant's budget is used up (the day is checked
+/// first), and charges the statement's fixed cost (`cost_per_query`) when it admits it. That charge
+/// is atomic (the host's `kv_add`, added then taken back on a refusal), so with a per-statement cost
+/// concurrent statements from every instance and replica never admit more than the budget. A store
+/// that cannot be reached blocks (fail closed).
 pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64) -> PreQueryResult {
     let tenant = tenant_of(cfg, ctx);
     if tenant.len() > MAX_TENANT_BYTES {
@@ -205,43 +210,47 @@ pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64)
         };
     }
     let budget = cfg.budget_for(tenant);
-    let mut ledger = Ledger::new(store, KV_PREFIX, cfg.max_tenants);
-    let usage = match ledger.usage(tenant) {
-        Ok(u) => u,
-        Err(e) => {
-            return PreQueryResult::Block {
-                reason: format!("cost-governor: cannot read usage of tenant {tenant:?}: {e}"),
-            };
+    let limits: Vec<(Window, Option<u64>)> =
+        WINDOWS.iter().map(|&w| (w, budget.get(w).map(|l| l.saturating_mul(MILLI)))).collect();
+    let fixed = cfg.cost_per_query.saturating_mul(MILLI);
+    let reserved = Ledger::new(store, KV_PREFIX, cfg.max_tenants).reserve(tenant, &limits, now, fixed);
+    // Without a fixed cost nothing is reserved: a window is closed once its budget is used up.
+    let reserved = match reserved {
+        Ok(Reservation::Admitted(usage)) if fixed == 0 => {
+            Ok(limits.iter().find(|(w, l)| l.is_some_and(|l| usage.used(*w, now) >= l)).map_or(
+                Reservation::Admitted(usage.clone()),
+                |&(w, _)| Reservation::Over { window: w, used: usage.used(w, now) },
+            ))
         }
+        other => other,
     };
-    for w in WINDOWS {
-        let Some(limit) = budget.get(w) else { continue };
-        let used = usage.used(w, now);
-        if used >= limit.saturating_mul(MILLI) {
+    match reserved {
+        Ok(Reservation::Admitted(_)) => PreQueryResult::Continue,
+        Ok(Reservation::Over { window: w, used }) => {
+            let limit = budget.get(w).unwrap_or(0);
             let at = w.resets_at(now);
-            return PreQueryResult::Block {
+            let statement = if fixed > 0 { format!(", a statement costs {}", units(fixed)) } else { String::new() };
+            PreQueryResult::Block {
                 reason: format!(
-                    "cost-governor: tenant {tenant:?} has used its {} budget ({} of {limit} units); it resets at {at} (unix time, in {} s)",
+                    "cost-governor: tenant {tenant:?} has used its {} budget ({} of {limit} units{statement}); it resets at {at} (unix time, in {} s)",
                     w.name,
                     units(used),
                     at - now
                 ),
-            };
+            }
         }
-    }
-    match ledger.has_room_for(tenant, now) {
-        Ok(true) => PreQueryResult::Continue,
-        Ok(false) => PreQueryResult::Block {
-            reason: format!(
-                "cost-governor: cannot track tenant {tenant:?}: {} (raise config key max_tenants)",
-                LedgerError::Full { max_subjects: cfg.max_tenants }
-            ),
+        Err(e @ LedgerError::Full { .. }) => PreQueryResult::Block {
+            reason: format!("cost-governor: cannot track tenant {tenant:?}: {e} (raise config key max_tenants)"),
         },
-        Err(e) => PreQueryResult::Block { reason: format!("cost-governor: cannot read the tenant index: {e}") },
+        Err(e) => PreQueryResult::Block {
+            reason: format!("cost-governor: cannot charge tenant {tenant:?} (failing closed): {e}"),
+        },
     }
 }
 
-/// `post_query`: charges the statement's cost to every window. Returns (tenant, milli-units charged).
+/// `post_query`: charges the statement's measured cost (elapsed time and response size; the fixed
+/// `cost_per_query` was charged when `pre_query` admitted it) to every window, atomically. Returns
+/// (tenant, milli-units charged here).
 pub fn charge<S: Store>(
     cfg: &Config,
     store: &mut S,
@@ -252,10 +261,12 @@ pub fn charge<S: Store>(
     if tenant.len() > MAX_TENANT_BYTES {
         return Err(format!("tenant id of {} bytes is longer than {MAX_TENANT_BYTES}, not charged", tenant.len()));
     }
-    let cost = cfg.cost_milli(&env.outcome);
-    Ledger::new(store, KV_PREFIX, cfg.max_tenants)
-        .charge(tenant, &WINDOWS, now, cost)
-        .map_err(|e| format!("tenant {tenant:?} not charged {} units: {e}", units(cost)))?;
+    let cost = cfg.cost_milli(&env.outcome).saturating_sub(cfg.cost_per_query.saturating_mul(MILLI));
+    if cost > 0 {
+        Ledger::new(store, KV_PREFIX, cfg.max_tenants)
+            .charge(tenant, &WINDOWS, now, cost)
+            .map_err(|e| format!("tenant {tenant:?} not charged {} units: {e}", units(cost)))?;
+    }
     Ok((tenant.to_owned(), cost))
 }
 
@@ -312,7 +323,7 @@ mod tests {
             charge(&cfg, &mut store, &env(ctx(Some("acme"), None), elapsed, bytes), now).unwrap();
             expected += elapsed + bytes;
         }
-        let usage = Ledger::new(&mut store, KV_PREFIX, 256).usage("acme").unwrap();
+        let usage = Ledger::new(&mut store, KV_PREFIX, 256).usage("acme", &WINDOWS, now).unwrap();
         assert_eq!(usage.used(DAY, now), expected);
         assert_eq!(usage.used(HOUR, now), expected);
         assert_eq!(usage.used(MINUTE, now), expected);
@@ -379,7 +390,7 @@ mod tests {
         charge(&cfg, &mut store, &env(ctx(None, Some("bob")), 6_000, 0), now).unwrap();
         assert!(matches!(check(&cfg, &mut store, &ctx(None, Some("bob")), now), PreQueryResult::Block { .. }));
         assert_eq!(check(&cfg, &mut store, &ctx(Some("acme"), Some("bob")), now), PreQueryResult::Continue);
-        assert!(store.map.contains_key("tenant:bob:usage"), "{:?}", store.map.keys());
+        assert!(store.map.keys().any(|k| k.starts_with("tenant:bob:day:")), "{:?}", store.map.keys());
         assert_eq!(tenant_of(&cfg, &HookContext::default()), "anonymous");
     }
 
@@ -421,6 +432,20 @@ mod tests {
         assert!(r.contains("\"c\"") && r.contains("max_tenants"), "{r}");
         assert_eq!(check(&cfg, &mut store, &ctx(Some("a"), None), now), PreQueryResult::Continue);
         assert_eq!(check(&cfg, &mut store, &ctx(Some("c"), None), now + 86_400), PreQueryResult::Continue);
+    }
+
+    #[test]
+    fn a_per_statement_cost_is_charged_at_admission_so_exactly_the_budget_is_admitted() {
+        let cfg = config(&[("budget_day", "5"), ("cost_per_query", "1"), ("cost_per_ms", "0"), ("cost_per_kb", "0")]);
+        let mut store = MemStore::with_max_keys(1024);
+        let c = ctx(Some("acme"), None);
+        // Admitted statements are charged before they run: no post_query is needed to hold the line.
+        let admitted = (0..20).filter(|_| check(&cfg, &mut store, &c, 0) == PreQueryResult::Continue).count();
+        assert_eq!(admitted, 5);
+        let r = reason(check(&cfg, &mut store, &c, 0));
+        assert!(r.contains("5.000 of 5 units, a statement costs 1.000"), "{r}");
+        // post_query then charges only what it measured (here nothing).
+        assert_eq!(charge(&cfg, &mut store, &env(c.clone(), 9_000, 9_000), 0), Ok(("acme".to_owned(), 0)));
     }
 
     #[test]

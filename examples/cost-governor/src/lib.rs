@@ -2,7 +2,9 @@
 //!
 //! `post_query` charges each statement's cost (elapsed time and response size, with configurable
 //! weights) to its tenant; `pre_query` blocks a tenant whose budget is used up in any window (the day
-//! is checked first), naming the window and when it resets. Windows are aligned on the host clock
+//! is checked first), naming the window and when it resets, and charges the fixed `cost_per_query`
+//! of each statement it admits. Every charge is the host's atomic `kv_add`, so no charge is lost
+//! between concurrent instances or replicas sharing one store. Windows are aligned on the host clock
 //! (`get_time`), so they roll over the same way in tests and in production. See README.md for the
 //! config keys and the KV keys.
 //!
@@ -92,7 +94,22 @@ mod tests {
         assert_eq!(check_budget(&query("acme")), PreQueryResult::Continue);
         let keys: Vec<String> =
             testing::kv_snapshot().keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-        assert_eq!(keys, vec!["tenant:acme:usage", "tenant:index"]);
+        // The minute that rolled over took its counter with it.
+        assert_eq!(keys, vec!["tenant:acme:day:1699920000", "tenant:acme:hour:1699999200", "tenant:index"]);
+    }
+
+    #[test]
+    fn an_unreachable_store_blocks_naming_it_and_the_tenant() {
+        testing::reset();
+        testing::set_config("cost_per_query", "1");
+        testing::set_store_unavailable(true);
+        let PreQueryResult::Block { reason } = check_budget(&query("acme")) else { panic!("expected a block") };
+        assert!(
+            reason.contains("\"acme\"") && reason.contains("failing closed") && reason.contains("unavailable"),
+            "{reason}"
+        );
+        testing::set_store_unavailable(false);
+        assert_eq!(check_budget(&query("acme")), PreQueryResult::Continue, "recovers when the store is back");
     }
 
     #[test]

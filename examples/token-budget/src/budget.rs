@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use helios_plugin_abi::{HookContext, PostQueryEnvelope, PreQueryResult};
 
-use crate::ledger::{DAY, Ledger, LedgerError, MINUTE, Store, Window};
+use crate::ledger::{DAY, Ledger, LedgerError, MINUTE, Reservation, Store, Window};
 
 /// The attribute naming the agent that sent the statement.
 pub const AGENT_ATTRIBUTE: &str = "helios.agent";
@@ -16,7 +16,7 @@ pub const TOKENS_ATTRIBUTE: &str = "helios.tokens";
 /// Windows in the order a block checks them: the day first.
 pub const WINDOWS: [Window; 2] = [DAY, MINUTE];
 
-/// KV prefix of this plugin's keys (`spend:<agent>/<model>:usage`, `spend:index`).
+/// KV prefix of this plugin's keys (`spend:<agent>/<model>:<window>:<start>` counters, `spend:index`).
 pub const KV_PREFIX: &str = "spend";
 
 /// Agent and model names longer than this are refused (they would bloat the index).
@@ -142,7 +142,8 @@ impl Config {
                 return Err(err("require_agent", format!("expected \"true\" or \"false\", found {other:?}")));
             }
         };
-        let cap = (helios_plugin_abi::schema::limits::KV_MAX_KEYS / 2) as u64;
+        // Each pair keeps one counter per window; the index is one more key.
+        let cap = ((helios_plugin_abi::schema::limits::KV_MAX_KEYS - 1) / WINDOWS.len()) as u64;
         let max_pairs = num("max_pairs")?.unwrap_or(256);
         if max_pairs == 0 || max_pairs > cap {
             return Err(err("max_pairs", format!("expected 1..={cap}, found {max_pairs}")));
@@ -192,9 +193,11 @@ fn subject(agent: &str, model: &str) -> String {
     format!("{agent}/{model}")
 }
 
-/// `pre_query`: blocks when this statement's tokens would take (agent, model) past a window's limit.
-/// Checks the day first. A malformed token count blocks (a client must not dodge metering by sending
-/// garbage).
+/// `pre_query`: charges this statement's tokens to (agent, model) unless that would take a window
+/// past its limit, checking the day first. The charge is atomic (the host's `kv_add`, added then taken
+/// back on a refusal), so concurrent statements from every instance and replica never admit more than
+/// the limit. A malformed token count blocks (a client must not dodge metering by sending garbage);
+/// so does a store that cannot be reached (fail closed).
 pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64) -> PreQueryResult {
     let block = |reason: String| PreQueryResult::Block { reason: format!("token-budget: {reason}") };
     let (agent, model, tokens) = match spender(ctx) {
@@ -206,49 +209,31 @@ pub fn check<S: Store>(cfg: &Config, store: &mut S, ctx: &HookContext, now: i64)
         Err(e) => return block(e),
     };
     let limits = cfg.limits_for(agent, model);
-    let mut ledger = Ledger::new(store, KV_PREFIX, cfg.max_pairs);
-    let usage = match ledger.usage(&subject(agent, model)) {
-        Ok(u) => u,
-        Err(e) => return block(format!("cannot read the spend of {agent}/{model}: {e}")),
-    };
-    for w in WINDOWS {
-        let Some(limit) = limits.get(w) else { continue };
-        let used = usage.used(w, now);
-        if used.saturating_add(tokens) > limit {
+    let windows: Vec<(Window, Option<u64>)> = WINDOWS.iter().map(|&w| (w, limits.get(w))).collect();
+    let reserved = Ledger::new(store, KV_PREFIX, cfg.max_pairs).reserve(&subject(agent, model), &windows, now, tokens);
+    match reserved {
+        Ok(Reservation::Admitted(_)) => PreQueryResult::Continue,
+        Ok(Reservation::Over { window: w, used }) => {
             let at = w.resets_at(now);
-            return block(format!(
+            let limit = limits.get(w).unwrap_or(0);
+            block(format!(
                 "agent {agent:?} on model {model:?} would exceed its {} budget ({used} used + {tokens} requested > {limit} tokens); it resets at {at} (unix time, in {} s)",
                 w.name,
                 at - now
-            ));
+            ))
         }
-    }
-    match ledger.has_room_for(&subject(agent, model), now) {
-        Ok(true) => PreQueryResult::Continue,
-        Ok(false) => block(format!(
-            "cannot track {agent}/{model}: {} (raise config key max_pairs)",
-            LedgerError::Full { max_subjects: cfg.max_pairs }
-        )),
-        Err(e) => block(format!("cannot read the spend index: {e}")),
+        Err(e @ LedgerError::Full { .. }) => {
+            block(format!("cannot track {agent}/{model}: {e} (raise config key max_pairs)"))
+        }
+        Err(e) => block(format!("cannot charge the spend of {agent}/{model}: {e}")),
     }
 }
 
-/// `post_query`: charges the statement's tokens to (agent, model). Returns what was charged, or
-/// `Ok(None)` for traffic without an agent.
-pub fn charge<S: Store>(
-    cfg: &Config,
-    store: &mut S,
-    env: &PostQueryEnvelope,
-    now: i64,
-) -> Result<Option<(String, u64)>, String> {
-    let Some((agent, model, tokens)) = spender(&env.query_context.hook_context)? else {
-        return Ok(None);
-    };
-    let s = subject(agent, model);
-    Ledger::new(store, KV_PREFIX, cfg.max_pairs)
-        .charge(&s, &WINDOWS, now, tokens)
-        .map_err(|e| format!("{s} not charged {tokens} tokens: {e}"))?;
-    Ok(Some((s, tokens)))
+/// What `post_query` charges: nothing, since `pre_query` charged the tokens when it admitted the
+/// statement (the model spent them whether or not the statement then ran). Returns what the
+/// statement was charged, or `Ok(None)` for traffic without an agent.
+pub fn charged(env: &PostQueryEnvelope) -> Result<Option<(String, u64)>, String> {
+    Ok(spender(&env.query_context.hook_context)?.map(|(agent, model, tokens)| (subject(agent, model), tokens)))
 }
 
 #[cfg(test)]
@@ -282,7 +267,7 @@ mod tests {
     fn run(cfg: &Config, store: &mut MemStore, c: &HookContext, now: i64) -> PreQueryResult {
         let r = check(cfg, store, c, now);
         if r == PreQueryResult::Continue {
-            charge(cfg, store, &env(c.clone()), now).unwrap();
+            charged(&env(c.clone())).unwrap();
         }
         r
     }
@@ -304,7 +289,7 @@ mod tests {
         }
         assert_eq!(expected.len(), 6);
         for (s, total) in expected {
-            let u = Ledger::new(&mut store, KV_PREFIX, 256).usage(&s).unwrap();
+            let u = Ledger::new(&mut store, KV_PREFIX, 256).usage(&s, &WINDOWS, now).unwrap();
             assert_eq!((u.used(DAY, now), u.used(MINUTE, now)), (total, total), "{s}");
         }
     }
@@ -402,7 +387,7 @@ mod tests {
         let cfg = config(&[]);
         let mut store = MemStore::with_max_keys(1024);
         run(&cfg, &mut store, &ctx(Some("bot"), None, Some("7")), 0);
-        assert!(store.map.contains_key("spend:bot/unknown:usage"), "{:?}", store.map.keys());
+        assert!(store.map.contains_key("spend:bot/unknown:day:0"), "{:?}", store.map.keys());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! An agent names itself and its model in the attributes `helios.agent` and `helios.model`, and says
 //! how many tokens the model spent writing the statement in `helios.tokens`. `pre_query` blocks a
 //! statement whose tokens would take the pair past its minute or day limit (the day is checked first;
-//! the reason names the window and when it resets); `post_query` charges the tokens of every statement
-//! that ran. Windows follow the host clock. See README.md.
+//! the reason names the window and when it resets) and charges the tokens of every statement it
+//! admits, atomically (`kv_add`), so replicas sharing one store never admit more than the limit. Windows follow the host clock. See README.md.
 //!
 //! The decisions live in [`budget`]; the window ledger is the `budget-ledger` crate, shared with
 //! cost-governor so the window and eviction rules exist once. The config is parsed once per instance.
@@ -36,18 +36,12 @@ pub fn gate_spend(ctx: &QueryContext) -> PreQueryResult {
     result
 }
 
-/// Charges the statement's tokens to its (agent, model).
+/// Logs what the statement was charged. The charge itself happened atomically in `pre_query`, when
+/// the statement was admitted; this hook stays so configurations that list it keep loading.
 #[hook(PostQuery)]
 pub fn charge_spend(env: &PostQueryEnvelope) {
-    CONFIG.with(|cfg| match cfg {
-        Ok(cfg) => charge_with(cfg, env),
-        Err(e) => log(Level::Error, &e.to_string()),
-    })
-}
-
-fn charge_with(cfg: &budget::Config, env: &PostQueryEnvelope) {
-    match budget::charge(cfg, &mut HostKv, env, get_time()) {
-        Ok(Some((pair, tokens))) => log(Level::Debug, &format!("token-budget: charged {pair} {tokens} tokens")),
+    match budget::charged(env) {
+        Ok(Some((pair, tokens))) => log(Level::Debug, &format!("token-budget: {pair} was charged {tokens} tokens")),
         Ok(None) => {}
         Err(e) => log(Level::Error, &format!("token-budget: {e}")),
     }

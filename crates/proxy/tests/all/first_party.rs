@@ -83,9 +83,11 @@ fn cost_governor_blocks_a_tenant_after_its_budget() {
     let proxy = start(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins), &runtime());
     let script = "SELECT 'q1';\nSELECT 'q2';\nSELECT 'q3';\nSELECT 'q4';\n";
     let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", script, &[("PGOPTIONS", "-c helios.tenant=acme")]);
-    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["q1", "q2", "q3"], "{}", stderr(&out));
+    // Each statement is charged when admitted: a third would take 20 to 30 of 25, so it is refused.
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["q1", "q2"], "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("42000") && err.contains("cost-governor") && err.contains("acme"), "{err}");
+    assert!(err.contains("20.000 of 25 units, a statement costs 10.000"), "{err}");
     // Another tenant has its own budget.
     let other =
         pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SET helios.tenant = 'globex';\nSELECT 'other';", &[]);

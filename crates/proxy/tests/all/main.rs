@@ -14,4 +14,5 @@ mod plugins;
 mod reload;
 mod simple;
 mod slow;
+mod state;
 mod tls;

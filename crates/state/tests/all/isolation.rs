@@ -161,3 +161,29 @@ fn on_every_backend_a_guest_is_held_to_1024_keys_and_64_kib_values() {
         assert_eq!(store.entries("many").unwrap().len(), limits::KV_MAX_KEYS, "{backend}");
     }
 }
+
+/// `kv_max_keys`/`kv_max_bytes` of a `[[plugins]]` entry hold in SQLite and Redis as in memory: a
+/// plugin's own cap applies to that plugin only, under the store's caps as the ceiling.
+#[test]
+fn on_every_backend_a_plugins_own_kv_caps_hold_for_that_plugin_under_the_stores() {
+    let b = backends(Caps { max_keys: 4, ..Caps::default() });
+    for (backend, store) in &b.stores {
+        let rt = runtime(store);
+        let load = |cfg: PluginConfig| {
+            rt.load(kv_guard("s", "value").as_bytes(), cfg.deadline(Duration::from_secs(10))).unwrap()
+        };
+        let tight = load(PluginConfig::new("tight").kv_max_keys(2));
+        let roomy = load(PluginConfig::new("roomy").kv_max_keys(6));
+        let plain = load(PluginConfig::new("plain"));
+        let stored = |p: &Plugin, n: usize| {
+            (0..n).filter(|i| p.evaluate_json(format!("k{i}").as_bytes()).unwrap().is_allow()).count()
+        };
+        assert_eq!(stored(&tight, 8), 2, "{backend}: kv_max_keys = 2");
+        assert_eq!(stored(&roomy, 8), 4, "{backend}: kv_max_keys = 6 is held to the store's 4");
+        assert_eq!(stored(&plain, 8), 4, "{backend}: the store's max_keys = 4");
+        let bytes = load(PluginConfig::new("bytes").kv_max_bytes(20));
+        // Each key costs 2 + 5 bytes: two fit in 20, a third does not.
+        assert_eq!(stored(&bytes, 8), 2, "{backend}: kv_max_bytes = 20");
+        assert_eq!(store.entries("tight").unwrap().len(), 2, "{backend}");
+    }
+}

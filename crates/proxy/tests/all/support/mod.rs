@@ -5,6 +5,7 @@
 pub mod pg;
 pub mod proxy;
 pub mod raw;
+pub mod redis;
 
 use std::process::Output;
 
