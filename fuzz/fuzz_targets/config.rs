@@ -1,4 +1,4 @@
-//! Fuzz target `config`: the proxy.toml [[plugins]] reader (helios_plugin_host::config).
+//! Fuzz target `config`: the proxy.toml [[plugins]] reader (helios_plugin_loader).
 //! The property lives in `helios_plugin_fuzz_smoke::targets::config`; a panic there is a finding.
 #![no_main]
 

@@ -25,9 +25,11 @@ pub mod error;
 pub mod inspect;
 pub mod keys;
 pub mod manifests;
-pub mod module_info;
 pub mod signing;
 pub mod verify;
+
+/// Module inspection lives in the schema crate (beside the ABI tables and the section it reads).
+pub use helios_plugin_schema::module_info;
 
 pub use archive::{
     Artefact, PackOptions, PackSigning, Packed, UnpackLimits, pack, read_artefact, save_artefact, sign_artefact, unpack,

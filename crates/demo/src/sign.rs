@@ -114,6 +114,6 @@ pub fn load(signed: &Signed) -> Result<Loaded> {
     let logs = MemoryLogSink::new();
     let clock = ManualClock::new(DEMO_EPOCH);
     let runtime = Runtime::new(RuntimeConfig::default().log_sink(logs.clone()).clock(clock.clone()))?;
-    let chain = helios_plugin_host::config::load_chain(&signed.proxy_toml, &runtime)?;
+    let chain = helios_plugin_loader::load_chain(&signed.proxy_toml, &runtime)?;
     Ok(Loaded { runtime, chain, logs, clock })
 }

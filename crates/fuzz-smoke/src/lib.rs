@@ -38,7 +38,7 @@ pub mod targets {
         signing::parse_sidecar,
         unpack as unpack_artefact, verify_artefact,
     };
-    use helios_plugin_host::config::PluginsConfig;
+    use helios_plugin_loader::PluginsConfig;
 
     fn named(e: &impl std::fmt::Display, file: &str, what: &str) {
         let msg = e.to_string();
@@ -82,8 +82,9 @@ pub mod targets {
         match PluginsConfig::from_toml(text, std::path::Path::new("fuzz/proxy.toml")) {
             Ok(c) => {
                 for p in &c.plugins {
-                    // Relative sources resolve under the config's directory; nothing is read.
-                    let _ = (&p.name, p.source.is_absolute(), &p.hooks, &p.config);
+                    // Sources resolve under the config's directory; nothing is read.
+                    let resolved = c.resolver().resolve(&p.source);
+                    let _ = (&p.name, resolved.map(|r| r.is_absolute()), &p.hooks, &p.config);
                 }
                 Outcome::Accepted
             }

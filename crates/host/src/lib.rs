@@ -42,7 +42,6 @@ pub mod bundle;
 mod call;
 mod chain;
 mod component;
-pub mod config;
 mod error;
 mod http_chain;
 mod load;

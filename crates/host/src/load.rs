@@ -7,8 +7,8 @@ use std::{
     sync::{Arc, atomic::AtomicU64},
 };
 
-use helios_plugin_artefact::ModuleInfo;
 use helios_plugin_schema::Hook;
+use helios_plugin_schema::module_info::ModuleInfo;
 
 use crate::{
     Plugin, PluginConfig, Runtime,

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use helios_plugin_artefact::ModuleInfo;
+use helios_plugin_schema::module_info::ModuleInfo;
 use helios_plugin_schema::{
     Hook, Limits,
     limits::{DEFAULT_MAX_IDLE_INSTANCES, DEFAULT_PRIORITY, DEFAULT_RECYCLE_AFTER_CALLS, DEFAULT_RECYCLE_MEMORY_BYTES},

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use helios_plugin_artefact::{Blocklist, TrustRoot, VerifyOptions, verify_guard_manifest};
+use helios_plugin_artefact::{Blocklist, TrustRoot, VerifyOptions};
 use helios_plugin_host::{Chain, Plugin, PluginConfig, Runtime};
+use helios_plugin_loader::{VerifyError, load_verified, merged_config, verify_named};
 use helios_plugin_schema::manifest::GUARD_MANIFEST_FILE;
 use helios_plugin_schema::{GuardRequest, GuardVerdict};
 use serde::Serialize;
@@ -305,8 +306,11 @@ fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -
             path.parent().unwrap_or(path).display()
         )
     })?;
-    // Signature, blocklist, size cap and SHA-256: all before a byte of the module is compiled.
-    let verified = verify_guard_manifest(&manifest, opts).map_err(|e| e.to_string())?;
+    // Signature, blocklist, size cap, SHA-256 and name: all before a byte of the module is compiled.
+    let verified = verify_named(&manifest, &entry.name, opts).map_err(|e| match e {
+        VerifyError::Name(m) => format!("field name: {m} in {}", manifest.display()),
+        e => e.to_string(),
+    })?;
     let named = manifest_wasm_path(&manifest)?;
     let same = match (std::fs::canonicalize(&named), std::fs::canonicalize(path)) {
         (Ok(a), Ok(b)) => a == b,
@@ -321,42 +325,20 @@ fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -
             named.display()
         ));
     }
-    if verified.name != entry.name {
-        return Err(format!(
-            "field name: {:?} differs from the name {:?} in {} (and its signature)",
-            entry.name,
-            verified.name,
-            manifest.display()
-        ));
-    }
-    let mut config = verified.config.clone();
-    config.extend(entry.config.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let mut cfg = PluginConfig::new(&entry.name)
-        .config_map(config)
+    let cfg = PluginConfig::new(&entry.name)
+        .config_map(merged_config(&verified, &entry.config))
         .fuel(Some(entry.fuel_limit))
         .priority(entry.priority)
         .advisory(entry.advisory)
         .max_memory_bytes(entry.max_memory_bytes)
-        .max_module_bytes(entry.max_module_size)
-        // A component guard needs its manifest's world; bundle ids were checked by the verification.
-        .bundles(verified.bundles.iter().filter_map(|b| b.parse::<helios_plugin_host::ContentId>().ok()));
-    if let Some(world) = &verified.wit_world {
-        cfg = cfg.wit_world(world.clone());
-    }
-    let plugin = runtime.load(&verified.wasm, cfg).map_err(|e| e.to_string())?;
+        .max_module_bytes(entry.max_module_size);
+    let plugin = load_verified(runtime, &verified, cfg).map_err(|e| e.to_string())?;
     if !plugin.is_guard() {
         return Err(format!("module {} does not export evaluate: it is not a chio guard", path.display()));
     }
     let sidecar = PathBuf::from(format!("{}{}", named.display(), helios_plugin_schema::manifest::SIDECAR_SUFFIX));
-    tracing::info!(
-        guard = %entry.name,
-        version = %verified.version,
-        digest = &verified.sha256[..16],
-        signer = verified.signer.as_ref().map(|s| s.label.as_str()).unwrap_or("unsigned"),
-        priority = entry.priority,
-        advisory = entry.advisory,
-        "guard loaded"
-    );
+    // load_verified logged its version, digest and signer.
+    tracing::info!(guard = %entry.name, priority = entry.priority, advisory = entry.advisory, "guard loaded");
     Ok(LoadedGuard {
         plugin,
         advisory: entry.advisory,

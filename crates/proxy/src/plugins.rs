@@ -1,12 +1,12 @@
-//! Loads `[[plugins]]` from `proxy.toml` into a [`Chain`] with the host's own parser
-//! ([`helios_plugin_host::config::PluginsConfig`]): every plugin is verified (digest, blocklist,
+//! Loads `[[plugins]]` from `proxy.toml` into a [`Chain`] with the loader's parser
+//! ([`helios_plugin_loader::PluginsConfig`]): every plugin is verified (digest, blocklist,
 //! signature, name) before it is compiled. The proxy's config reader keeps those tables raw.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use helios_plugin_host::config::PluginsConfig;
 use helios_plugin_host::{Chain, Runtime, RuntimeConfig};
+use helios_plugin_loader::PluginsConfig;
 
 use crate::config::ProxyConfig;
 use crate::error::ConfigError;
@@ -32,7 +32,7 @@ pub fn load_chain(cfg: &ProxyConfig, origin: &str) -> Result<Chain, ConfigError>
 
 /// Like [`load_chain`] with a caller's runtime (its clock, KV and log sink).
 pub fn load_chain_with(cfg: &ProxyConfig, origin: &str, runtime: &Runtime) -> Result<Chain, ConfigError> {
-    let host = |e: helios_plugin_host::config::ConfigError| ConfigError::Plugins { message: e.to_string() };
+    let host = |e: helios_plugin_loader::ConfigError| ConfigError::Plugins { message: e.to_string() };
     let plugins = PluginsConfig::from_tables(&cfg.plugins, Path::new(origin)).map_err(host)?;
     let chain = plugins.build_chain(runtime).map_err(host)?;
     for p in chain.plugins() {

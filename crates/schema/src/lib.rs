@@ -13,6 +13,8 @@ pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod manifest;
+#[cfg(feature = "module-info")]
+pub mod module_info;
 pub mod section;
 pub mod wire;
 

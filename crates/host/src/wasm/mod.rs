@@ -20,7 +20,7 @@ pub(crate) mod wasi;
 
 use std::sync::Arc;
 
-use helios_plugin_artefact::ModuleInfo;
+use helios_plugin_schema::module_info::ModuleInfo;
 use helios_plugin_schema::{GuardVerdict, Hook, Limits, abi};
 use sha2::{Digest, Sha256};
 use wasmtime::{Extern, ExternType, Instance, InstancePre, Memory, Module, ModuleExport, Store, Trap, TypedFunc};

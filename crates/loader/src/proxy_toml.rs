@@ -5,6 +5,7 @@
 //! [[plugins]]
 //! name = "tool-denylist"                       # must equal the signed manifest's name
 //! source = "plugins/tool-denylist-1.0.0.tar.gz" # artefact, guard-manifest.yaml dir, or x.wasm + x.wasm.sig
+//!                                               # (see [`Source`])
 //! verify_with = "trusted-keys"                  # trust-root directory (PEM, signify, hex, base64 .pub)
 //! hooks = ["pre_query"]                         # optional: each must be declared by the plugin
 //! on_error = "abort"                            # skip (default) | abort
@@ -22,8 +23,8 @@
 //!
 //! Relative paths resolve against the config file's directory. Other top-level tables of the file
 //! belong to the proxy and are ignored here; inside `[[plugins]]` every field is known and a typo is
-//! an error naming the field and the file. Every plugin goes through
-//! [`helios_plugin_artefact::verify`] (size cap, SHA-256, blocklist, signature, name and version)
+//! an error naming the field and the file. Every plugin's source is resolved ([`Resolver`]) and goes
+//! through [`helios_plugin_artefact::verify`] (size cap, SHA-256, blocklist, signature, name and version)
 //! before [`Runtime::load`] compiles it.
 
 use std::collections::BTreeMap;
@@ -31,11 +32,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use helios_plugin_artefact::{Blocklist, TrustRoot, VerifiedPlugin, VerifyOptions};
+use helios_plugin_host::{Chain, InstanceMode, LoadError, OnError, Plugin, PluginConfig, Runtime};
 use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
 use serde::Deserialize;
 
-use crate::{Chain, InstanceMode, LoadError, OnError, Plugin, PluginConfig, Runtime};
+use crate::source::{Resolver, Source};
+use crate::verify::{VerifyError, load_verified, merged_config, verify_named};
 
 /// A `proxy.toml` that could not become a chain. Each message names the file, the plugin entry
 /// (index and name) and the field or the check that failed.
@@ -60,9 +63,10 @@ pub enum ConfigError {
 pub struct PluginEntry {
     /// The plugin's name; must equal the name its manifest (and signature) carries.
     pub name: String,
-    /// An artefact (`.tar.gz`), a directory holding `guard-manifest.yaml` (or that file), or a bare
-    /// `.wasm` next to its `.wasm.sig` sidecar (name and version then come from the sidecar).
-    pub source: PathBuf,
+    /// Where the plugin comes from: today a path to an artefact (`.tar.gz`), a directory holding
+    /// `guard-manifest.yaml` (or that file), or a bare `.wasm` next to its `.wasm.sig` sidecar (name
+    /// and version then come from the sidecar).
+    pub source: Source,
     /// Hooks the operator expects the plugin to serve; each must be declared by it. Default: all it
     /// declares.
     #[serde(default, with = "optional_hooks")]
@@ -182,13 +186,15 @@ impl PluginsConfig {
         Ok(self)
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    /// Resolves this file's sources and relative paths.
+    pub fn resolver(&self) -> Resolver {
+        Resolver::new(self.base_dir.clone())
     }
 
     /// Verifies every plugin (nothing is compiled).
     pub fn verify(&self) -> Result<Vec<VerifiedEntry>, ConfigError> {
         let file = self.file.display().to_string();
+        let resolver = self.resolver();
         let mut out = Vec::with_capacity(self.plugins.len());
         for (index, entry) in self.plugins.iter().enumerate() {
             let name = entry.name.clone();
@@ -209,21 +215,18 @@ impl PluginsConfig {
                 .allow_unsigned(entry.allow_unsigned)
                 .max_module_bytes(entry.max_module_bytes.unwrap_or(DEFAULT_MAX_MODULE_BYTES));
             if let Some(dir) = &entry.verify_with {
-                opts = opts.trust_root(TrustRoot::load(&self.resolve(dir)).map_err(verr)?);
+                opts = opts.trust_root(TrustRoot::load(&resolver.path(dir)).map_err(verr)?);
             }
             if let Some(b) = &entry.blocklist {
-                opts = opts.blocklist(Blocklist::load(&self.resolve(b)).map_err(verr)?);
+                opts = opts.blocklist(Blocklist::load(&resolver.path(b)).map_err(verr)?);
             }
-            let plugin = helios_plugin_artefact::verify_path(&self.resolve(&entry.source), &opts).map_err(verr)?;
-            if plugin.name != entry.name {
-                return Err(field(
-                    "name",
-                    format!(
-                        "expected the plugin's own name {:?} (from its signed manifest), found {:?}",
-                        plugin.name, entry.name
-                    ),
-                ));
-            }
+            let path = resolver.resolve(&entry.source).map_err(|e| field("source", e.to_string()))?;
+            let plugin = verify_named(&path, &entry.name, &opts).map_err(|e| match e {
+                VerifyError::Artefact(source) => {
+                    ConfigError::Verify { file: file.clone(), index, name: name.clone(), source }
+                }
+                VerifyError::Name(m) => field("name", m.to_string()),
+            })?;
             if let Some(hooks) = &entry.hooks {
                 let undeclared: Vec<_> =
                     hooks.iter().filter(|h| !plugin.hooks.contains(h)).map(|h| h.export_name()).collect();
@@ -239,8 +242,7 @@ impl PluginsConfig {
                     ));
                 }
             }
-            let mut config = plugin.config.clone();
-            config.extend(entry.config.clone());
+            let config = merged_config(&plugin, &entry.config);
             out.push(VerifiedEntry { entry: entry.clone(), plugin, config });
         }
         Ok(out)
@@ -283,26 +285,14 @@ impl PluginsConfig {
             if let Some(m) = e.mode {
                 pc = pc.mode(m);
             }
-            if let Some(w) = &v.plugin.wit_world {
-                pc = pc.wit_world(w.clone());
-            }
-            // The manifest's bundle ids were checked by the verification (sha256:<64 hex>).
-            pc = pc.bundles(v.plugin.bundles.iter().filter_map(|b| b.parse::<crate::ContentId>().ok()));
             // Serve what the operator asked for, else what the signed manifest declares.
             pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
-            let plugin = runtime.load(&v.plugin.wasm, pc).map_err(|source| ConfigError::Load {
+            let plugin = load_verified(runtime, &v.plugin, pc).map_err(|source| ConfigError::Load {
                 file: file.clone(),
                 index,
                 name: e.name.clone(),
                 source: Box::new(source),
             })?;
-            tracing::info!(
-                plugin = %e.name,
-                version = %v.plugin.version,
-                sha256 = %v.plugin.sha256,
-                signer = v.plugin.signer.as_ref().map(|s| s.label.as_str()).unwrap_or("UNSIGNED"),
-                "plugin verified and loaded"
-            );
             plugins.push(plugin);
         }
         Ok(Chain::new(plugins))
@@ -325,8 +315,9 @@ mod tests {
     use helios_plugin_artefact::{PackOptions, PackSigning, keys, pack, save_artefact};
     use helios_plugin_schema::{HookContext, PreQueryResult, QueryContext};
 
+    use helios_plugin_host::{KvCaps, RuntimeConfig};
+
     use super::*;
-    use crate::RuntimeConfig;
 
     /// A hook plugin whose pre_query blocks with a fixed reason.
     const BLOCKER: &str = r#"(module
@@ -413,7 +404,7 @@ config = { mode = "lenient" }
         assert_eq!((p.name(), p.priority(), p.on_error()), ("blocker", 7, OnError::Abort));
         assert_eq!(p.limits().fuel, Some(1_000_000));
         assert_eq!(p.limits().deadline, std::time::Duration::from_millis(25), "deadline_ms reaches the plugin");
-        assert_eq!(p.kv_caps(), crate::KvCaps { max_keys: 3, max_bytes: 4096 });
+        assert_eq!(p.kv_caps(), KvCaps { max_keys: 3, max_bytes: 4096 });
         assert_eq!(p.limits().max_memory_bytes, 1_048_576);
         let outcome = chain.pre_query(&query());
         assert_eq!(outcome.result, PreQueryResult::Block { reason: "blocked by wat".into() });
@@ -445,6 +436,19 @@ config = { mode = "lenient" }
         let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\n");
         let e = PluginsConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("proxy.toml") && e.contains("source"), "{e}");
+    }
+
+    #[test]
+    fn a_source_this_build_cannot_fetch_names_the_entry_the_field_and_the_scheme() {
+        let f = fixture();
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"oci://127.0.0.1:5000/blocker:1\"\n");
+        let e = PluginsConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("proxy.toml") && e.contains("source") && e.contains("no oci:// sources"), "{e}");
+        let doc: toml::Table = toml::from_str("[[plugins]]\nname = \"blocker\"\nsource = \"\"\n").unwrap();
+        let tables: Vec<toml::Table> =
+            doc["plugins"].as_array().unwrap().iter().map(|v| v.as_table().unwrap().clone()).collect();
+        let e = PluginsConfig::from_tables(&tables, &path).unwrap_err().to_string();
+        assert!(e.contains("plugins[0] (blocker)") && e.contains("is empty"), "{e}");
     }
 
     #[test]

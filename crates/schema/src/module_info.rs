@@ -1,6 +1,10 @@
-//! Static inspection of a core wasm module: imports, exports and the `helios.plugin` declaration.
+//! Static inspection of a core wasm module: imports, exports and the `helios.plugin` declaration
+//! (feature `module-info`; hosts and tools use it, guests do not).
+//!
+//! It lives beside [`abi`] and [`section`] because it is their reader: the import surface and the
+//! section format are checked against the tables they define, and nowhere else.
 
-use helios_plugin_schema::{Hook, abi, section};
+use crate::{Hook, abi, section};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmparser::{ExternalKind, Parser, Payload, TypeRef};
