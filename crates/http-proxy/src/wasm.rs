@@ -78,13 +78,8 @@ pub fn load(runtime: &Runtime, trust: &Trust, entry: &PluginEntry) -> Result<Mem
         helios_plugin_starlark::OnError::Abort => helios_plugin_host::OnError::Abort,
     };
     let cfg = PluginConfig::new(name.clone()).config_map(config).on_error(on_error);
-    let plugin = runtime.load(&verified.wasm, cfg).map_err(|e| e.to_string())?;
-    tracing::info!(
-        plugin = %name,
-        sha256 = %verified.sha256,
-        signer = verified.signer.as_ref().map(|s| s.label.as_str()).unwrap_or("UNSIGNED"),
-        "wasm plugin verified and loaded"
-    );
+    // Compiles and logs name, version, digest and signer (the loader's step every host shares).
+    let plugin = helios_plugin_loader::load_verified(runtime, &verified, cfg).map_err(|e| e.to_string())?;
     let mut entry = entry.clone();
     entry.name = Some(name);
     Member::loaded(Arc::clone(&plugin), entry, "wasm")
