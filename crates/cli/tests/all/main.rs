@@ -76,7 +76,9 @@ fn trust_dir_with(dir: &Path, name: &str, files: &[&str]) -> PathBuf {
     trust
 }
 
+mod audit;
 mod author;
+mod call;
 mod oci;
 mod page;
 
