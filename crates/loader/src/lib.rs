@@ -27,5 +27,5 @@ pub mod source;
 pub mod verify;
 
 pub use proxy_toml::{ConfigError, PluginEntry, PluginsConfig, VerifiedEntry, load_chain};
-pub use source::{Resolver, Source, SourceError};
+pub use source::{Resolver, Source, SourceError, default_oci_cache};
 pub use verify::{NameMismatch, VerifyError, load_verified, merged_config, verify_named};

@@ -126,6 +126,8 @@ pub struct PluginsConfig {
     /// Relative paths resolve against this directory.
     pub base_dir: PathBuf,
     pub plugins: Vec<PluginEntry>,
+    /// Where OCI sources are pulled (default: [`crate::source::default_oci_cache`]).
+    pub oci_cache: Option<PathBuf>,
 }
 
 /// A plugin that passed verification, with the settings of its entry.
@@ -150,7 +152,13 @@ impl PluginsConfig {
     pub fn from_toml(text: &str, file: &Path) -> Result<PluginsConfig, ConfigError> {
         let parsed: PluginsOnly = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { file: file.display().to_string(), message: e.to_string() })?;
-        PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins: parsed.plugins }.checked()
+        PluginsConfig {
+            file: file.to_path_buf(),
+            base_dir: base_dir_of(file),
+            plugins: parsed.plugins,
+            oci_cache: None,
+        }
+        .checked()
     }
 
     /// Interprets `[[plugins]]` tables another parser kept raw (the proxy's own config reader).
@@ -164,7 +172,7 @@ impl PluginsConfig {
             })?;
             plugins.push(entry);
         }
-        PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins }.checked()
+        PluginsConfig { file: file.to_path_buf(), base_dir: base_dir_of(file), plugins, oci_cache: None }.checked()
     }
 
     /// Refuses two entries with one name: the name is the plugin's KV namespace, its label in logs
@@ -188,7 +196,11 @@ impl PluginsConfig {
 
     /// Resolves this file's sources and relative paths.
     pub fn resolver(&self) -> Resolver {
-        Resolver::new(self.base_dir.clone())
+        let r = Resolver::new(self.base_dir.clone());
+        match &self.oci_cache {
+            Some(dir) => r.with_oci_cache(dir.clone()),
+            None => r,
+        }
     }
 
     /// Verifies every plugin (nothing is compiled).
@@ -441,9 +453,9 @@ config = { mode = "lenient" }
     #[test]
     fn a_source_this_build_cannot_fetch_names_the_entry_the_field_and_the_scheme() {
         let f = fixture();
-        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"oci://127.0.0.1:5000/blocker:1\"\n");
+        let path = write_config(&f, "[[plugins]]\nname = \"blocker\"\nsource = \"s3://bucket/blocker.tar.gz\"\n");
         let e = PluginsConfig::load(&path).unwrap_err().to_string();
-        assert!(e.contains("proxy.toml") && e.contains("source") && e.contains("no oci:// sources"), "{e}");
+        assert!(e.contains("proxy.toml") && e.contains("source") && e.contains("no s3:// sources"), "{e}");
         let doc: toml::Table = toml::from_str("[[plugins]]\nname = \"blocker\"\nsource = \"\"\n").unwrap();
         let tables: Vec<toml::Table> =
             doc["plugins"].as_array().unwrap().iter().map(|v| v.as_table().unwrap().clone()).collect();

@@ -8,6 +8,7 @@ mod faults;
 mod first_party;
 mod harness;
 mod limits;
+mod page_flow;
 mod pgbench;
 mod pgexact;
 mod plugins;
