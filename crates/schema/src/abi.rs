@@ -304,6 +304,66 @@ pub fn import(module: &str, name: &str) -> Option<&'static ImportSig> {
     IMPORTS.iter().find(|s| s.module == module && s.name == name)
 }
 
+/// The import module of WASI preview 1 (modules built for `wasm32-wasip1`).
+pub const WASI_PREVIEW1_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Every function of WASI preview 1 (`wasi_snapshot_preview1.witx`). A module may import any of them
+/// (the host serves them from a deny-all context); anything else from this module is refused at
+/// load, before compilation, like any unknown import.
+pub const WASI_PREVIEW1_FUNCTIONS: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+];
+
+/// Whether `module.name` is a WASI preview 1 function.
+pub fn is_wasi_preview1(module: &str, name: &str) -> bool {
+    module == WASI_PREVIEW1_MODULE && WASI_PREVIEW1_FUNCTIONS.contains(&name)
+}
+
 /// Packs a hook result pointer and length the way hook exports return them.
 pub const fn pack_ptr_len(ptr: u32, len: u32) -> i64 {
     (((ptr as u64) << 32) | len as u64) as i64

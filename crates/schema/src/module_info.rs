@@ -150,11 +150,15 @@ impl ModuleInfo {
         self.exports_func(abi::EVALUATE)
     }
 
-    /// Imports outside the host surface ([`abi::IMPORTS`]), as `module.name`.
+    /// Imports outside the host surface ([`abi::IMPORTS`]) and WASI preview 1 (which hosts serve
+    /// from a deny-all context), as `module.name`.
     pub fn foreign_imports(&self) -> Vec<String> {
         self.imports
             .iter()
-            .filter(|i| i.kind != "func" || abi::import(&i.module, &i.name).is_none())
+            .filter(|i| {
+                i.kind != "func"
+                    || (abi::import(&i.module, &i.name).is_none() && !abi::is_wasi_preview1(&i.module, &i.name))
+            })
             .map(|i| format!("{}.{}", i.module, i.name))
             .collect()
     }

@@ -22,6 +22,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use helios_plugin_schema::abi;
 use wasmtime::{Caller, Linker, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -29,65 +30,14 @@ use super::{imports, memory::checked_range, state::HostState};
 use crate::component::wasi::{CAPTURE_MAX_BYTES, Capture};
 
 /// The import module of WASI preview 1.
-pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
-
-/// Every function of WASI preview 1 (`wasi_snapshot_preview1.witx`). A module may import any of them;
-/// anything else from this module is refused at load, before compilation, like any unknown import.
-pub(crate) const FUNCTIONS: &[&str] = &[
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_res_get",
-    "clock_time_get",
-    "fd_advise",
-    "fd_allocate",
-    "fd_close",
-    "fd_datasync",
-    "fd_fdstat_get",
-    "fd_fdstat_set_flags",
-    "fd_fdstat_set_rights",
-    "fd_filestat_get",
-    "fd_filestat_set_size",
-    "fd_filestat_set_times",
-    "fd_pread",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-    "fd_pwrite",
-    "fd_read",
-    "fd_readdir",
-    "fd_renumber",
-    "fd_seek",
-    "fd_sync",
-    "fd_tell",
-    "fd_write",
-    "path_create_directory",
-    "path_filestat_get",
-    "path_filestat_set_times",
-    "path_link",
-    "path_open",
-    "path_readlink",
-    "path_remove_directory",
-    "path_rename",
-    "path_symlink",
-    "path_unlink_file",
-    "poll_oneoff",
-    "proc_exit",
-    "proc_raise",
-    "sched_yield",
-    "random_get",
-    "sock_accept",
-    "sock_recv",
-    "sock_send",
-    "sock_shutdown",
-];
+pub(crate) const MODULE: &str = abi::WASI_PREVIEW1_MODULE;
 
 /// The export a WASI reactor runs once after instantiation (wasi-libc's constructors).
 pub(crate) const INITIALIZE: &str = "_initialize";
 
-/// Whether `module.name` is a WASI preview 1 function.
+/// Whether `module.name` is a WASI preview 1 function (the schema's table).
 pub(crate) fn is_import(module: &str, name: &str) -> bool {
-    module == MODULE && FUNCTIONS.contains(&name)
+    abi::is_wasi_preview1(module, name)
 }
 
 /// The WASI side of one instance: its preview 1 context and the two captured streams.
@@ -262,7 +212,7 @@ mod tests {
 
     #[test]
     fn the_preview1_surface_is_the_whole_witx_and_nothing_else() {
-        assert_eq!(FUNCTIONS.len(), 46);
+        assert_eq!(abi::WASI_PREVIEW1_FUNCTIONS.len(), 46);
         assert!(is_import(MODULE, "environ_get") && is_import(MODULE, "proc_exit"));
         assert!(!is_import(MODULE, "thread-spawn") && !is_import("wasi_unstable", "fd_write"));
     }

@@ -41,6 +41,8 @@ fn a_wasip1_module_loads_and_serves_its_hook_with_stdout_and_stderr_in_the_plugi
     let p = load(&rt, "wasi", |c| c);
     assert_eq!(p.hooks(), [helios_plugin_schema::Hook::PreQuery]);
     assert!(p.module_info().unwrap().imports.iter().any(|i| i.module == "wasi_snapshot_preview1"));
+    // Tooling (inspect) does not flag preview 1 as outside the host surface: it loads.
+    assert_eq!(p.module_info().unwrap().foreign_imports(), Vec::<String>::new());
     assert_eq!(run(&p, "SELECT 1").unwrap(), PreQueryResult::Continue);
     assert_eq!(run(&p, "print 3").unwrap(), PreQueryResult::Continue);
     let lines: Vec<_> = sink.drain().into_iter().filter(|(name, _, _)| name == "wasi").collect();
