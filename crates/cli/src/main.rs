@@ -14,6 +14,7 @@ mod fixtures;
 mod new;
 mod oci;
 mod state;
+mod status;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +54,8 @@ enum Command {
     Push(oci::PushArgs),
     /// Pull an artefact from an OCI registry.
     Pull(oci::PullArgs),
+    /// Show the plugins a running host has loaded (its admin listener's /plugins) as a table.
+    Status(status::StatusArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Test(a) => fixtures::run(a),
         Command::Push(a) => oci::push(a),
         Command::Pull(a) => oci::pull(a),
+        Command::Status(a) => status::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

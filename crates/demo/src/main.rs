@@ -8,6 +8,7 @@ mod corpus;
 mod database;
 mod gateway;
 mod http;
+mod reload;
 mod report;
 mod sign;
 
@@ -54,6 +55,9 @@ fn main() -> Result<()> {
     let corpus_calls = corpus_dir.join("tool_calls.jsonl");
     let tool_calls = corpus::tool_calls(&corpus_calls)?;
     gateway::tool_calls(work.path(), &corpus_calls, &tool_calls)?;
+
+    report::heading("3b. Hot reload behind a 32-fixture canary (one candidate refused, one applied)");
+    reload::run(&root(), work.path(), &tool_calls)?;
     let mut stats = report::Stats::default();
 
     report::heading("4. SQL through pre_query → route → post_query (simulated outcomes, no database)");

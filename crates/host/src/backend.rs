@@ -71,6 +71,10 @@ pub trait BackendInstance: Send {
     fn bundles_opened(&self) -> Vec<ContentId> {
         Vec::new()
     }
+    /// Fuel the last call consumed, if the backend meters fuel. Default: `None`.
+    fn fuel_consumed(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Everything the host binds to a plugin at load, shared by its instances: who it is, its config,
@@ -87,6 +91,7 @@ pub struct PluginContext {
     /// The content bundles the plugin's manifest declares (the only ones it may open).
     pub(crate) bundles: Arc<[ContentId]>,
     pub(crate) bundle_store: Option<Arc<dyn BundleStore>>,
+    pub(crate) observer: Option<Arc<dyn crate::observe::PluginObserver>>,
 }
 
 impl fmt::Debug for PluginContext {

@@ -14,6 +14,7 @@ use crate::{
     backend::BackendInstance,
     bundle::ContentId,
     error::{FailureKind, PluginError},
+    observe::CallEvent,
 };
 
 /// What one evaluation touched besides its request: the content bundles it opened.
@@ -37,9 +38,14 @@ impl Plugin {
     ) -> Result<R, PluginError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let _span = tracing::debug_span!("plugin_call", plugin = %self.ctx.name, export = what).entered();
+        let started = self.ctx.observer.as_ref().map(|_| std::time::Instant::now());
+        let mut fuel = None;
         let result = self.pool.checkout(|| self.backend.instantiate(&self.ctx)).and_then(|mut pooled| {
             pooled.instance.arm();
             let r = f(&mut *pooled.instance);
+            if started.is_some() {
+                fuel = pooled.instance.fuel_consumed();
+            }
             let dropped = pooled.instance.dropped_logs();
             if dropped > 0 {
                 tracing::warn!(plugin = %self.ctx.name, dropped, cap = limits::LOG_MAX_ENTRIES_PER_CALL, "guest log lines over the per-call cap were dropped");
@@ -53,6 +59,16 @@ impl Plugin {
                 Err(kind) => Err(kind),
             }
         });
+        if let (Some(observer), Some(started)) = (&self.ctx.observer, started) {
+            observer.call_finished(&CallEvent {
+                plugin: &self.ctx.name,
+                digest: self.info.as_ref().map(|i| i.sha256.as_str()),
+                export: what,
+                duration: started.elapsed(),
+                fuel_consumed: fuel,
+                failure: result.as_ref().err(),
+            });
+        }
         result.map_err(|kind| {
             self.failures.fetch_add(1, Ordering::Relaxed);
             let err = self.err(kind);

@@ -45,8 +45,10 @@ mod component;
 mod error;
 mod http_chain;
 mod load;
+mod observe;
 mod plugin;
 mod pool;
+pub mod reload;
 mod runtime;
 mod services;
 mod wasm;
@@ -57,7 +59,12 @@ pub use call::EvalTrace;
 pub use chain::{CallObserver, Chain, PreQueryOutcome, RouteOutcome};
 pub use error::{FailureKind, LoadError, PluginError};
 pub use http_chain::HttpOutcome;
+pub use observe::{CallEvent, PluginObserver, failure_cause};
 pub use plugin::{InstanceMode, OnError, Plugin, PluginConfig, PluginStats};
+pub use reload::{
+    Answered, BlocklistGate, CANARY_FIXTURE_COUNT, CanaryCorpus, CanaryFailure, CanaryMismatch, DebouncedReload,
+    HotPlugin, HotReloadError, OpenGate, ReloadGate, ReloadOutcome, ShadowStats,
+};
 pub use runtime::{
     DEFAULT_EPOCH_TICK, DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES,
     DEFAULT_MAX_WASM_STACK, Runtime, RuntimeConfig,

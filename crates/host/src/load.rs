@@ -105,6 +105,7 @@ impl Runtime {
             log_sink: self.inner.cfg.log_sink.clone(),
             bundles: Arc::from(cfg.bundles.as_slice()),
             bundle_store: self.inner.cfg.bundle_store.clone(),
+            observer: self.inner.cfg.observer.clone(),
         });
         let pool = Pool::new(RecyclePolicy {
             mode: cfg.mode,

@@ -267,6 +267,14 @@ impl Plugin {
     pub fn kv_caps(&self) -> KvCaps {
         self.ctx.kv_caps
     }
+    /// The config map the guest reads with `get_config` (introspection hides secret keys).
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.ctx.config
+    }
+    /// Whether a failure of this guard logs and allows instead of denying.
+    pub fn is_advisory(&self) -> bool {
+        self.cfg.advisory
+    }
     /// Counters since load.
     pub fn stats(&self) -> PluginStats {
         PluginStats {

@@ -14,6 +14,7 @@ use crate::{
     bundle::BundleStore,
     component,
     error::LoadError,
+    observe::PluginObserver,
     services::{Clock, KvBackend, LogSink, MemoryKv, SystemClock},
     wasm::{cache::ModuleCache, imports, state::HostState},
 };
@@ -37,6 +38,7 @@ pub struct RuntimeConfig {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) log_sink: Option<Arc<dyn LogSink>>,
     pub(crate) bundle_store: Option<Arc<dyn BundleStore>>,
+    pub(crate) observer: Option<Arc<dyn PluginObserver>>,
     max_instances: u32,
     pub(crate) max_plugin_memory_bytes: u64,
     epoch_tick: Duration,
@@ -56,6 +58,7 @@ impl Default for RuntimeConfig {
             clock: Arc::new(SystemClock),
             log_sink: None,
             bundle_store: None,
+            observer: None,
             max_instances: DEFAULT_MAX_INSTANCES,
             max_plugin_memory_bytes: DEFAULT_MAX_PLUGIN_MEMORY_BYTES,
             epoch_tick: DEFAULT_EPOCH_TICK,
@@ -90,6 +93,11 @@ impl RuntimeConfig {
     /// bundle fails naming the missing store).
     pub fn bundle_store(mut self, store: Arc<dyn BundleStore>) -> Self {
         self.bundle_store = Some(store);
+        self
+    }
+    /// Told about every call of every plugin (metrics). Default: none, and then nothing is timed.
+    pub fn observer(mut self, observer: Arc<dyn PluginObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
     /// Default: [`DEFAULT_MAX_INSTANCES`].

@@ -121,6 +121,10 @@ pub struct WasmGuardEntry {
     /// String values the guest reads with `get_config`; override the manifest's, key by key.
     #[serde(default, deserialize_with = "scalar_map")]
     pub config: BTreeMap<String, String>,
+    /// Config keys whose values the admin listener's `/plugins` never shows (yorishiro's
+    /// `redact_keys`; an extension of chio's entry). Each must be a key of `config`.
+    #[serde(default)]
+    pub redact_keys: Vec<String>,
 }
 
 fn default_fuel() -> u64 {
@@ -203,6 +207,12 @@ pub struct GatewaySection {
     /// Scopes granted to each agent (by its MCP client name); guards see them as `scopes`.
     #[serde(default)]
     pub agent_scopes: BTreeMap<String, Vec<String>>,
+    /// Where reload incidents (canary failures, rollbacks) are written. Relative to the config
+    /// file. Default: `incidents/` next to the config file.
+    pub incident_dir: Option<PathBuf>,
+    /// The admin listener (`/metrics`, `/plugins`, `POST /reload`); off when absent. Its
+    /// `token_file` is relative to the config file.
+    pub admin: Option<helios_plugin_admin::AdminConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +350,10 @@ impl GatewayConfig {
         gateway.trusted_keys = gateway.trusted_keys.map(|p| dir.join(p));
         gateway.blocklist = gateway.blocklist.map(|p| dir.join(p));
         gateway.decision_log = gateway.decision_log.map(|p| dir.join(p));
+        gateway.incident_dir = Some(dir.join(gateway.incident_dir.unwrap_or_else(|| PathBuf::from("incidents"))));
+        if let Some(admin) = &mut gateway.admin {
+            admin.token_file = admin.token_file.take().map(|p| dir.join(p));
+        }
         if gateway.guard_threads == Some(0) {
             return Err(field("gateway".into(), "guard_threads", "must be at least 1".into()));
         }

@@ -37,6 +37,10 @@ pub struct LoadedGuard {
     /// Lowercase hex SHA-256 of the module.
     pub digest: String,
     pub version: String,
+    /// The label of the trusted key that signed it, or `None` when unsigned.
+    pub signer: Option<String>,
+    /// Config keys introspection hides.
+    pub redact_keys: Vec<String>,
     pub manifest: PathBuf,
     /// Files whose change triggers a reload: the manifest, the module, its sidecar.
     watched: Vec<PathBuf>,
@@ -141,19 +145,53 @@ impl GuardSet {
     }
 }
 
+/// Told about every reload of a [`Guards`] (SIGHUP, file change, admin request): the seam for
+/// reload metrics.
+pub trait ReloadListener: Send + Sync + std::fmt::Debug {
+    /// `new` replaced `old`; `epoch` counts successful reloads (the first load is epoch 0).
+    fn swapped(&self, old: &GuardSet, new: &GuardSet, epoch: u64);
+    /// A reload was refused; the old set keeps serving.
+    fn refused(&self, error: &ReloadError);
+    /// Asked before a new set goes live (the canary); an `Err` refuses the reload.
+    fn check(&self, _old: &GuardSet, _new: &GuardSet) -> Result<(), ReloadError> {
+        Ok(())
+    }
+    /// The watchdog put `restored` back in place of `failed`.
+    fn rolled_back(&self, _failed: &GuardSet, _restored: &GuardSet) {}
+}
+
 /// The live guard set, swappable while calls run.
 #[derive(Debug, Clone)]
 pub struct Guards {
     runtime: Runtime,
     live: Arc<RwLock<Arc<GuardSet>>>,
     reloads: Arc<std::sync::atomic::AtomicU64>,
+    listeners: Arc<RwLock<Vec<Arc<dyn ReloadListener>>>>,
+    /// The set the last reload replaced, for a rollback.
+    previous: Arc<RwLock<Option<Arc<GuardSet>>>>,
 }
 
 impl Guards {
     /// Verifies and loads every guard of `config`. Fails on the first guard that cannot load.
     pub fn load(runtime: Runtime, config: &GatewayConfig) -> Result<Guards, GuardLoadError> {
         let set = build_set(&runtime, config)?;
-        Ok(Guards { runtime, live: Arc::new(RwLock::new(Arc::new(set))), reloads: Arc::default() })
+        Ok(Guards {
+            runtime,
+            live: Arc::new(RwLock::new(Arc::new(set))),
+            reloads: Arc::default(),
+            listeners: Arc::default(),
+            previous: Arc::default(),
+        })
+    }
+
+    /// Adds a listener told about every later reload.
+    pub fn listen(&self, listener: Arc<dyn ReloadListener>) {
+        self.listeners.write().unwrap_or_else(|e| e.into_inner()).push(listener);
+    }
+
+    /// The runtime the guards run in.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     /// The set serving now. Hold the `Arc` for the length of one call.
@@ -164,10 +202,31 @@ impl Guards {
     /// Re-reads the config file's `wasm_guards` and swaps in the new set if every guard verifies
     /// and loads; otherwise the old set keeps serving and the error is returned.
     pub fn reload(&self, config_path: &Path) -> Result<Arc<GuardSet>, ReloadError> {
-        let config = GatewayConfig::load(config_path).map_err(|e| ReloadError(e.to_string()))?;
-        let set = Arc::new(build_set(&self.runtime, &config).map_err(|e| ReloadError(e.to_string()))?);
+        let built = GatewayConfig::load(config_path)
+            .map_err(|e| ReloadError(e.to_string()))
+            .and_then(|config| build_set(&self.runtime, &config).map_err(|e| ReloadError(e.to_string())));
+        let checked = built.and_then(|set| {
+            let old = self.current();
+            for l in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                l.check(&old, &set)?;
+            }
+            Ok(set)
+        });
+        let set = match checked {
+            Ok(set) => Arc::new(set),
+            Err(e) => {
+                for l in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                    l.refused(&e);
+                }
+                return Err(e);
+            }
+        };
         let old = std::mem::replace(&mut *self.live.write().unwrap_or_else(|e| e.into_inner()), set.clone());
-        self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.previous.write().unwrap_or_else(|e| e.into_inner()) = Some(old.clone());
+        let epoch = self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        for l in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            l.swapped(&old, &set, epoch);
+        }
         for g in &set.guards {
             let was = old.guards.iter().find(|o| o.plugin.name() == g.plugin.name()).map(|o| &o.digest[..16]);
             tracing::info!(
@@ -178,6 +237,24 @@ impl Guards {
             );
         }
         Ok(set)
+    }
+
+    /// Puts the set the last reload replaced back, if `failed` is still the live one. Returns
+    /// whether it did.
+    pub fn roll_back(&self, failed: &Arc<GuardSet>) -> bool {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&live, failed) {
+            return false;
+        }
+        let Some(previous) = self.previous.write().unwrap_or_else(|e| e.into_inner()).take() else {
+            return false;
+        };
+        *live = previous.clone();
+        drop(live);
+        for l in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            l.rolled_back(failed, &previous);
+        }
+        true
     }
 
     /// Successful reloads since start.
@@ -344,6 +421,8 @@ fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -
         advisory: entry.advisory,
         digest: verified.sha256,
         version: verified.version,
+        signer: verified.signer.as_ref().map(|s| s.label.clone()),
+        redact_keys: entry.redact_keys.clone(),
         watched: vec![manifest.clone(), named, sidecar],
         manifest,
     })

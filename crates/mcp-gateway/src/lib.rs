@@ -20,12 +20,13 @@
 pub mod config;
 pub mod decide;
 pub mod guards;
+pub mod ops;
 pub mod request;
 pub mod run;
 pub mod server;
 pub mod upstream;
 
 pub use config::{ConfigError, GatewayConfig};
-pub use guards::{Decision, DecisionObserver, Guards, Outcome};
+pub use guards::{Decision, DecisionObserver, Guards, Outcome, ReloadListener};
 pub use run::{Built, build};
 pub use server::Gateway;

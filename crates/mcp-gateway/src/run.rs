@@ -23,18 +23,38 @@ use crate::upstream::Upstream;
 pub struct Built {
     pub gateway: Gateway,
     pub config: GatewayConfig,
+    /// The metrics registry, when `gateway.admin` is configured.
+    pub metrics: Option<Arc<helios_plugin_admin::Metrics>>,
+    /// Where the admin listener listens, when `gateway.admin` is configured.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// Reads the config, verifies and loads every guard, and connects every upstream. Each failure
 /// names the file, the entry and the cause.
 pub async fn build(config_path: &Path, extra_observers: Vec<Arc<dyn DecisionObserver>>) -> anyhow::Result<Built> {
     let config = GatewayConfig::load(config_path)?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let metrics =
+        config.gateway.admin.as_ref().map(|a| Arc::new(helios_plugin_admin::Metrics::new(a.metric_cardinality_cap)));
+    let mut runtime_config = RuntimeConfig::default();
+    if let Some(m) = &metrics {
+        runtime_config = runtime_config.observer(m.clone());
+    }
+    let runtime = Runtime::new(runtime_config)?;
     let guards = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || Guards::load(runtime, &config)).await??
     };
     let mut observers = extra_observers;
+    let incidents = config.gateway.incident_dir.clone().unwrap_or_else(|| PathBuf::from("incidents"));
+    let safety = crate::ops::ReloadSafety::new(guards.clone(), incidents, metrics.clone());
+    guards.listen(safety.clone());
+    observers.push(safety);
+    if let Some(m) = &metrics {
+        let gm = crate::ops::GuardMetrics(m.clone());
+        gm.started(&guards.current());
+        guards.listen(Arc::new(gm.clone()));
+        observers.push(Arc::new(gm));
+    }
     if let Some(path) = &config.gateway.decision_log {
         let log = JsonLinesLog::open(path).map_err(|e| {
             anyhow::anyhow!(
@@ -52,6 +72,20 @@ pub async fn build(config_path: &Path, extra_observers: Vec<Arc<dyn DecisionObse
         .map(|(id, target)| Upstream::new(id.clone(), target.clone(), config.connect_timeout(), config.call_timeout()))
         .collect();
     let gateway = Gateway::new(upstreams, decider, config.gateway.agent_scopes.clone());
+    let admin_addr = match (&config.gateway.admin, &metrics) {
+        (Some(admin), Some(m)) => {
+            let control = crate::ops::GatewayAdmin {
+                guards: gateway.decider().guards().clone(),
+                config_path: config_path.into(),
+            };
+            let addr = helios_plugin_admin::AdminServer::spawn(admin, m.clone(), Arc::new(control))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: gateway.admin: {e}", config.file.display()))?;
+            eprintln!("helios-mcp-gateway: admin listener on http://{addr}");
+            Some(addr)
+        }
+        _ => None,
+    };
     let tools = gateway.connect_all().await?;
     tracing::info!(
         guards = gateway.decider().guards().current().guards().len(),
@@ -59,7 +93,7 @@ pub async fn build(config_path: &Path, extra_observers: Vec<Arc<dyn DecisionObse
         tools = tools.len(),
         "gateway ready"
     );
-    Ok(Built { gateway, config })
+    Ok(Built { gateway, config, metrics, admin_addr })
 }
 
 /// Reloads the guards on SIGHUP and, unless `reload_poll_ms` is 0, when a guard file or the config

@@ -113,6 +113,10 @@ pub struct ProxyConfig {
     /// Whoever can write that directory can run code in the proxy: keep it the proxy user's own.
     #[serde(default)]
     pub module_cache: Option<String>,
+    /// The admin listener (`[admin]`: `/metrics`, `/plugins`, `POST /reload`); off when absent.
+    /// Its `token_file` is relative to the working directory.
+    #[serde(default)]
+    pub admin: Option<helios_plugin_admin::AdminConfig>,
     /// The directory relative plugin paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

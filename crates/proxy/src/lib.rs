@@ -27,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod hooks;
+pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod pool;

@@ -27,7 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let hooks = match helios_proxy::plugins::hooks_from_config(&config, &origin) {
+    // With an [admin] section, plugins load through the admin's ops (metrics, /plugins, reload).
+    let ops = config.admin.as_ref().map(|a| {
+        helios_proxy::ops::ProxyOps::new(
+            &args.config,
+            std::sync::Arc::new(helios_plugin_admin::Metrics::new(a.metric_cardinality_cap)),
+        )
+    });
+    let loaded = match &ops {
+        Some(ops) => ops.load().map(|(_, hooks)| hooks),
+        None => helios_proxy::plugins::hooks_from_config(&config, &origin),
+    };
+    let hooks = match loaded {
         Ok(h) => h,
         Err(e) => {
             eprintln!("helios-proxy: {e}");
@@ -41,6 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config_admin = config.admin.clone();
     rt.block_on(async move {
         let proxy = match helios_proxy::Proxy::bind(config, hooks).await {
             Ok(p) => p,
@@ -49,7 +61,23 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(reload_on_sighup(proxy.reloader(), args.config));
+        match (&ops, &config_admin) {
+            (Some(ops), Some(admin)) => {
+                ops.set_reloader(proxy.reloader());
+                let control: std::sync::Arc<dyn helios_plugin_admin::AdminControl> = ops.clone();
+                match helios_plugin_admin::AdminServer::spawn(admin, ops.metrics().clone(), control).await {
+                    Ok(addr) => eprintln!("helios-proxy: admin listener on http://{addr}"),
+                    Err(e) => {
+                        eprintln!("helios-proxy: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+                tokio::spawn(reload_ops_on_sighup(ops.clone()));
+            }
+            _ => {
+                tokio::spawn(reload_on_sighup(proxy.reloader(), args.config));
+            }
+        }
         proxy.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -92,6 +120,31 @@ async fn reload_on_sighup(reloader: helios_proxy::server::Reloader, path: PathBu
             }
             Ok(Err(e)) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
             Err(e) => tracing::error!(error = %e, "reload failed; the running configuration stays"),
+        }
+    }
+}
+
+/// SIGHUP with an admin listener: the same reload as `POST /reload`.
+async fn reload_ops_on_sighup(ops: std::sync::Arc<helios_proxy::ops::ProxyOps>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload only through the admin listener");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let ops = ops.clone();
+        match tokio::task::spawn_blocking(move || ops.reload()).await {
+            Ok(Ok(report)) => {
+                for l in &report.listeners_need_restart {
+                    tracing::warn!(listener = %l, "reload: listener changed; it takes effect after a restart");
+                }
+            }
+            Ok(Err(_)) => {} // logged by ProxyOps::reload
+            Err(e) => tracing::error!(error = %e, "reload did not finish; the running configuration stays"),
         }
     }
 }

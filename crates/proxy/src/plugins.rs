@@ -14,6 +14,15 @@ use crate::error::ConfigError;
 /// Verifies and loads every plugin of `cfg` (read from `origin`) with one default runtime, using the
 /// module cache `cfg.module_cache` names (on by default).
 pub fn load_chain(cfg: &ProxyConfig, origin: &str) -> Result<Chain, ConfigError> {
+    load_chain_observed(cfg, origin, None)
+}
+
+/// [`load_chain`] with a call observer on the runtime (the admin listener's metrics).
+pub fn load_chain_observed(
+    cfg: &ProxyConfig,
+    origin: &str,
+    observer: Option<Arc<dyn helios_plugin_host::PluginObserver>>,
+) -> Result<Chain, ConfigError> {
     if cfg.plugins.is_empty() {
         return Ok(Chain::new(Vec::new()));
     }
@@ -24,6 +33,9 @@ pub fn load_chain(cfg: &ProxyConfig, origin: &str) -> Result<Chain, ConfigError>
     if let Some(dir) = cfg.module_cache_dir() {
         tracing::info!(dir = %dir.display(), "compiled plugin modules are cached (module_cache = \"off\" to disable)");
         rc = rc.module_cache_dir(dir);
+    }
+    if let Some(o) = observer {
+        rc = rc.observer(o);
     }
     let runtime = Runtime::new(rc)
         .map_err(|e| ConfigError::Plugins { message: format!("{origin}: cannot start the plugin runtime: {e}") })?;

@@ -335,6 +335,14 @@ impl BackendInstance for WasmInstance {
     fn bundles_opened(&self) -> Vec<crate::bundle::ContentId> {
         self.store.data().bundles.opened()
     }
+
+    fn fuel_consumed(&self) -> Option<u64> {
+        if !self.fuel {
+            return None;
+        }
+        let budget = self.store.data().ctx.limits.fuel.unwrap_or(u64::MAX);
+        self.store.get_fuel().ok().map(|left| budget.saturating_sub(left))
+    }
 }
 
 // ---- load-time helpers shared by the conventions --------------------------------------------------

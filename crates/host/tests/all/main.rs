@@ -10,5 +10,6 @@ mod guest_every_hook;
 mod guest_misbehave;
 mod kv;
 mod load;
+mod reload;
 mod sdk_guests;
 mod support;

@@ -2,6 +2,7 @@
 //! Python SDK's) and a real upstream MCP server written with the Python SDK
 //! (`tests/fixtures/upstream_server.py`), with real wasm guards verified from `guard-manifest.yaml`.
 
+mod admin;
 mod config;
 mod forwarding;
 mod operations;

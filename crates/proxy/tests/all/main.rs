@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin;
 mod drivers;
 mod extended;
 mod faults;

@@ -1,0 +1,487 @@
+//! Prometheus metrics of a helios host, on the Prometheus project's `prometheus-client`.
+//!
+//! Three groups of families, all in one [`Metrics`] registry:
+//! - `helios_plugin_*`: every call of every plugin, fed by the host's one observation point
+//!   ([`PluginObserver`]) plus the results a host's chain saw ([`Metrics::plugin_result`]);
+//! - `chio_guard_*`: chio's seven guard families (label `guard` = 16-char digest prefix, `epoch` =
+//!   the reload generation that made the module live);
+//! - `helios_proxy_*`: what helios-proxy does with sessions, its pool and statements.
+//!
+//! Every family holds at most [`Metrics::cardinality_cap`] label sets. A new label set over the cap
+//! is dropped with a warning carrying `E_GUARD_METRIC_CARDINALITY_EXCEEDED` and counted in
+//! `helios_metric_label_sets_dropped_total{family}`; existing series keep counting.
+//!
+//! [`Metrics::render`] writes the classic Prometheus text format (0.0.4), which every Prometheus
+//! server and `promtool check metrics` read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use helios_plugin_host::{CallEvent, PluginObserver, failure_cause};
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
+
+/// The warning code of a label set dropped over a family's cap (chio's name).
+pub const E_GUARD_METRIC_CARDINALITY_EXCEEDED: &str = "E_GUARD_METRIC_CARDINALITY_EXCEEDED";
+
+/// Label sets each family may hold. Default: 1000.
+pub const DEFAULT_METRIC_CARDINALITY_CAP: usize = 1000;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Duration buckets: 10 µs to ~5 s.
+#[derive(Debug, Clone, Copy)]
+struct Buckets;
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.00001, 4.0, 10))
+    }
+}
+
+/// One family with a cap on its label sets.
+#[derive(Debug)]
+struct Capped<M, C = fn() -> M> {
+    name: &'static str,
+    family: Family<Labels, M, C>,
+    /// Label sets held; changed only under the lock.
+    len: Mutex<usize>,
+}
+
+impl<M: Metric + TypedMetric + Default> Capped<M> {
+    fn new(reg: &mut Registry, name: &'static str, help: &str) -> Self {
+        let family = Family::<Labels, M>::default();
+        reg.register(name, help, family.clone());
+        Capped { name, family, len: Mutex::new(0) }
+    }
+}
+
+impl Capped<Histogram, Buckets> {
+    fn histogram(reg: &mut Registry, name: &'static str, help: &str) -> Self {
+        let family = Family::new_with_constructor(Buckets);
+        reg.register(name, help, family.clone());
+        Capped { name, family, len: Mutex::new(0) }
+    }
+}
+
+impl<M: Metric, C: MetricConstructor<M> + Clone + Send + Sync + std::fmt::Debug + 'static> Capped<M, C> {
+    /// Runs `f` on the series of `labels`, creating it if the family is under the cap.
+    fn with(&self, shared: &Shared, labels: Labels, f: impl FnOnce(&M)) {
+        if let Some(m) = self.family.get(&labels) {
+            f(&m);
+            return;
+        }
+        let mut len = self.len.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.family.get(&labels).is_some();
+        if !known && *len >= shared.cap {
+            shared.dropped.get_or_create(&vec![("family", self.name.to_string())]).inc();
+            if shared.warned_once(self.name) {
+                tracing::warn!(
+                    code = E_GUARD_METRIC_CARDINALITY_EXCEEDED,
+                    family = self.name,
+                    cap = shared.cap,
+                    labels = ?labels,
+                    "{E_GUARD_METRIC_CARDINALITY_EXCEEDED}: metric family {} holds {} label sets, its cap; the new label set is dropped",
+                    self.name,
+                    shared.cap
+                );
+            }
+            return;
+        }
+        if !known {
+            *len += 1;
+        }
+        f(&self.family.get_or_create(&labels));
+    }
+
+    /// Drops one label set (a series that no longer exists).
+    fn remove(&self, labels: &Labels) {
+        let mut len = self.len.lock().unwrap_or_else(|e| e.into_inner());
+        if self.family.remove(labels) {
+            *len = len.saturating_sub(1);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    cap: usize,
+    dropped: Family<Labels, Counter>,
+    /// Families that warned already (one warning per family and minute is enough).
+    warned: Mutex<HashMap<&'static str, std::time::Instant>>,
+}
+
+impl Shared {
+    fn warned_once(&self, family: &'static str) -> bool {
+        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match w.get(family) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+            _ => {
+                w.insert(family, now);
+                true
+            }
+        }
+    }
+}
+
+/// How a guard decided, as chio's `verdict` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardOutcome {
+    Allow,
+    Deny,
+    /// The guard failed and denied (fail-closed).
+    Error,
+    /// The guard failed but is advisory: the call went on.
+    AdvisoryError,
+}
+
+impl GuardOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardOutcome::Allow => "allow",
+            GuardOutcome::Deny => "deny",
+            GuardOutcome::Error => "error",
+            GuardOutcome::AdvisoryError => "advisory_error",
+        }
+    }
+}
+
+/// Every family a helios host exports. `Send + Sync`; share it with `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    shared: Shared,
+    // helios_plugin_*
+    plugin_calls: Capped<Counter>,
+    plugin_results: Capped<Counter>,
+    plugin_failures: Capped<Counter>,
+    plugin_duration: Capped<Histogram, Buckets>,
+    plugin_fuel: Capped<Counter>,
+    // chio_guard_*
+    guard_verdict: Capped<Counter>,
+    guard_deny: Capped<Counter>,
+    guard_eval_duration: Capped<Histogram, Buckets>,
+    guard_fuel: Capped<Counter>,
+    guard_host_call_duration: Capped<Histogram, Buckets>,
+    guard_module_bytes: Capped<Gauge>,
+    guard_reload: Capped<Counter>,
+    /// Reload generation of each live guard digest prefix (chio's `epoch` label).
+    epochs: RwLock<HashMap<String, u64>>,
+    // helios_proxy_*
+    proxy_sessions: Capped<Gauge>,
+    proxy_sessions_total: Capped<Counter>,
+    proxy_pool_waits: Capped<Counter>,
+    proxy_pool_wait_duration: Capped<Histogram, Buckets>,
+    proxy_pool_connections: Capped<Gauge>,
+    proxy_statements: Capped<Counter>,
+    proxy_errors: Capped<Counter>,
+    renders: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(DEFAULT_METRIC_CARDINALITY_CAP)
+    }
+}
+
+impl Metrics {
+    /// Every family registered and empty; each holds at most `cap` label sets.
+    pub fn new(cap: usize) -> Metrics {
+        let mut r = Registry::default();
+        let dropped = Family::<Labels, Counter>::default();
+        r.register(
+            "helios_metric_label_sets_dropped",
+            "New label sets dropped because their family was at its cardinality cap (E_GUARD_METRIC_CARDINALITY_EXCEEDED)",
+            dropped.clone(),
+        );
+        let c = Capped::<Counter>::new;
+        let g = Capped::<Gauge>::new;
+        let h = Capped::histogram;
+        Metrics {
+            plugin_calls: c(&mut r, "helios_plugin_calls", "Plugin calls by plugin and export"),
+            plugin_results: c(&mut r, "helios_plugin_results", "Plugin results by plugin, hook and result kind"),
+            plugin_failures: c(&mut r, "helios_plugin_failures", "Failed plugin calls by plugin and cause"),
+            plugin_duration: h(
+                &mut r,
+                "helios_plugin_call_duration_seconds",
+                "Plugin call duration by plugin and export",
+            ),
+            plugin_fuel: c(&mut r, "helios_plugin_fuel_consumed", "Fuel consumed by plugin calls"),
+            guard_verdict: c(&mut r, "chio_guard_verdict", "Guard verdicts by guard digest prefix, epoch and verdict"),
+            guard_deny: c(
+                &mut r,
+                "chio_guard_deny",
+                "Guard denies (verdict deny or fail-closed error) by guard and epoch",
+            ),
+            guard_eval_duration: h(&mut r, "chio_guard_eval_duration_seconds", "Guard evaluation duration"),
+            guard_fuel: c(&mut r, "chio_guard_fuel_consumed", "Fuel consumed by guard evaluations"),
+            guard_host_call_duration: h(
+                &mut r,
+                "chio_guard_host_call_duration_seconds",
+                "Duration of host functions called by guards, by host function",
+            ),
+            guard_module_bytes: g(&mut r, "chio_guard_module_bytes", "Size of each live guard module"),
+            guard_reload: c(&mut r, "chio_guard_reload", "Guard reloads by guard and outcome"),
+            epochs: RwLock::default(),
+            proxy_sessions: g(&mut r, "helios_proxy_sessions", "Client sessions open now"),
+            proxy_sessions_total: c(&mut r, "helios_proxy_sessions_opened", "Client sessions opened"),
+            proxy_pool_waits: c(&mut r, "helios_proxy_pool_waits", "Checkouts that waited for a server connection"),
+            proxy_pool_wait_duration: h(
+                &mut r,
+                "helios_proxy_pool_wait_duration_seconds",
+                "Time spent waiting for a server connection",
+            ),
+            proxy_pool_connections: g(&mut r, "helios_proxy_pool_connections", "Server connections by node and state"),
+            proxy_statements: c(&mut r, "helios_proxy_statements", "Statements by outcome"),
+            proxy_errors: c(&mut r, "helios_proxy_errors", "Errors sent to clients by SQLSTATE class"),
+            shared: Shared { cap, dropped, warned: Mutex::default() },
+            registry: r,
+            renders: AtomicU64::new(0),
+        }
+    }
+
+    /// The cap on label sets per family.
+    pub fn cardinality_cap(&self) -> usize {
+        self.shared.cap
+    }
+
+    /// The scrape: classic Prometheus text format (`text/plain; version=0.0.4`).
+    pub fn render(&self) -> String {
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        let mut open = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut open, &self.registry);
+        openmetrics_to_classic(&open)
+    }
+
+    // ---- helios_plugin_* ------------------------------------------------------------------------
+
+    /// A result kind a chain saw (`continue`, `rewrite`, `block`, `cached`, `allow`, `deny`, ...).
+    pub fn plugin_result(&self, plugin: &str, hook: &str, kind: &str) {
+        let labels = vec![("plugin", plugin.to_string()), ("hook", hook.to_string()), ("kind", kind.to_string())];
+        self.plugin_results.with(&self.shared, labels, |c| {
+            c.inc();
+        });
+    }
+
+    // ---- chio_guard_* ---------------------------------------------------------------------------
+
+    /// A guard module went live (first load or reload): its digest, reload generation and size.
+    pub fn guard_live(&self, digest: &str, epoch: u64, module_bytes: u64) {
+        let guard = prefix(digest).to_string();
+        self.epochs.write().unwrap_or_else(|e| e.into_inner()).insert(guard.clone(), epoch);
+        self.guard_module_bytes.with(&self.shared, vec![("guard", guard)], |g| {
+            g.set(module_bytes as i64);
+        });
+    }
+
+    /// A guard module stopped serving (replaced or rolled back): its size gauge goes.
+    pub fn guard_retired(&self, digest: &str) {
+        let guard = prefix(digest).to_string();
+        self.epochs.write().unwrap_or_else(|e| e.into_inner()).remove(&guard);
+        self.guard_module_bytes.remove(&vec![("guard", guard)]);
+    }
+
+    fn epoch(&self, guard: &str) -> String {
+        self.epochs.read().unwrap_or_else(|e| e.into_inner()).get(guard).copied().unwrap_or(0).to_string()
+    }
+
+    /// One guard's verdict on one call.
+    pub fn guard_verdict(&self, digest: &str, outcome: GuardOutcome) {
+        let guard = prefix(digest).to_string();
+        let epoch = self.epoch(&guard);
+        let labels = vec![("guard", guard.clone()), ("epoch", epoch.clone()), ("verdict", outcome.as_str().into())];
+        self.guard_verdict.with(&self.shared, labels, |c| {
+            c.inc();
+        });
+        if matches!(outcome, GuardOutcome::Deny | GuardOutcome::Error) {
+            self.guard_deny.with(&self.shared, vec![("guard", guard), ("epoch", epoch)], |c| {
+                c.inc();
+            });
+        }
+    }
+
+    /// A host function a guard called, and how long it took.
+    pub fn guard_host_call(&self, digest: &str, host_function: &str, duration: Duration) {
+        let labels = vec![("guard", prefix(digest).to_string()), ("host_function", host_function.to_string())];
+        self.guard_host_call_duration.with(&self.shared, labels, |h| h.observe(duration.as_secs_f64()));
+    }
+
+    /// A reload attempt of a guard: `applied`, `canary_failed`, `rolled_back` or `refused`.
+    pub fn guard_reload(&self, name: &str, outcome: &str) {
+        let labels = vec![("guard", name.to_string()), ("outcome", outcome.to_string())];
+        self.guard_reload.with(&self.shared, labels, |c| {
+            c.inc();
+        });
+    }
+
+    // ---- helios_proxy_* -------------------------------------------------------------------------
+
+    /// A client session opened (`+1`) or closed (`-1`).
+    pub fn proxy_session(&self, opened: bool) {
+        self.proxy_sessions.with(&self.shared, Vec::new(), |g| {
+            if opened {
+                g.inc()
+            } else {
+                g.dec()
+            };
+        });
+        if opened {
+            self.proxy_sessions_total.with(&self.shared, Vec::new(), |c| {
+                c.inc();
+            });
+        }
+    }
+
+    /// A checkout from `node`'s pool that had to wait `waited`.
+    pub fn proxy_pool_wait(&self, node: &str, waited: Duration) {
+        self.proxy_pool_waits.with(&self.shared, vec![("node", node.to_string())], |c| {
+            c.inc();
+        });
+        self.proxy_pool_wait_duration
+            .with(&self.shared, vec![("node", node.to_string())], |h| h.observe(waited.as_secs_f64()));
+    }
+
+    /// The server connections of `node`'s pool: `idle` and `busy`.
+    pub fn proxy_pool_size(&self, node: &str, idle: u64, busy: u64) {
+        for (state, n) in [("idle", idle), ("busy", busy)] {
+            let labels = vec![("node", node.to_string()), ("state", state.to_string())];
+            self.proxy_pool_connections.with(&self.shared, labels, |g| {
+                g.set(n as i64);
+            });
+        }
+    }
+
+    /// A statement the proxy handled: `forwarded`, `rewritten`, `blocked`, `cached`.
+    pub fn proxy_statement(&self, outcome: &str) {
+        self.proxy_statements.with(&self.shared, vec![("outcome", outcome.to_string())], |c| {
+            c.inc();
+        });
+    }
+
+    /// An error sent to a client; the label is the SQLSTATE class (its first two characters).
+    pub fn proxy_error(&self, sqlstate: &str) {
+        let class: String = sqlstate.chars().take(2).collect();
+        self.proxy_errors.with(&self.shared, vec![("class", class)], |c| {
+            c.inc();
+        });
+    }
+}
+
+impl PluginObserver for Metrics {
+    fn call_finished(&self, e: &CallEvent<'_>) {
+        let plugin = e.plugin.to_string();
+        let secs = e.duration.as_secs_f64();
+        let pe = vec![("plugin", plugin.clone()), ("export", e.export.to_string())];
+        self.plugin_calls.with(&self.shared, pe.clone(), |c| {
+            c.inc();
+        });
+        self.plugin_duration.with(&self.shared, pe, |h| h.observe(secs));
+        if let Some(kind) = e.failure {
+            let labels = vec![("plugin", plugin.clone()), ("cause", failure_cause(kind).to_string())];
+            self.plugin_failures.with(&self.shared, labels, |c| {
+                c.inc();
+            });
+        }
+        if let Some(fuel) = e.fuel_consumed {
+            self.plugin_fuel.with(&self.shared, vec![("plugin", plugin)], |c| {
+                c.inc_by(fuel);
+            });
+        }
+        if e.export == helios_plugin_schema::abi::EVALUATE
+            && let Some(digest) = e.digest
+        {
+            let guard = prefix(digest).to_string();
+            let epoch = self.epoch(&guard);
+            let labels = vec![("guard", guard), ("epoch", epoch)];
+            self.guard_eval_duration.with(&self.shared, labels.clone(), |h| h.observe(secs));
+            if let Some(fuel) = e.fuel_consumed {
+                self.guard_fuel.with(&self.shared, labels, |c| {
+                    c.inc_by(fuel);
+                });
+            }
+        }
+    }
+}
+
+/// The `kind` label of a `pre_query` result.
+pub fn pre_query_kind(r: &helios_plugin_schema::PreQueryResult) -> &'static str {
+    use helios_plugin_schema::PreQueryResult as R;
+    match r {
+        R::Continue => "continue",
+        R::Rewrite { .. } => "rewrite",
+        R::Block { .. } => "block",
+        R::Cached { .. } => "cached",
+    }
+}
+
+/// chio's guard label: the first 16 hex digits of the digest (any `sha256:` prefix dropped).
+pub fn prefix(digest: &str) -> &str {
+    let d = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &d[..d.len().min(16)]
+}
+
+/// `prometheus-client` writes OpenMetrics: a counter family `x` is described as `x` and sampled
+/// as `x_total`, with `# UNIT` lines and a final `# EOF`. The classic format (what Prometheus 2.x
+/// and `promtool check metrics` parse as text) names the family `x_total` and has neither.
+fn openmetrics_to_classic(open: &str) -> String {
+    let mut out = String::with_capacity(open.len());
+    let mut counters = std::collections::HashSet::new();
+    for line in open.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        for tag in ["# HELP ", "# TYPE "] {
+            if let Some(rest) = line.strip_prefix(tag) {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{tag}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                break;
+            }
+        }
+        if !line.starts_with("# ") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_described_under_their_sample_name_and_openmetrics_lines_go() {
+        let m = Metrics::new(10);
+        m.guard_verdict("sha256:0123456789abcdef0123", GuardOutcome::Deny);
+        let text = m.render();
+        assert!(text.contains("# TYPE chio_guard_verdict_total counter\n"), "{text}");
+        assert!(text.contains("# HELP chio_guard_verdict_total Guard verdicts"), "{text}");
+        assert!(
+            text.contains("chio_guard_verdict_total{guard=\"0123456789abcdef\",epoch=\"0\",verdict=\"deny\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("chio_guard_deny_total{guard=\"0123456789abcdef\",epoch=\"0\"} 1\n"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    }
+}

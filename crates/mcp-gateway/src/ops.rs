@@ -1,0 +1,271 @@
+//! Operations for the gateway (issue 15): chio's `chio_guard_*` metrics from every decision and
+//! reload, and the admin listener's `/plugins` and `POST /reload` over the live guard set.
+//!
+//! With a `gateway.admin` section, [`crate::build`] creates one [`Metrics`], makes it the host
+//! runtime's call observer (eval duration, fuel) and a decision observer (verdicts, denies), and
+//! listens to reloads (module sizes, epochs, `chio_guard_reload_total`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use helios_plugin_admin::{AdminControl, GuardOutcome, Metrics, PluginMeta, PluginView};
+
+use crate::guards::{Decision, DecisionObserver, GuardSet, Guards, Outcome, ReloadError, ReloadListener};
+
+/// Feeds chio's guard families from decisions and reloads.
+#[derive(Debug, Clone)]
+pub struct GuardMetrics(pub Arc<Metrics>);
+
+impl GuardMetrics {
+    /// Records the set serving at start (epoch 0).
+    pub fn started(&self, set: &GuardSet) {
+        for g in set.guards() {
+            self.0.guard_live(&g.digest, 0, module_bytes(g));
+        }
+    }
+}
+
+fn module_bytes(g: &crate::guards::LoadedGuard) -> u64 {
+    g.plugin.module_info().map(|i| i.size).unwrap_or(0)
+}
+
+impl DecisionObserver for GuardMetrics {
+    fn decided(&self, d: &Decision) {
+        let outcome = match d.verdict {
+            Outcome::Allow => GuardOutcome::Allow,
+            Outcome::Deny => GuardOutcome::Deny,
+            Outcome::Error => GuardOutcome::Error,
+            Outcome::AdvisoryError => GuardOutcome::AdvisoryError,
+        };
+        self.0.guard_verdict(&d.digest, outcome);
+    }
+}
+
+impl ReloadListener for GuardMetrics {
+    fn swapped(&self, old: &GuardSet, new: &GuardSet, epoch: u64) {
+        for g in old.guards() {
+            if !new.guards().iter().any(|n| n.digest == g.digest) {
+                self.0.guard_retired(&g.digest);
+            }
+        }
+        for g in new.guards() {
+            let changed = !old.guards().iter().any(|o| o.digest == g.digest);
+            if changed {
+                self.0.guard_live(&g.digest, epoch, module_bytes(g));
+                self.0.guard_reload(g.plugin.name(), "applied");
+            }
+        }
+    }
+
+    fn refused(&self, _error: &ReloadError) {
+        self.0.guard_reload("*", "refused");
+    }
+}
+
+/// The gateway behind the admin listener.
+#[derive(Debug, Clone)]
+pub struct GatewayAdmin {
+    pub guards: Guards,
+    pub config_path: PathBuf,
+}
+
+impl AdminControl for GatewayAdmin {
+    fn plugins(&self) -> serde_json::Value {
+        let set = self.guards.current();
+        let views: Vec<PluginView> = set
+            .guards()
+            .iter()
+            .map(|g| {
+                let meta = PluginMeta {
+                    version: Some(g.version.clone()),
+                    signer: g.signer.clone(),
+                    redact_keys: g.redact_keys.clone(),
+                    shadow: None,
+                };
+                PluginView::of(&g.plugin, &meta)
+            })
+            .collect();
+        serde_json::to_value(views).unwrap_or_default()
+    }
+
+    fn reload(&self) -> Result<serde_json::Value, String> {
+        let set = self.guards.reload(&self.config_path).map_err(|e| e.to_string())?;
+        let guards: Vec<_> = set
+            .guards()
+            .iter()
+            .map(|g| serde_json::json!({"name": g.plugin.name(), "digest": format!("sha256:{}", g.digest)}))
+            .collect();
+        Ok(serde_json::json!({"reloaded": true, "epoch": self.guards.reload_count(), "guards": guards}))
+    }
+}
+
+/// chio's reload contract for the gateway's guard sets: a guard whose module changed replays its
+/// canary corpus (`canary/` beside its `guard-manifest.yaml`: exactly 32 fixtures listed in
+/// `MANIFEST.sha256`) before the new set goes live; a mismatch refuses the reload
+/// (`RELOAD_CANARY_FAILED`, the old set keeps serving). After a swap, 5 error verdicts of a changed
+/// guard within 60 s put the previous set back (`RELOAD_ROLLED_BACK`). Both write an incident
+/// directory (`incident.json`, `last_5_eval_traces.ndjson`) under `gateway.incident_dir`.
+#[derive(Debug)]
+pub struct ReloadSafety {
+    guards: Guards,
+    incidents: PathBuf,
+    metrics: Option<Arc<Metrics>>,
+    watch: std::sync::Mutex<Watch>,
+}
+
+#[derive(Debug, Default)]
+struct Watch {
+    /// The set the last reload made live, and the digest prefixes it changed.
+    set: Option<Arc<GuardSet>>,
+    fresh: std::collections::HashSet<String>,
+    errors: std::collections::VecDeque<std::time::Instant>,
+    traces: std::collections::VecDeque<helios_plugin_host::reload::EvalTrace>,
+}
+
+/// Where a guard's canary corpus lives: `canary/` beside its manifest.
+pub fn canary_dir(g: &crate::guards::LoadedGuard) -> PathBuf {
+    g.manifest.parent().unwrap_or(std::path::Path::new(".")).join("canary")
+}
+
+impl ReloadSafety {
+    pub fn new(guards: Guards, incidents: PathBuf, metrics: Option<Arc<Metrics>>) -> Arc<ReloadSafety> {
+        Arc::new(ReloadSafety { guards, incidents, metrics, watch: Default::default() })
+    }
+
+    fn count(&self, guard: &str, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.guard_reload(guard, outcome);
+        }
+    }
+}
+
+impl ReloadListener for ReloadSafety {
+    fn check(&self, old: &GuardSet, new: &GuardSet) -> Result<(), ReloadError> {
+        use helios_plugin_host::{CanaryCorpus, CanaryMismatch, ContentId};
+        for g in new.guards() {
+            if old.guards().iter().any(|o| o.digest == g.digest) {
+                continue;
+            }
+            let dir = canary_dir(g);
+            if !dir.join(helios_plugin_host::reload::CANARY_MANIFEST).is_file() {
+                continue;
+            }
+            let refuse = |message: String| {
+                self.count(g.plugin.name(), "canary_failed");
+                ReloadError(message)
+            };
+            let corpus = CanaryCorpus::load(&dir).map_err(|e| refuse(format!("guard \"{}\": {e}", g.plugin.name())))?;
+            let id = format!("sha256:{}", g.digest).parse::<ContentId>().unwrap_or_else(|_| ContentId::of(&[]));
+            if let Err(CanaryMismatch { fixture, expected, actual, traces }) = corpus.replay(&g.plugin, &id, 0) {
+                let from = old.guards().iter().find(|o| o.plugin.name() == g.plugin.name()).map(|o| o.digest.clone());
+                let span =
+                    tracing::warn_span!("RELOAD_CANARY_FAILED", guard = g.plugin.name(), to = %id, fixture = %fixture);
+                let _in = span.enter();
+                let incident = helios_plugin_host::reload::write_incident(
+                    &self.incidents,
+                    g.plugin.name(),
+                    "canary_failed",
+                    serde_json::json!({
+                        "from": from.map(|d| format!("sha256:{d}")),
+                        "to": id.to_string(),
+                        "fixture": fixture,
+                        "expected": expected,
+                        "actual": actual,
+                    }),
+                    &traces,
+                );
+                tracing::warn!(guard = g.plugin.name(), fixture = %fixture, incident = %incident, "chio.guard.reload.canary_failed: the live guards keep serving");
+                return Err(refuse(format!(
+                    "guard \"{}\": canary failed on fixture {fixture}: expected {expected}, candidate {id} gave {actual} (incident {incident})",
+                    g.plugin.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn swapped(&self, old: &GuardSet, new: &GuardSet, epoch: u64) {
+        let fresh: std::collections::HashSet<String> = new
+            .guards()
+            .iter()
+            .filter(|g| !old.guards().iter().any(|o| o.digest == g.digest))
+            .map(|g| g.digest[..16].to_string())
+            .collect();
+        for g in new.guards().iter().filter(|g| fresh.contains(&g.digest[..16])) {
+            let span = tracing::info_span!("RELOAD_APPLIED", guard = g.plugin.name(), to = %g.digest, epoch);
+            let _in = span.enter();
+            tracing::info!(guard = g.plugin.name(), epoch, "reload applied");
+        }
+        let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        *w = Watch { set: Some(self.guards.current()), fresh, ..Default::default() };
+    }
+
+    fn refused(&self, _error: &ReloadError) {}
+
+    fn rolled_back(&self, failed: &GuardSet, restored: &GuardSet) {
+        let traces: Vec<_> = {
+            let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+            let t = w.traces.iter().cloned().collect();
+            *w = Watch::default();
+            t
+        };
+        for g in failed.guards().iter().filter(|g| !restored.guards().iter().any(|r| r.digest == g.digest)) {
+            let to = restored.guards().iter().find(|r| r.plugin.name() == g.plugin.name()).map(|r| r.digest.clone());
+            let span = tracing::error_span!("RELOAD_ROLLED_BACK", guard = g.plugin.name(), from = %g.digest);
+            let _in = span.enter();
+            let incident = helios_plugin_host::reload::write_incident(
+                &self.incidents,
+                g.plugin.name(),
+                "rolled_back",
+                serde_json::json!({
+                    "from": format!("sha256:{}", g.digest),
+                    "to": to.map(|d| format!("sha256:{d}")),
+                    "reason": "5 error verdicts within 60 s",
+                }),
+                &traces,
+            );
+            self.count(g.plugin.name(), "rolled_back");
+            tracing::error!(guard = g.plugin.name(), incident = %incident, "chio.guard.reload.rolled_back: the previous guards serve again");
+        }
+    }
+}
+
+impl DecisionObserver for ReloadSafety {
+    fn decided(&self, d: &Decision) {
+        use helios_plugin_host::reload::{EvalTrace, INCIDENT_TRACES, WATCHDOG_ERRORS, WATCHDOG_WINDOW};
+        let trip = {
+            let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+            if w.set.is_none() || !w.fresh.contains(&d.digest) {
+                return;
+            }
+            if w.traces.len() == INCIDENT_TRACES {
+                w.traces.pop_front();
+            }
+            let error = d.verdict == Outcome::Error;
+            w.traces.push_back(EvalTrace {
+                unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_millis())
+                    .unwrap_or(0),
+                digest: d.digest.clone(),
+                epoch: self.guards.reload_count(),
+                input: serde_json::json!({"tool_name": d.tool, "server_id": d.server, "agent_id": d.agent}),
+                output: d.reason.clone().unwrap_or_else(|| d.verdict.as_str().to_string()),
+                error,
+                duration_us: d.duration_us,
+            });
+            if !error {
+                return;
+            }
+            let now = std::time::Instant::now();
+            w.errors.push_back(now);
+            while w.errors.front().is_some_and(|t| now.duration_since(*t) > WATCHDOG_WINDOW) {
+                w.errors.pop_front();
+            }
+            (w.errors.len() >= WATCHDOG_ERRORS).then(|| w.set.clone()).flatten()
+        };
+        if let Some(set) = trip {
+            self.guards.roll_back(&set);
+        }
+    }
+}
