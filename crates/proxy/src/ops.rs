@@ -17,6 +17,44 @@ use crate::error::ConfigError;
 use crate::hooks::{PreQueryDecision, RouteDecision, StatementHooks};
 use crate::server::{ReloadReport, Reloader};
 
+/// The process's metrics, once an admin listener is configured (sessions and the pool report here).
+static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
+
+/// Counts a client session while it lives (`helios_proxy_sessions`).
+#[derive(Debug)]
+pub struct SessionGauge(());
+
+impl SessionGauge {
+    pub fn open() -> SessionGauge {
+        if let Some(m) = METRICS.get() {
+            m.proxy_session(true);
+        }
+        SessionGauge(())
+    }
+}
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        if let Some(m) = METRICS.get() {
+            m.proxy_session(false);
+        }
+    }
+}
+
+/// A checkout that waited for a server connection of `node`.
+pub fn pool_waited(node: &str, waited: std::time::Duration) {
+    if let Some(m) = METRICS.get() {
+        m.proxy_pool_wait(node, waited);
+    }
+}
+
+/// `node`'s pool now: idle connections and open ones (idle + checked out).
+pub fn pool_size(node: &str, idle: usize, open: usize) {
+    if let Some(m) = METRICS.get() {
+        m.proxy_pool_size(node, idle as u64, open.saturating_sub(idle) as u64);
+    }
+}
+
 /// The chain with per-plugin result counts and statement outcomes.
 #[derive(Debug)]
 pub struct MeteredChain {
@@ -89,6 +127,7 @@ pub struct ProxyOps {
 
 impl ProxyOps {
     pub fn new(path: &Path, metrics: Arc<Metrics>) -> Arc<ProxyOps> {
+        let _ = METRICS.set(metrics.clone());
         Arc::new(ProxyOps {
             path: path.to_path_buf(),
             metrics,

@@ -358,7 +358,11 @@ impl Proxy {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some((s, peer, l)) = rx.recv() => {
-                    sessions.spawn(crate::session::run(self.shared(), s, peer, l.auth, l.listen));
+                    let session = crate::session::run(self.shared(), s, peer, l.auth, l.listen);
+                    sessions.spawn(async move {
+                        let _open = crate::ops::SessionGauge::open();
+                        session.await
+                    });
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }

@@ -95,9 +95,16 @@ fn the_admin_listener_serves_metrics_plugins_and_reload_for_the_running_proxy() 
         "helios_proxy_statements_total{outcome=\"forwarded\"} 3",
         "helios_proxy_statements_total{outcome=\"blocked\"} 1",
         "helios_proxy_errors_total{class=\"42\"} 1",
+        "helios_proxy_sessions_opened_total 4",
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line}\n{metrics}");
     }
+
+    // The four psql sessions ended.
+    wait_for("sessions closed", || {
+        let m = http(admin, "GET", "/metrics", None).map(|r| r.1).unwrap_or_default();
+        m.lines().any(|l| l == "helios_proxy_sessions 0")
+    });
 
     let (status, body) = http(admin, "GET", "/plugins", None).unwrap();
     assert_eq!(status, 200);
