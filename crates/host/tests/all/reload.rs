@@ -81,8 +81,9 @@ fn setup_with(gate: Arc<dyn ReloadGate>, runtime: Runtime) -> Setup {
     let store = Arc::new(DirBundleStore::new(root.join("bundles")));
     let v1 = store.put(&v1()).unwrap();
     let corpus = CanaryCorpus::load(&root.join("canary")).unwrap();
-    let hot = HotPlugin::new(runtime, PluginConfig::new("g"), store.clone(), gate, corpus, root.join("incidents"), v1)
-        .unwrap();
+    // A generous deadline: these tests are about versions, not time, and run on loaded machines.
+    let config = PluginConfig::new("g").deadline(Duration::from_secs(10));
+    let hot = HotPlugin::new(runtime, config, store.clone(), gate, corpus, root.join("incidents"), v1).unwrap();
     Setup { _dir: dir, root, store, hot, v1 }
 }
 
