@@ -62,8 +62,8 @@ pub use http_chain::HttpOutcome;
 pub use observe::{CallEvent, PluginObserver, failure_cause};
 pub use plugin::{InstanceMode, OnError, Plugin, PluginConfig, PluginStats};
 pub use reload::{
-    Answered, BlocklistGate, CANARY_FIXTURE_COUNT, CanaryCorpus, CanaryFailure, CanaryMismatch, DebouncedReload,
-    HotPlugin, HotReloadError, OpenGate, ReloadGate, ReloadOutcome, ShadowStats,
+    Answered, CANARY_FIXTURE_COUNT, CanaryCorpus, CanaryFailure, CanaryMismatch, DebouncedReload, HotPlugin,
+    HotReloadError, OpenGate, ReloadGate, ReloadOutcome, ShadowStats,
 };
 pub use runtime::{
     DEFAULT_EPOCH_TICK, DEFAULT_LINEAR_MEMORY_KEEP_RESIDENT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MEMORY_BYTES,

@@ -247,21 +247,6 @@ impl ReloadGate for OpenGate {
     }
 }
 
-/// Refuses digests listed in a blocklist file (`{"digests": ["sha256:<hex>", ...]}`), read again
-/// on every reload so a digest listed after start is refused from then on.
-#[derive(Debug, Clone)]
-pub struct BlocklistGate {
-    pub file: PathBuf,
-    pub plugin: String,
-}
-
-impl ReloadGate for BlocklistGate {
-    fn admit(&self, id: &ContentId, _: &[u8]) -> Result<(), String> {
-        let list = helios_plugin_artefact::Blocklist::load(&self.file).map_err(|e| e.to_string())?;
-        list.check(&id.hex(), &self.plugin).map_err(|e| e.to_string())
-    }
-}
-
 /// One version of a plugin: the loaded module, its id and the reload generation that made it live.
 #[derive(Debug)]
 pub struct Version {
@@ -701,27 +686,10 @@ impl HotPlugin {
         Ok(ReloadOutcome::Applied { from: current.id, to: *id, epoch })
     }
 
-    /// Verifies the plugin at `path` as it is now (a `.wasm` with its `.sig` sidecar, a guard
-    /// manifest or an artefact: signature, digest blocklist, size cap — see
-    /// `helios_plugin_artefact::verify_path`), keeps its bytes in the store and reloads to them.
-    pub fn reload_from(
-        &self,
-        path: &Path,
-        opts: &helios_plugin_artefact::VerifyOptions,
-    ) -> Result<ReloadOutcome, HotReloadError> {
-        let verified = helios_plugin_artefact::verify_path(path, opts).map_err(|e| {
-            self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push("refused");
-            tracing::warn!(plugin = %self.name, path = %path.display(), "reload refused: {e}");
-            HotReloadError::Verify {
-                plugin: self.name.clone(),
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        let id = self
-            .store
-            .put(&verified.wasm)
-            .map_err(|source| HotReloadError::Bundle { plugin: self.name.clone(), source })?;
+    /// Keeps `bytes` in the store and reloads to them (the gate is asked as for any reload).
+    pub fn reload_bytes(&self, bytes: &[u8]) -> Result<ReloadOutcome, HotReloadError> {
+        let id =
+            self.store.put(bytes).map_err(|source| HotReloadError::Bundle { plugin: self.name.clone(), source })?;
         self.reload(&id)
     }
 
