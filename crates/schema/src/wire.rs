@@ -69,9 +69,12 @@ pub struct QueryContext {
 /// (`{"kind":"block","reason":…}`, `rewrite{sql}`, `cached{bytes}`); heliosdb-proxy 2.2.0, the
 /// HeliosProxy release on crates.io, reads only an `action`-tagged form whose payload is `value`
 /// (`{"action":"block","value":…}`, `cached{data}`) and runs the statement when it cannot parse a
-/// result — so a `kind`-only block would silently not block there. We therefore write both forms in
-/// one object (each host ignores the other's keys) and read either: a module built with our SDK
-/// blocks in both proxies, and a module built for heliosdb-proxy 2.2.0 blocks in ours.
+/// result — so a `kind`-only block would silently not block there. We therefore write `continue` and
+/// `block` in both forms in one object (each host ignores the other's keys) and read either form: a
+/// module built with our SDK blocks in both proxies, and a module built for heliosdb-proxy 2.2.0 blocks
+/// in ours. A rewrite or cached answer is written once, in our form only (its payload can be large and
+/// would travel twice); heliosdb-proxy 2.2.0 therefore does not apply it (it logs it and runs the
+/// statement unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum PreQueryResult {
     /// Let the statement through unchanged.
@@ -89,22 +92,22 @@ impl Serialize for PreQueryResult {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let tag = self.tag();
-        let fields = if matches!(self, PreQueryResult::Continue) { 2 } else { 4 };
+        let fields = match self {
+            PreQueryResult::Block { .. } => 4,
+            PreQueryResult::Continue | PreQueryResult::Rewrite { .. } | PreQueryResult::Cached { .. } => 2,
+        };
         let mut m = serializer.serialize_map(Some(fields))?;
         m.serialize_entry("kind", tag)?;
         match self {
-            PreQueryResult::Continue => {}
-            PreQueryResult::Rewrite { sql } => m.serialize_entry("sql", sql)?,
-            PreQueryResult::Block { reason } => m.serialize_entry("reason", reason)?,
-            PreQueryResult::Cached { bytes } => m.serialize_entry("bytes", bytes)?,
-        }
-        m.serialize_entry("action", tag)?;
-        match self {
-            PreQueryResult::Continue => {}
-            PreQueryResult::Rewrite { sql: v } | PreQueryResult::Block { reason: v } => {
-                m.serialize_entry("value", v)?
+            PreQueryResult::Continue => m.serialize_entry("action", tag)?,
+            PreQueryResult::Block { reason } => {
+                m.serialize_entry("reason", reason)?;
+                m.serialize_entry("action", tag)?;
+                m.serialize_entry("value", reason)?;
             }
-            PreQueryResult::Cached { bytes } => m.serialize_entry("data", bytes)?,
+            // A rewrite or cached answer can be large: written once, in our form only (see above).
+            PreQueryResult::Rewrite { sql } => m.serialize_entry("sql", sql)?,
+            PreQueryResult::Cached { bytes } => m.serialize_entry("bytes", bytes)?,
         }
         m.end()
     }
@@ -230,7 +233,9 @@ mod tests {
             r#"{"kind":"continue","action":"continue"}"#
         );
         let j = serde_json::to_string(&PreQueryResult::Cached { bytes: vec![1, 2] }).unwrap();
-        assert_eq!(j, r#"{"kind":"cached","bytes":[1,2],"action":"cached","data":[1,2]}"#);
+        assert_eq!(j, r#"{"kind":"cached","bytes":[1,2]}"#);
+        let j = serde_json::to_string(&PreQueryResult::Rewrite { sql: "select 2".into() }).unwrap();
+        assert_eq!(j, r#"{"kind":"rewrite","sql":"select 2"}"#);
     }
 
     #[test]

@@ -15,15 +15,16 @@ fn kv_keys(host: &Host, ns: &str) -> Vec<String> {
     host.runtime.kv().entries(ns).into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect()
 }
 
-fn kv_json(host: &Host, ns: &str, key: &str) -> serde_json::Value {
+/// A budget counter (milli-units, the decimal text `kv_add` keeps).
+fn kv_counter(host: &Host, ns: &str, key: &str) -> u64 {
     let (_, v) = host
         .runtime
         .kv()
         .entries(ns)
         .into_iter()
         .find(|(k, _)| k == key.as_bytes())
-        .unwrap_or_else(|| panic!("no KV key {key}"));
-    serde_json::from_slice(&v).unwrap()
+        .unwrap_or_else(|| panic!("no KV key {key} in {:?}", kv_keys(host, ns)));
+    String::from_utf8_lossy(&v).parse().unwrap_or_else(|e| panic!("{key}: not a counter ({e})"))
 }
 
 #[test]
@@ -46,7 +47,14 @@ fn cost_governor_blocks_a_spent_tenant_until_the_minute_rolls_over() {
     assert_eq!(chain.pre_query(&other).result, PreQueryResult::Continue, "another tenant is not affected");
     host.clock.set(t0 + 60);
     assert_eq!(chain.pre_query(&q).result, PreQueryResult::Continue, "the next minute starts empty");
-    assert_eq!(kv_keys(&host, "cost-governor"), vec!["tenant:acme:usage", "tenant:index"]);
+    // One counter per (tenant, window, window start); the spent minute's counter is gone, the hour and
+    // day keep the 3 units, and nothing is stored for a tenant that was never charged.
+    let (hour, day) = (t0 - t0 % 3_600, t0 - t0 % 86_400);
+    assert_eq!(
+        kv_keys(&host, "cost-governor"),
+        vec![format!("tenant:acme:day:{day}"), format!("tenant:acme:hour:{hour}"), "tenant:index".to_owned()]
+    );
+    assert_eq!(kv_counter(&host, "cost-governor", &format!("tenant:acme:hour:{hour}")), 3_000);
 }
 
 #[test]
@@ -59,13 +67,15 @@ fn cost_governor_accounts_exactly_over_many_calls() {
     let q = query("r", "SELECT 1", None, &[("helios.tenant", "acme")]);
     let mut expected_milli = 0u64;
     for i in 0..200u64 {
+        // cost_per_query is charged when the statement is admitted, time and size when it is done.
+        assert_eq!(chain.pre_query(&q).result, PreQueryResult::Continue);
         let (elapsed, bytes) = (17 * i + 5, 1_003 * (i % 11));
         assert!(chain.post_query(&done(&q, elapsed, bytes)).is_empty());
         expected_milli += elapsed * 3 + bytes * 2 + 1_000;
     }
-    let usage = kv_json(&host, "cost-governor", "tenant:acme:usage");
-    for w in ["minute", "hour", "day"] {
-        assert_eq!(usage[w]["used"].as_u64(), Some(expected_milli), "{w}: {usage}");
+    for (w, len) in [("minute", 60), ("hour", 3_600), ("day", 86_400)] {
+        let key = format!("tenant:acme:{w}:{}", now - now % len);
+        assert_eq!(kv_counter(&host, "cost-governor", &key), expected_milli, "{w}");
     }
 }
 
