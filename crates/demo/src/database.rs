@@ -26,7 +26,8 @@ const PLUGINS: [(&str, &str, &str); 4] = [
     (
         "llm-guardrail",
         "pre_query",
-        r#"{ large_tables = "events", tenant_tables = "orders", tenant_column = "tenant_id" }"#,
+        // The psql session is not AI traffic (no AI marker), so the guardrail judges every statement.
+        r#"{ apply_to_all = "true", large_tables = "events" }"#,
     ),
     (
         "column-mask",
