@@ -26,6 +26,6 @@ pub mod proxy_toml;
 pub mod source;
 pub mod verify;
 
-pub use proxy_toml::{ConfigError, PluginEntry, PluginsConfig, VerifiedEntry, load_chain};
+pub use proxy_toml::{ConfigError, LoadedEntry, PluginEntry, PluginsConfig, ShadowEntry, VerifiedEntry, load_chain};
 pub use source::{Resolver, Source, SourceError, default_oci_cache};
 pub use verify::{NameMismatch, VerifyError, load_verified, merged_config, verify_named};

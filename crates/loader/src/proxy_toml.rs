@@ -16,6 +16,11 @@
 //! kv_max_keys = 1024                            # keys in its KV namespace (default 1024)
 //! kv_max_bytes = 67_108_864                     # bytes in its KV namespace (default 64 MiB)
 //! config = { denylist = "rm,curl" }             # overrides the manifest's config, key by key
+//! canary = "canary/tool-denylist"               # optional: a 32-fixture corpus (MANIFEST.sha256) a new
+//!                                               # module must reproduce before it goes live
+//! incident_dir = "incidents"                    # where failed canaries are recorded (default)
+//! shadow = { source = "plugins/next.wasm", every = 1 } # optional: a candidate run beside the live
+//!                                               # one on one call in `every`, never applied
 //! ```
 //!
 //! Names are unique within a file: a plugin's name is its KV namespace (so that a new version of
@@ -101,6 +106,32 @@ pub struct PluginEntry {
     /// Config values; each overrides the manifest's value of the same key.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// A canary corpus directory (exactly 32 fixtures listed in `MANIFEST.sha256`): a reload or a
+    /// promotion that changes the module replays it first and keeps the old module on a mismatch.
+    pub canary: Option<PathBuf>,
+    /// Where canary failures write their incident directories. Default: `incidents` next to the
+    /// config file.
+    pub incident_dir: Option<PathBuf>,
+    /// A candidate run beside the live plugin on real traffic; its decisions are compared, never
+    /// applied.
+    pub shadow: Option<ShadowEntry>,
+}
+
+/// `shadow = { source = "...", every = 1 }`: a candidate module for a plugin entry. It is verified
+/// as the live one is (same trust root, blocklist, `allow_unsigned` and name) and loaded with the
+/// entry's config and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowEntry {
+    /// Where the candidate comes from (as the entry's `source`).
+    pub source: Source,
+    /// One call in `every` is replayed on the candidate (at least 1). Default: 1, every call.
+    #[serde(default = "every_call")]
+    pub every: u64,
+}
+
+fn every_call() -> u64 {
+    1
 }
 
 mod optional_hooks {
@@ -137,6 +168,17 @@ pub struct VerifiedEntry {
     pub plugin: VerifiedPlugin,
     /// The manifest's config overridden by the entry's.
     pub config: BTreeMap<String, String>,
+    /// The verified `shadow` candidate, if the entry names one.
+    pub shadow: Option<VerifiedPlugin>,
+}
+
+/// A loaded entry: the live plugin and, if configured, its shadow candidate (loaded with the same
+/// name, config and limits; the same KV namespace).
+#[derive(Debug, Clone)]
+pub struct LoadedEntry {
+    pub entry: PluginEntry,
+    pub plugin: Arc<Plugin>,
+    pub shadow: Option<Arc<Plugin>>,
 }
 
 impl PluginsConfig {
@@ -179,6 +221,15 @@ impl PluginsConfig {
     /// and metrics, and what a chain is searched by.
     fn checked(self) -> Result<PluginsConfig, ConfigError> {
         for (index, entry) in self.plugins.iter().enumerate() {
+            if entry.shadow.as_ref().is_some_and(|s| s.every == 0) {
+                return Err(ConfigError::Field {
+                    file: self.file.display().to_string(),
+                    index,
+                    name: entry.name.clone(),
+                    field: "shadow.every",
+                    message: "must be at least 1 (one call in `every` runs on the candidate)".into(),
+                });
+            }
             if let Some(first) = self.plugins[..index].iter().position(|e| e.name == entry.name) {
                 return Err(ConfigError::Field {
                     file: self.file.display().to_string(),
@@ -255,15 +306,32 @@ impl PluginsConfig {
                 }
             }
             let config = merged_config(&plugin, &entry.config);
-            out.push(VerifiedEntry { entry: entry.clone(), plugin, config });
+            let shadow = match &entry.shadow {
+                None => None,
+                Some(sh) => {
+                    let path = resolver.resolve(&sh.source).map_err(|e| field("shadow.source", e.to_string()))?;
+                    Some(verify_named(&path, &entry.name, &opts).map_err(|e| match e {
+                        VerifyError::Artefact(source) => {
+                            ConfigError::Verify { file: file.clone(), index, name: name.clone(), source }
+                        }
+                        VerifyError::Name(m) => field("shadow.source", m.to_string()),
+                    })?)
+                }
+            };
+            out.push(VerifiedEntry { entry: entry.clone(), plugin, config, shadow });
         }
         Ok(out)
     }
 
     /// Verifies every plugin, then loads each with `runtime`, and orders them into a chain.
     pub fn build_chain(&self, runtime: &Runtime) -> Result<Chain, ConfigError> {
+        Ok(Chain::new(self.build_entries(runtime)?.into_iter().map(|e| e.plugin).collect()))
+    }
+
+    /// Verifies every plugin (and shadow candidate), then loads each with `runtime`, in file order.
+    pub fn build_entries(&self, runtime: &Runtime) -> Result<Vec<LoadedEntry>, ConfigError> {
         let file = self.file.display().to_string();
-        let mut plugins: Vec<Arc<Plugin>> = Vec::new();
+        let mut plugins: Vec<LoadedEntry> = Vec::new();
         for (index, v) in self.verify()?.into_iter().enumerate() {
             let e = &v.entry;
             let mut pc = PluginConfig::new(e.name.clone()).config_map(v.config.clone());
@@ -297,17 +365,26 @@ impl PluginsConfig {
             if let Some(m) = e.mode {
                 pc = pc.mode(m);
             }
-            // Serve what the operator asked for, else what the signed manifest declares.
-            pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
-            let plugin = load_verified(runtime, &v.plugin, pc).map_err(|source| ConfigError::Load {
+            let load_error = |source| ConfigError::Load {
                 file: file.clone(),
                 index,
                 name: e.name.clone(),
                 source: Box::new(source),
-            })?;
-            plugins.push(plugin);
+            };
+            // The candidate: the same settings, serving what the entry asks or what it declares.
+            let shadow = match &v.shadow {
+                None => None,
+                Some(candidate) => {
+                    let hooks = e.hooks.clone().unwrap_or_else(|| candidate.hooks.clone());
+                    Some(load_verified(runtime, candidate, pc.clone().hooks(hooks)).map_err(load_error)?)
+                }
+            };
+            // Serve what the operator asked for, else what the signed manifest declares.
+            pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
+            let plugin = load_verified(runtime, &v.plugin, pc).map_err(load_error)?;
+            plugins.push(LoadedEntry { entry: v.entry, plugin, shadow });
         }
-        Ok(Chain::new(plugins))
+        Ok(plugins)
     }
 }
 
@@ -514,6 +591,31 @@ config = { mode = "lenient" }
         );
         let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
         assert!(e.contains("field hooks") && e.contains("route"), "{e}");
+    }
+
+    #[test]
+    fn a_shadow_candidate_is_verified_like_the_live_plugin_and_its_fields_are_checked() {
+        let f = fixture();
+        let entry = "[[plugins]]\nname = \"blocker\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\n";
+        let path = write_config(&f, &format!("{entry}shadow = {{ source = \"blocker.tar.gz\", every = 4 }}\n"));
+        let cfg = PluginsConfig::load(&path).unwrap();
+        assert_eq!(cfg.plugins[0].shadow.as_ref().map(|s| s.every), Some(4));
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        let loaded = cfg.build_entries(&runtime).unwrap();
+        let shadow = loaded[0].shadow.as_ref().expect("the candidate is loaded");
+        assert_eq!((shadow.name(), shadow.hooks()), ("blocker", loaded[0].plugin.hooks()));
+
+        // A typo inside `shadow`, and `every = 0`, name the file and the field.
+        let path = write_config(&f, &format!("{entry}shadow = {{ source = \"blocker.tar.gz\", evry = 4 }}\n"));
+        let e = PluginsConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("proxy.toml") && e.contains("evry"), "{e}");
+        let path = write_config(&f, &format!("{entry}shadow = {{ source = \"blocker.tar.gz\", every = 0 }}\n"));
+        let e = PluginsConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("proxy.toml") && e.contains("plugins[0] (blocker) field shadow.every"), "{e}");
+        // The candidate's signature is checked against the entry's trust root.
+        let path = write_config(&f, &format!("{entry}shadow = {{ source = \"unsigned.tar.gz\" }}\n"));
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(e.contains("plugins[0] (blocker)") && e.contains("E_SIGNATURE_MISSING"), "{e}");
     }
 
     #[test]

@@ -354,7 +354,15 @@ pub enum Severity {
     Fatal,
 }
 
+/// Writes an ErrorResponse the client receives now, and counts it (`helios_proxy_errors`).
 pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, message: &str, detail: Option<&str>) {
+    error_message(buf, severity, code, message, detail);
+    crate::ops::client_error(code);
+}
+
+/// Writes an ErrorResponse without counting it: a message that may never be sent (a refusal
+/// fence's replacement, counted when it replaces the server's answer).
+pub fn error_message(buf: &mut BytesMut, severity: Severity, code: &str, message: &str, detail: Option<&str>) {
     let sev = match severity {
         Severity::Error => "ERROR",
         Severity::Fatal => "FATAL",

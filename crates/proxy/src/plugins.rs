@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use helios_plugin_host::{Chain, Runtime, RuntimeConfig};
-use helios_plugin_loader::PluginsConfig;
+use helios_plugin_loader::{LoadedEntry, PluginsConfig};
 
 use crate::config::ProxyConfig;
 use crate::error::ConfigError;
@@ -23,8 +23,18 @@ pub fn load_chain_observed(
     origin: &str,
     observer: Option<Arc<dyn helios_plugin_host::PluginObserver>>,
 ) -> Result<Chain, ConfigError> {
+    Ok(Chain::new(load_entries_observed(cfg, origin, observer)?.into_iter().map(|e| e.plugin).collect()))
+}
+
+/// Every `[[plugins]]` entry verified and loaded, with its shadow candidate if it names one, in
+/// file order.
+pub fn load_entries_observed(
+    cfg: &ProxyConfig,
+    origin: &str,
+    observer: Option<Arc<dyn helios_plugin_host::PluginObserver>>,
+) -> Result<Vec<LoadedEntry>, ConfigError> {
     if cfg.plugins.is_empty() {
-        return Ok(Chain::new(Vec::new()));
+        return Ok(Vec::new());
     }
     let store = helios_plugin_state::Store::open(&cfg.state)
         .map_err(|e| ConfigError::Plugins { message: format!("{origin}: [state]: {e}") })?;
@@ -39,7 +49,14 @@ pub fn load_chain_observed(
     }
     let runtime = Runtime::new(rc)
         .map_err(|e| ConfigError::Plugins { message: format!("{origin}: cannot start the plugin runtime: {e}") })?;
-    load_chain_with(cfg, origin, &runtime)
+    let host = |e: helios_plugin_loader::ConfigError| ConfigError::Plugins { message: e.to_string() };
+    let plugins = PluginsConfig::from_tables(&cfg.plugins, Path::new(origin)).map_err(host)?;
+    let entries = plugins.build_entries(&runtime).map_err(host)?;
+    for e in &entries {
+        let shadow = e.shadow.as_ref().and_then(|s| s.module_info()).map(|m| m.sha256.as_str());
+        tracing::info!(plugin = e.plugin.name(), hooks = ?e.plugin.hooks(), priority = e.plugin.priority(), shadow, "plugin in chain");
+    }
+    Ok(entries)
 }
 
 /// Like [`load_chain`] with a caller's runtime (its clock, KV and log sink).

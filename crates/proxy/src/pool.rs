@@ -85,6 +85,8 @@ struct Inner {
     /// Open connections per (node, user).
     users: HashMap<Group, usize>,
     arrivals: u64,
+    /// A pool a reload replaced: it no longer reports to the metrics (the new one does).
+    retired: bool,
 }
 
 fn db_of(k: &PoolKey) -> Group {
@@ -95,6 +97,19 @@ fn user_of(k: &PoolKey) -> Group {
 }
 
 impl Inner {
+    /// Reports `node`'s connections (idle, and checked out or being opened) to the metrics.
+    fn report(&self, node: &str) {
+        if self.retired || !crate::ops::metering() {
+            return;
+        }
+        let (mut idle, mut open) = (0, 0);
+        for (_, e) in self.keys.iter().filter(|(k, _)| &*k.node == node) {
+            idle += e.idle.len();
+            open += e.open;
+        }
+        crate::ops::pool_size(node, idle, open);
+    }
+
     fn count(&mut self, key: &PoolKey) {
         self.keys.entry(key.clone()).or_default().open += 1;
         *self.dbs.entry(db_of(key)).or_default() += 1;
@@ -212,6 +227,7 @@ impl Drop for Slot {
             let mut inner = lock(&self.inner);
             inner.uncount(&self.key);
             inner.dispatch(&self.limits);
+            inner.report(&self.key.node);
         }
     }
 }
@@ -281,12 +297,13 @@ impl Pool {
                 if closed > 0 {
                     inner.dispatch(&self.limits);
                 }
+                inner.report(&key.node);
                 drop(inner);
                 return Ok(Pooled { server, slot: self.slot(key) });
             }
             let queued = inner.keys.get(key).is_some_and(|e| !e.waiters.is_empty());
             let room = if queued { Err(Full::Key) } else { inner.make_room(key, &self.limits) };
-            match room {
+            let waiting = match room {
                 Ok(()) => {
                     inner.count(key);
                     (None, None)
@@ -300,24 +317,31 @@ impl Pool {
                     inner.dispatch(&self.limits);
                     (Some(rx), Some(full))
                 }
-            }
+            };
+            inner.report(&key.node);
+            waiting
         };
         let handoff = match rx {
             None => Handoff::Slot,
-            Some(mut rx) => match tokio::time::timeout(self.limits.timeout, &mut rx).await {
-                Ok(Ok(h)) => h,
-                _ => {
-                    // A hand-off may have raced the deadline: take it rather than lose it.
-                    rx.close();
-                    match rx.try_recv() {
-                        Ok(h) => h,
-                        Err(_) => {
-                            let now = lock(&self.inner).full(key, &self.limits);
-                            return Err(self.timeout_error(key, now.or(blocked_by).unwrap_or(Full::Key)));
-                        }
+            Some(mut rx) => {
+                let since = Instant::now();
+                let got = match tokio::time::timeout(self.limits.timeout, &mut rx).await {
+                    Ok(Ok(h)) => Some(h),
+                    _ => {
+                        // A hand-off may have raced the deadline: take it rather than lose it.
+                        rx.close();
+                        rx.try_recv().ok()
+                    }
+                };
+                crate::ops::pool_waited(&key.node, since.elapsed());
+                match got {
+                    Some(h) => h,
+                    None => {
+                        let now = lock(&self.inner).full(key, &self.limits);
+                        return Err(self.timeout_error(key, now.or(blocked_by).unwrap_or(Full::Key)));
                     }
                 }
-            },
+            }
         };
         let slot = self.slot(key);
         match handoff {
@@ -352,6 +376,7 @@ impl Pool {
         if others_wait {
             inner.dispatch(&self.limits);
         }
+        inner.report(&key.node);
     }
 
     /// Closes connections idle for longer than `max_idle`; returns how many.
@@ -369,8 +394,20 @@ impl Pool {
         if !gone.is_empty() {
             inner.dispatch(&self.limits);
         }
+        let mut nodes: Vec<Arc<str>> = gone.iter().map(|k| k.node.clone()).collect();
+        nodes.sort();
+        nodes.dedup();
+        for n in &nodes {
+            inner.report(n);
+        }
         inner.keys.retain(|_, e| e.open > 0 || !e.waiters.is_empty());
         gone.len()
+    }
+
+    /// A reload replaced this pool: its connections stop counting in the metrics (the new pool's
+    /// do); checked-out ones still return here and close with their sessions.
+    pub fn retire(&self) {
+        lock(&self.inner).retired = true;
     }
 
     /// Idle connections over all keys, for tests and logs.

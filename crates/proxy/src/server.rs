@@ -274,7 +274,9 @@ impl Reloader {
         *w = new;
         drop(w);
         // Idle connections of the old generation close now; checked-out ones when their session
-        // ends (the old pool goes with the last session that holds it).
+        // ends (the old pool goes with the last session that holds it). The new pool reports to
+        // the metrics from now on.
+        old.pool.retire();
         old.pool.reap(std::time::Duration::ZERO);
         Ok(ReloadReport { listeners_need_restart })
     }

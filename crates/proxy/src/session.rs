@@ -551,9 +551,19 @@ impl Session {
             }
         }
         match step.relay {
-            Relay::Forward => self.cout.extend_from_slice(&f.raw),
+            Relay::Forward => {
+                if f.tag == b'E' && crate::ops::metering() {
+                    crate::ops::client_error(&codec::parse_error_fields(f.body()).code);
+                }
+                self.cout.extend_from_slice(&f.raw)
+            }
             Relay::Swallow => {}
-            Relay::Replace(b) => self.cout.extend_from_slice(&b),
+            Relay::Replace(b) => {
+                if crate::ops::metering() {
+                    crate::ops::client_error(&codec::parse_error_fields(b.get(5..).unwrap_or_default()).code);
+                }
+                self.cout.extend_from_slice(&b)
+            }
         }
     }
 
@@ -871,19 +881,22 @@ impl Session {
         if let Some(c) = &r.ctx {
             self.report_local(c, Some(r.message.clone()), 0);
         }
+        // Counted when it reaches the client: here, or where it replaces the fence's error.
         let mut err = BytesMut::new();
-        if self.tx() == TxStatus::Failed {
+        let code = if self.tx() == TxStatus::Failed {
             let detail = format!("helios-proxy also refused the statement: {}", r.message);
-            codec::error_response(
+            codec::error_message(
                 &mut err,
                 Severity::Error,
                 sqlstate::IN_FAILED_SQL_TRANSACTION,
                 sqlstate::IN_FAILED_SQL_TRANSACTION_MESSAGE,
                 Some(&detail),
             );
+            sqlstate::IN_FAILED_SQL_TRANSACTION
         } else {
-            codec::error_response(&mut err, Severity::Error, &r.code, &r.message, None);
-        }
+            codec::error_message(&mut err, Severity::Error, &r.code, &r.message, None);
+            r.code.as_str()
+        };
         let open_upstream = self.current.is_some() && !(self.pipe.quiet() && self.tx() == TxStatus::Idle);
         if open_upstream {
             let fence = self.pipe.fence_message();
@@ -897,6 +910,7 @@ impl Session {
             }
             return Ok(());
         }
+        crate::ops::client_error(code);
         self.cout.extend_from_slice(&err);
         match proto {
             Proto::Simple => codec::ready_for_query(&mut self.cout, self.pipe.tx().byte()),

@@ -9,6 +9,7 @@ mod faults;
 mod first_party;
 mod harness;
 mod limits;
+mod ops;
 mod page_flow;
 mod pgbench;
 mod pgexact;
