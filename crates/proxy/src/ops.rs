@@ -341,6 +341,9 @@ fn run_canary(name: &str, from: &str, candidate: &Plugin, setup: &CanarySetup) -
 
 // ---------------------------------------------------------------------------------- ops
 
+/// A watched file's modification time and size (`None` while it is missing).
+type Stamp = Option<(SystemTime, u64)>;
+
 /// What `/plugins` and reloads need of the live configuration.
 #[derive(Debug)]
 struct Live {
@@ -492,7 +495,7 @@ impl ProxyOps {
         let _ = self.debounce.set(debounce);
         let weak = Arc::downgrade(self);
         std::thread::Builder::new().name("helios-watch".into()).spawn(move || {
-            let mut seen: Option<(Vec<PathBuf>, Vec<Option<(SystemTime, u64)>>)> = None;
+            let mut seen: Option<(Vec<PathBuf>, Vec<Stamp>)> = None;
             loop {
                 std::thread::sleep(WATCH_EVERY);
                 let Some(ops) = weak.upgrade() else { return };

@@ -103,7 +103,7 @@ impl Inner {
             return;
         }
         let (mut idle, mut open) = (0, 0);
-        for (_, e) in self.keys.iter().filter(|(k, _)| &*k.node == node) {
+        for e in self.keys.iter().filter(|(k, _)| &*k.node == node).map(|(_, e)| e) {
             idle += e.idle.len();
             open += e.open;
         }
