@@ -5,6 +5,7 @@
 //!
 //! usage: helios-bench [--extism <extism.json>] [--stack-dir <dir with 64 KiB-stack guests>]
 //!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6>]... [--quick]
+//!                     [--guest-dir <dir with the first-party plugins' .wasm, e.g. another build profile>]
 
 mod measure;
 mod report;
@@ -30,6 +31,9 @@ const WORKLOADS: &str = include_str!("../workloads.json");
 /// The eight first-party plugins, as examples/corpus/proxy.toml names them.
 const PROXY_TOML: &str = "examples/corpus/proxy.toml";
 
+/// The statements the chain rows draw from.
+const CORPUS: &str = "examples/corpus/sql.jsonl";
+
 struct Args {
     extism: Option<PathBuf>,
     stack_dir: Option<PathBuf>,
@@ -37,15 +41,26 @@ struct Args {
     timer: Timer,
     /// Sections to run (1-6); empty = all.
     only: Vec<u32>,
+    /// Where the first-party plugins' modules are read from instead of proxy.toml's sources (to
+    /// compare guest build profiles).
+    guest_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { extism: None, stack_dir: None, cycles: 1_000_000, timer: Timer::default(), only: Vec::new() };
+    let mut args = Args {
+        extism: None,
+        stack_dir: None,
+        cycles: 1_000_000,
+        timer: Timer::default(),
+        only: Vec::new(),
+        guest_dir: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--extism" => args.extism = Some(it.next().context("--extism needs a path")?.into()),
             "--stack-dir" => args.stack_dir = Some(it.next().context("--stack-dir needs a path")?.into()),
+            "--guest-dir" => args.guest_dir = Some(it.next().context("--guest-dir needs a path")?.into()),
             "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
             "--only" => args.only.push(
                 it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-9")?,
@@ -54,7 +69,9 @@ fn parse_args() -> Result<Args> {
                 args.timer = Timer::quick();
                 args.cycles = args.cycles.min(50_000);
             }
-            other => bail!("unknown argument {other:?} (expected --extism, --stack-dir, --cycles, --only, --quick)"),
+            other => bail!(
+                "unknown argument {other:?} (expected --extism, --stack-dir, --cycles, --only, --quick, --guest-dir)"
+            ),
         }
     }
     Ok(args)
@@ -120,6 +137,28 @@ struct Entry {
     cfg: PluginConfig,
 }
 
+/// A budget no benchmark run reaches: a tenant or agent that ran out would turn every later
+/// statement of the corpus into an early refusal and the chain rows into a measure of refusals.
+const BENCH_BUDGET: &str = "1000000000000000";
+
+/// proxy.toml's plugins with the budgets of cost-governor and token-budget raised to
+/// [`BENCH_BUDGET`] (their per-statement work is unchanged: they still charge every statement).
+fn bench_entries() -> Result<Vec<Entry>> {
+    let mut entries = proxy_entries()?;
+    for e in &mut entries {
+        let (keys, overrides): (&[&str], &str) = match e.name.as_str() {
+            "cost-governor" => (&["budget_minute", "budget_hour", "budget_day"], "tenant_budgets"),
+            "token-budget" => (&["budget_minute", "budget_day"], "budgets"),
+            _ => continue,
+        };
+        for key in keys {
+            e.cfg = e.cfg.clone().config(*key, BENCH_BUDGET);
+        }
+        e.cfg = e.cfg.clone().config(overrides, "{}");
+    }
+    Ok(entries)
+}
+
 fn proxy_entries() -> Result<Vec<Entry>> {
     let path = root().join(PROXY_TOML);
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -150,8 +189,18 @@ fn proxy_entries() -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn load_real_chain(rt: &Runtime) -> Result<Option<Vec<Arc<Plugin>>>> {
-    let entries = proxy_entries()?;
+/// `entries` with their modules read from `guest_dir` (same file names) when one is given.
+fn in_guest_dir(mut entries: Vec<Entry>, guest_dir: Option<&Path>) -> Result<Vec<Entry>> {
+    if let Some(dir) = guest_dir {
+        for e in &mut entries {
+            e.source = dir.join(e.source.file_name().context("a plugin source without a file name")?);
+        }
+    }
+    Ok(entries)
+}
+
+fn load_real_chain(rt: &Runtime, guest_dir: Option<&Path>) -> Result<Option<Vec<Arc<Plugin>>>> {
+    let entries = in_guest_dir(bench_entries()?, guest_dir)?;
     if entries.iter().any(|e| !e.source.exists()) {
         return Ok(None);
     }
@@ -196,7 +245,7 @@ fn run() -> Result<()> {
         input_size(&args, &workloads, &mut report)?;
     }
     if on(4) {
-        load(&mut report)?;
+        load(&args, &mut report)?;
     }
     if on(5) {
         instantiation(&args, &workloads, &mut report)?;
@@ -221,6 +270,23 @@ fn run() -> Result<()> {
             }
             eprintln!("helios-bench: warm load round {round}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         }
+    }
+    // Not part of a full run: `--only 10` loops pooled guard calls (one warm instance), for a
+    // profiler.
+    if args.only.contains(&10) {
+        let w = &workloads["tool_denylist"];
+        let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
+        let rt = Runtime::new(RuntimeConfig::default())?;
+        let p = rt.load(&read_guest("tool_denylist.wasm")?, PluginConfig::new("pooled").config_map(config_of(w)))?;
+        let t = Instant::now();
+        for _ in 0..args.cycles {
+            std::hint::black_box(p.evaluate(&req));
+        }
+        eprintln!(
+            "helios-bench: {} pooled calls, {:.2} µs each",
+            args.cycles,
+            t.elapsed().as_secs_f64() * 1e6 / args.cycles as f64
+        );
     }
     // Not part of a full run: `--only 7` loops fresh-instance guard calls, for a profiler.
     if args.only.contains(&7) {
@@ -407,36 +473,8 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
         });
         rows.push((format!("{n} × light plugin (answers `continue`)"), n, ns, String::new()));
     }
-    match load_real_chain(&rt)? {
-        Some(plugins) => {
-            let serving = plugins.iter().filter(|p| p.serves(helios_plugin_schema::Hook::PreQuery)).count();
-            let chain = Chain::new(plugins);
-            let out = chain.pre_query(&ctx);
-            let note = match (&out.result, &out.decided_by) {
-                (PreQueryResult::Continue, _) => "every plugin ran; result `continue`".to_owned(),
-                (other, by) => format!("stopped early: {other:?} by {by:?}"),
-            };
-            let ns = args.timer.ns(|| {
-                std::hint::black_box(chain.pre_query(&ctx));
-            });
-            rows.push((format!("the 8 first-party plugins ({serving} serve `pre_query`)"), serving, ns, note));
-            // Where the time goes: each plugin's own call, fastest of 200 statements.
-            let mut best: BTreeMap<String, Duration> = BTreeMap::new();
-            for _ in 0..200 {
-                chain.pre_query_observed(&ctx, &mut |p, d, _| {
-                    let e = best.entry(p.name().to_owned()).or_insert(d);
-                    *e = (*e).min(d);
-                });
-            }
-            for (name, d) in best {
-                rows.push((
-                    format!("… of which `{name}`"),
-                    1,
-                    d.as_nanos() as f64,
-                    "fastest of 200 calls in the chain".into(),
-                ));
-            }
-        }
+    match load_real_chain(&rt, args.guest_dir.as_deref())? {
+        Some(plugins) => corpus_rows(args, plugins, &mut rows)?,
         None => rows.push((
             "the 8 first-party plugins".into(),
             0,
@@ -445,6 +483,143 @@ fn chains(args: &Args, report: &mut Report) -> Result<()> {
         )),
     }
     report.chains(&rows);
+    Ok(())
+}
+
+/// The corpus statements (examples/corpus/sql.jsonl) as a host builds their context: the line's
+/// identity, database and attributes; no facts, no request id yet.
+fn corpus() -> Result<Vec<QueryContext>> {
+    let path = root().join(CORPUS);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let mut ctx = QueryContext { query: v["sql"].as_str().unwrap_or_default().to_owned(), ..Default::default() };
+        ctx.hook_context.identity = v["identity"].as_str().map(str::to_owned);
+        ctx.hook_context.database = v["database"].as_str().map(str::to_owned);
+        if let Some(o) = v["attributes"].as_object() {
+            for (k, a) in o {
+                ctx.hook_context.attributes.insert(k.clone(), a.as_str().unwrap_or_default().to_owned());
+            }
+        }
+        out.push(ctx);
+    }
+    Ok(out)
+}
+
+/// The real chain over the corpus mix, each statement with a request id of its own (ai-classifier
+/// keeps per-request state): as helios-proxy runs it (facts from PostgreSQL's parser through its
+/// text-keyed cache, filled into the context per statement, then the chain) and as a host that
+/// sends no facts runs it (the guests extract their own); each plugin's mean call in the first;
+/// and the host's own pg_query extraction of one statement.
+fn corpus_rows(args: &Args, plugins: Vec<Arc<Plugin>>, rows: &mut Vec<(String, usize, f64, String)>) -> Result<()> {
+    use helios_plugin_facts::cache::FactsCache;
+    let serving = plugins.iter().filter(|p| p.serves(helios_plugin_schema::Hook::PreQuery)).count();
+    let chain = Chain::new(plugins);
+    let corpus = corpus()?;
+    let n = corpus.len();
+    let cache = FactsCache::new(4096);
+    let mut id = 0u64;
+    // What helios-proxy does per statement before and in `pre_query` (crates/proxy: query_context).
+    let mut with_facts = |base: &QueryContext, id: u64| {
+        let facts = cache.get(&base.query);
+        let mut c = base.clone();
+        c.normalized = facts.normalized.clone();
+        c.tables = facts.tables();
+        c.is_read_only = facts.is_read_only;
+        c.facts = Some((*facts).clone());
+        c.hook_context.request_id = format!("bench-{id}");
+        c
+    };
+    // What each statement decides (first pass), to tell a representative run from one where the
+    // plugins' state (budgets, findings) changed the decisions.
+    let decide = |ctxs: &mut dyn FnMut(&QueryContext, u64) -> QueryContext, id: &mut u64| {
+        let mut continued = 0usize;
+        let mut every = 0usize;
+        for base in &corpus {
+            *id += 1;
+            let c = ctxs(base, *id);
+            let mut called = 0;
+            let out = chain.pre_query_observed(&c, &mut |_, _, _| called += 1);
+            continued += matches!(out.result, PreQueryResult::Continue | PreQueryResult::Rewrite { .. }) as usize;
+            every += (called == serving) as usize;
+        }
+        (continued, every)
+    };
+    let before = decide(&mut with_facts, &mut id);
+    let host = args.timer.ns(|| {
+        for base in &corpus {
+            id += 1;
+            let c = with_facts(base, id);
+            std::hint::black_box(chain.pre_query(&c));
+        }
+    }) / n as f64;
+    let after = decide(&mut with_facts, &mut id);
+    let mut plain = |base: &QueryContext, id: u64| {
+        let mut c = base.clone();
+        c.hook_context.request_id = format!("bench-{id}");
+        c
+    };
+    let guest = args.timer.ns(|| {
+        for base in &corpus {
+            id += 1;
+            let c = plain(base, id);
+            std::hint::black_box(chain.pre_query(&c));
+        }
+    }) / n as f64;
+    let guest_decisions = decide(&mut plain, &mut id);
+    let same = if before == after && after == guest_decisions {
+        format!("{} of {n} continue, {} through every plugin (same in every pass)", before.0, before.1)
+    } else {
+        format!(
+            "**decisions changed between passes**: continue/every plugin {before:?} first, {after:?} after the host-facts run, {guest_decisions:?} without facts"
+        )
+    };
+    rows.push((
+        format!("the 8 first-party plugins ({serving} serve `pre_query`), corpus mix, host facts (helios-proxy)"),
+        serving,
+        host,
+        format!("per statement over {n} corpus lines, unique request ids, facts through the text cache; {same}"),
+    ));
+    rows.push((
+        format!("the 8 first-party plugins ({serving} serve `pre_query`), corpus mix, no facts (guests extract)"),
+        serving,
+        guest,
+        "what a host that sends no facts (HeliosProxy) costs; unique request ids".into(),
+    ));
+    // Where the time goes: each plugin's mean call over one pass, as helios-proxy runs the chain.
+    let mut per: BTreeMap<String, (Duration, u32)> = BTreeMap::new();
+    for _ in 0..5 {
+        for base in &corpus {
+            id += 1;
+            let c = with_facts(base, id);
+            chain.pre_query_observed(&c, &mut |p, d, _| {
+                let e = per.entry(p.name().to_owned()).or_default();
+                e.0 += d;
+                e.1 += 1;
+            });
+        }
+    }
+    for (name, (total, calls)) in per {
+        rows.push((
+            format!("… of which `{name}`"),
+            1,
+            total.as_nanos() as f64 / calls as f64,
+            format!("mean of {calls} calls over the corpus mix (host facts)"),
+        ));
+    }
+    let queries: Vec<&str> = corpus.iter().map(|c| c.query.as_str()).collect();
+    let extract = args.timer.ns(|| {
+        for q in &queries {
+            std::hint::black_box(helios_plugin_facts::pg::extract(q));
+        }
+    }) / n as f64;
+    rows.push((
+        "… host: pg_query facts of one corpus statement, uncached".into(),
+        0,
+        extract,
+        "native; helios-proxy pays it once per distinct text (LRU), a hit is in the host-facts row".into(),
+    ));
     Ok(())
 }
 
@@ -516,10 +691,10 @@ fn input_size(args: &Args, workloads: &Value, report: &mut Report) -> Result<()>
 
 // ---- 4. load --------------------------------------------------------------------------------------
 
-fn load(report: &mut Report) -> Result<()> {
+fn load(args: &Args, report: &mut Report) -> Result<()> {
     eprintln!("helios-bench: 4. load");
     use helios_plugin_artefact::{PackOptions, PackSigning, TrustRoot, VerifyOptions};
-    let entries = proxy_entries()?;
+    let entries = in_guest_dir(proxy_entries()?, args.guest_dir.as_deref())?;
     if entries.iter().any(|e| !e.source.exists()) {
         report.load_missing();
         return Ok(());
@@ -657,7 +832,7 @@ fn memory(args: &Args, workloads: &Value, report: &mut Report) -> Result<()> {
     let base = rss_kib();
 
     // Distinct modules: the 8 first-party plugins (each compiled).
-    let real = load_real_chain(&rt)?;
+    let real = load_real_chain(&rt, args.guest_dir.as_deref())?;
     let after_real = rss_kib();
     let per_real = real.as_ref().map(|v| (after_real - base) as f64 / v.len() as f64);
 

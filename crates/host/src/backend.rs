@@ -75,6 +75,16 @@ pub trait BackendInstance: Send {
     fn fuel_consumed(&self) -> Option<u64> {
         None
     }
+    /// An empty buffer the instance keeps for encoding its calls' inputs, so a pooled call
+    /// allocates nothing on the host; given back with [`BackendInstance::put_scratch`]. Default: a
+    /// new one.
+    fn take_scratch(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Gives back the buffer of [`BackendInstance::take_scratch`]. Default: drops it.
+    fn put_scratch(&mut self, buf: Vec<u8>) {
+        drop(buf);
+    }
 }
 
 /// Everything the host binds to a plugin at load, shared by its instances: who it is, its config,

@@ -24,6 +24,22 @@ pub struct EvalTrace {
     pub bundles: Vec<ContentId>,
 }
 
+/// Runs `f` on `value` encoded as JSON into the instance's scratch buffer (no host allocation on
+/// a pooled call once the buffer has grown to the input's size).
+fn encoded<T: serde::Serialize + ?Sized, R>(
+    i: &mut dyn BackendInstance,
+    value: &T,
+    f: impl FnOnce(&mut dyn BackendInstance, &[u8]) -> Result<R, FailureKind>,
+) -> Result<R, FailureKind> {
+    let mut buf = i.take_scratch();
+    let r = match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => f(&mut *i, &buf),
+        Err(e) => Err(FailureKind::Trap { message: format!("cannot encode the input: {e}") }),
+    };
+    i.put_scratch(buf);
+    r
+}
+
 impl Plugin {
     fn err(&self, kind: FailureKind) -> PluginError {
         PluginError { plugin: self.ctx.name.clone(), kind }
@@ -91,9 +107,10 @@ impl Plugin {
 
     /// Like [`Plugin::evaluate`] but returns the failure instead of mapping it to a verdict.
     pub fn try_evaluate(&self, request: &GuardRequest) -> Result<GuardVerdict, PluginError> {
-        let json = serde_json::to_vec(request)
-            .map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode request: {e}") }))?;
-        self.evaluate_json(&json)
+        if !self.is_guard() {
+            return Err(self.err(FailureKind::NotServed { export: abi::EVALUATE.into() }));
+        }
+        self.run(abi::EVALUATE, |i| encoded(i, request, |i, json| i.evaluate(json)))
     }
 
     /// `evaluate` over raw JSON request bytes.
@@ -107,18 +124,9 @@ impl Plugin {
     /// Like [`Plugin::evaluate`], with the verdict's trace: the digests of the content bundles the
     /// evaluation opened (in the order opened). A failed evaluation has an empty trace.
     pub fn evaluate_traced(&self, request: &GuardRequest) -> (GuardVerdict, EvalTrace) {
-        let json = match serde_json::to_vec(request) {
-            Ok(j) => j,
-            Err(e) => {
-                return (
-                    self.failed_verdict(self.err(FailureKind::Trap { message: format!("cannot encode request: {e}") })),
-                    EvalTrace::default(),
-                );
-            }
-        };
         let r = if self.is_guard() {
             self.run(abi::EVALUATE, |i| {
-                let v = i.evaluate(&json)?;
+                let v = encoded(i, request, |i, json| i.evaluate(json))?;
                 Ok((v, EvalTrace { bundles: i.bundles_opened() }))
             })
         } else {
@@ -144,9 +152,20 @@ impl Plugin {
 
     /// Calls a hook with typed input and output.
     pub fn call<S: HookSpec>(&self, input: &S::Input) -> Result<S::Output, PluginError> {
-        let json = serde_json::to_vec(input)
-            .map_err(|e| self.err(FailureKind::Trap { message: format!("cannot encode input: {e}") }))?;
-        self.call_with(S::HOOK, &json, |bytes| serde_json::from_slice::<S::Output>(bytes).map_err(|e| e.to_string()))
+        let export = S::HOOK.export_name();
+        if !self.serves(S::HOOK) {
+            return Err(self.err(FailureKind::NotServed { export: export.into() }));
+        }
+        self.run(export, |i| {
+            encoded(i, input, |i, json| {
+                let mut parsed = None;
+                i.call_hook_with_host(S::HOOK, json, &(), &mut |bytes| {
+                    parsed = Some(serde_json::from_slice::<S::Output>(bytes).map_err(|e| e.to_string())?);
+                    Ok(())
+                })?;
+                parsed.ok_or_else(|| FailureKind::BadResult { export: export.into(), detail: "no result".into() })
+            })
+        })
     }
 
     /// Calls a hook on raw JSON and returns the raw JSON result.

@@ -1,6 +1,9 @@
 //! chio's guard convention: `evaluate(ptr, len) -> i32` over a JSON `GuardRequest` written where
 //! `chio_alloc` points (else at offset 0), returning `VERDICT_ALLOW` or `VERDICT_DENY`; the reason
 //! comes from `chio_deny_reason` into a host-chosen buffer; `chio_free` takes buffers back.
+//!
+//! Both buffers come from `chio_alloc` once per instance and are kept for its life (see
+//! [`memory::KeptBuffer`]): a pooled call is one call into the guest (two on a deny), not three.
 
 use helios_plugin_schema::{GuardVerdict, abi, guard::DenyReason, limits};
 use wasmtime::{Instance, Memory, Module, ModuleExport, Store, TypedFunc};
@@ -19,12 +22,16 @@ pub(crate) struct GuardAbi {
     deny_reason: Option<ModuleExport>,
 }
 
-/// The typed guard exports of one instance.
+/// The typed guard exports of one instance, and the buffers it keeps.
 pub(crate) struct GuardFuncs {
     evaluate: TypedFunc<(i32, i32), i32>,
     chio_alloc: Option<TypedFunc<i32, i32>>,
     chio_free: Option<TypedFunc<(i32, i32), ()>>,
     deny_reason: Option<TypedFunc<(i32, i32), i32>>,
+    /// Where requests are written (from `chio_alloc`).
+    input: Option<memory::KeptBuffer>,
+    /// The deny-reason buffer of `DENY_REASON_BUFFER_BYTES` (from `chio_alloc`), once a call denied.
+    reason: Option<i32>,
 }
 
 impl GuardAbi {
@@ -41,12 +48,14 @@ impl GuardAbi {
             chio_free: self.chio_free.as_ref().map(|x| typed(instance, store, x)).transpose()?,
             deny_reason: self.deny_reason.as_ref().map(|x| typed(instance, store, x)).transpose()?,
             evaluate: typed(instance, store, &self.evaluate)?,
+            input: None,
+            reason: None,
         })
     }
 }
 
-/// A buffer of `len` bytes for the host to write into: where `chio_alloc` points, else offset 0
-/// (chio's placement rule). `None` if not even offset 0 fits.
+/// A buffer of `len` bytes for the host to write into: where `chio_alloc` points (`true`: the
+/// guest's allocation), else offset 0 (chio's placement rule). `None` if not even offset 0 fits.
 fn place(
     store: &mut Store<HostState>,
     memory: Memory,
@@ -62,37 +71,76 @@ fn place(
     Ok(memory::fits(&*store, memory, 0, len).then_some((0, false)))
 }
 
-/// One guard call: place and write the request, call `evaluate`, read the reason of a deny.
+/// Writes the request: into the kept buffer from `chio_alloc` (see [`memory::place_input`]), or at
+/// offset 0 when the guard exports no `chio_alloc` or its pointer is null or out of bounds. Returns
+/// the pointer and the size of the buffer the host zeroes and frees after the call (0: none).
+fn write_request(
+    store: &mut Store<HostState>,
+    memory: Memory,
+    funcs: &mut GuardFuncs,
+    request: &[u8],
+    len: i32,
+) -> Result<(i32, i32), CallError> {
+    if let Some(alloc) = &funcs.chio_alloc {
+        match memory::place_input(store, memory, &mut funcs.input, alloc, funcs.chio_free.as_ref(), request) {
+            Ok(memory::Placed::Kept(p)) => return Ok((p, 0)),
+            Ok(memory::Placed::Once { ptr, size }) => return Ok((ptr, size)),
+            Err(memory::PlaceError::Wasm(e)) => return Err(CallError::Wasm(e)),
+            // chio's rule: a null or out-of-bounds pointer falls back to offset 0.
+            Err(memory::PlaceError::Bad(_)) => {}
+        }
+    }
+    if !memory::fits(&*store, memory, 0, len) {
+        return Err(bad_result(abi::EVALUATE, format!("the {len}-byte request does not fit guest memory")));
+    }
+    memory::write(&mut *store, memory, 0, request).map_err(|e| bad_result(abi::EVALUATE, e))?;
+    Ok((0, 0))
+}
+
+/// One guard call: write the request, call `evaluate`, read the reason of a deny.
 pub(crate) fn evaluate(
     store: &mut Store<HostState>,
     memory: Memory,
-    funcs: &GuardFuncs,
+    funcs: &mut GuardFuncs,
     request: &[u8],
 ) -> Result<GuardVerdict, CallError> {
     let len = i32::try_from(request.len()).map_err(|_| bad_result(abi::EVALUATE, "request over 2 GiB"))?;
-    let Some((ptr, allocated)) = place(store, memory, funcs, len)? else {
-        return Err(bad_result(abi::EVALUATE, format!("the {len}-byte request does not fit guest memory")));
-    };
-    memory::write(&mut *store, memory, ptr, request)
-        .map_err(|e| bad_result(abi::CHIO_ALLOC, format!("returned a buffer that does not fit the input: {e}")))?;
+    let (ptr, once) = write_request(store, memory, funcs, request, len)?;
     let code = funcs.evaluate.call(&mut *store, (ptr, len))?;
     let verdict = match code {
         abi::VERDICT_ALLOW => GuardVerdict::Allow,
         abi::VERDICT_DENY => GuardVerdict::Deny { reason: deny_reason(store, memory, funcs)? },
         other => return Err(CallError::Failure(FailureKind::BadVerdict { code: other })),
     };
-    if allocated && let Some(free) = &funcs.chio_free {
-        free.call(&mut *store, (ptr, len))?;
+    if once > 0 {
+        memory::zero(&mut *store, memory, ptr, len).map_err(|e| bad_result(abi::EVALUATE, e))?;
+        if let Some(free) = &funcs.chio_free {
+            free.call(&mut *store, (ptr, once))?;
+        }
     }
     Ok(verdict)
 }
 
-fn deny_reason(store: &mut Store<HostState>, memory: Memory, funcs: &GuardFuncs) -> Result<String, CallError> {
-    let Some(reason_fn) = &funcs.deny_reason else {
+/// The reason of a deny, through the buffer kept for it (from `chio_alloc` on the first deny; a
+/// guard without a usable `chio_alloc` gets offset 0 each time, as chio places it).
+fn deny_reason(store: &mut Store<HostState>, memory: Memory, funcs: &mut GuardFuncs) -> Result<String, CallError> {
+    if funcs.deny_reason.is_none() {
         return Ok(GENERIC_DENY.into());
-    };
+    }
     let cap = limits::DENY_REASON_BUFFER_BYTES as i32;
-    let Some((buf, allocated)) = place(store, memory, funcs, cap)? else {
+    let buf = match funcs.reason {
+        Some(p) => p,
+        None => match place(store, memory, funcs, cap)? {
+            Some((p, kept)) => {
+                if kept {
+                    funcs.reason = Some(p);
+                }
+                p
+            }
+            None => return Ok(GENERIC_DENY.into()),
+        },
+    };
+    let Some(reason_fn) = &funcs.deny_reason else {
         return Ok(GENERIC_DENY.into());
     };
     let n = reason_fn.call(&mut *store, (buf, cap))?;
@@ -107,8 +155,5 @@ fn deny_reason(store: &mut Store<HostState>, memory: Memory, funcs: &GuardFuncs)
             Err(_) => String::from_utf8_lossy(bytes).into_owned(),
         }
     };
-    if allocated && let Some(free) = &funcs.chio_free {
-        free.call(&mut *store, (buf, cap))?;
-    }
     Ok(reason)
 }

@@ -1,6 +1,9 @@
 //! HeliosProxy's hook convention: one export per hook of the catalogue, `fn(ptr, len) -> i64` over a
 //! JSON input the host wrote at `alloc(len)`, returning `(result_ptr << 32) | result_len` of a JSON
 //! result; `dealloc` (optional) takes both buffers back.
+//!
+//! The input buffer comes from `alloc` once per instance and is kept for its life (see
+//! [`memory::KeptBuffer`]); the result buffer is the guest's, handed back after every call.
 
 use helios_plugin_schema::{Hook, abi, limits};
 use wasmtime::{Instance, Memory, Module, ModuleExport, Store, TypedFunc};
@@ -23,6 +26,8 @@ pub(crate) struct HookFuncs {
     hooks: Vec<Option<TypedFunc<(i32, i32), i64>>>,
     alloc: TypedFunc<i32, i32>,
     dealloc: Option<TypedFunc<(i32, i32), ()>>,
+    /// Where inputs are written (from `alloc`).
+    input: Option<memory::KeptBuffer>,
 }
 
 impl HookAbi {
@@ -65,16 +70,17 @@ impl HookAbi {
             hooks,
             alloc: typed(instance, store, &self.alloc)?,
             dealloc: self.dealloc.as_ref().map(|x| typed(instance, store, x)).transpose()?,
+            input: None,
         })
     }
 }
 
-/// One hook call: `alloc`, copy the input in, call, check the result range, hand the result to `out`
-/// in place (one copy in, none out), `dealloc` both buffers.
+/// One hook call: copy the input into the kept buffer, call, check the result range, hand the result
+/// to `out` in place (one copy in, none out), `dealloc` the result (and an input too large to keep).
 pub(crate) fn call(
     store: &mut Store<HostState>,
     memory: Memory,
-    funcs: &HookFuncs,
+    funcs: &mut HookFuncs,
     hook: Hook,
     input: &[u8],
     out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
@@ -84,12 +90,13 @@ pub(crate) fn call(
         return Err(CallError::Failure(FailureKind::NotServed { export: export.into() }));
     };
     let len = i32::try_from(input.len()).map_err(|_| bad_result(export, "input over 2 GiB"))?;
-    let ptr = funcs.alloc.call(&mut *store, len)?;
-    if ptr == 0 && len > 0 {
-        return Err(bad_result(abi::ALLOC, format!("returned a null pointer for {len} bytes")));
-    }
-    memory::write(&mut *store, memory, ptr, input)
-        .map_err(|e| bad_result(abi::ALLOC, format!("returned a buffer that does not fit the input: {e}")))?;
+    let placed = match memory::place_input(store, memory, &mut funcs.input, &funcs.alloc, funcs.dealloc.as_ref(), input)
+    {
+        Ok(p) => p,
+        Err(memory::PlaceError::Wasm(e)) => return Err(CallError::Wasm(e)),
+        Err(memory::PlaceError::Bad(detail)) => return Err(bad_result(abi::ALLOC, detail)),
+    };
+    let ptr = placed.ptr();
     let packed = func.call(&mut *store, (ptr, len))?;
     let (rp, rl) = abi::unpack_ptr_len(packed);
     if rl > limits::MAX_RESULT_BYTES {
@@ -102,8 +109,13 @@ pub(crate) fn call(
         memory::read(store, memory, rp as i32, rl as i32).map_err(|e| bad_result(export, format!("result {e}")))?;
     let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
     out(bytes).map_err(|e| bad_result(export, format!("malformed JSON result: {e}")))?;
+    if let memory::Placed::Once { ptr, .. } = placed {
+        memory::zero(&mut *store, memory, ptr, len).map_err(|e| bad_result(export, e))?;
+    }
     if let Some(dealloc) = &funcs.dealloc {
-        dealloc.call(&mut *store, (ptr, len))?;
+        if let memory::Placed::Once { ptr, size } = placed {
+            dealloc.call(&mut *store, (ptr, size))?;
+        }
         if rl > 0 {
             dealloc.call(&mut *store, (rp as i32, rl as i32))?;
         }

@@ -298,8 +298,9 @@ impl BackendInstance for WasmInstance {
             let _ = self.store.set_fuel(fuel);
         }
         self.store.set_epoch_deadline(self.epoch_ticks);
-        self.store.data_mut().call =
-            state::CallFacts { armed_at: Some(std::time::Instant::now()), ..Default::default() };
+        // Only WASI's `poll_oneoff` reads the arming time: other calls do not read the clock.
+        let armed_at = self.wasi.then(std::time::Instant::now);
+        self.store.data_mut().call = state::CallFacts { armed_at, ..Default::default() };
         self.store.data_mut().bundles.reset();
     }
 
@@ -309,7 +310,7 @@ impl BackendInstance for WasmInstance {
         input: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), FailureKind> {
-        let r = self.run(|i| match (&i.hook, i.memory) {
+        let r = self.run(|i| match (&mut i.hook, i.memory) {
             (Some(funcs), Some(memory)) => hook::call(&mut i.store, memory, funcs, hook, input, out),
             _ => Err(CallError::Failure(FailureKind::NotServed { export: hook.export_name().into() })),
         });
@@ -317,7 +318,7 @@ impl BackendInstance for WasmInstance {
     }
 
     fn evaluate(&mut self, request: &[u8]) -> Result<GuardVerdict, FailureKind> {
-        let r = self.run(|i| match (&i.guard, i.memory) {
+        let r = self.run(|i| match (&mut i.guard, i.memory) {
             (Some(funcs), Some(memory)) => guard::evaluate(&mut i.store, memory, funcs, request),
             _ => Err(CallError::Failure(FailureKind::NotServed { export: abi::EVALUATE.into() })),
         });
@@ -334,6 +335,19 @@ impl BackendInstance for WasmInstance {
 
     fn bundles_opened(&self) -> Vec<crate::bundle::ContentId> {
         self.store.data().bundles.opened()
+    }
+
+    fn take_scratch(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.store.data_mut().scratch);
+        buf.clear();
+        buf
+    }
+
+    fn put_scratch(&mut self, buf: Vec<u8>) {
+        // An input too large to keep in guest memory is not kept here either.
+        if buf.capacity() <= memory::KEPT_INPUT_MAX_BYTES as usize {
+            self.store.data_mut().scratch = buf;
+        }
     }
 
     fn fuel_consumed(&self) -> Option<u64> {

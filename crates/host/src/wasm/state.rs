@@ -21,7 +21,7 @@ pub(crate) struct CallFacts {
     pub panic: Option<String>,
     /// Set when the limiter refused a grow.
     pub limit: Option<LimitFault>,
-    /// When the call was armed: WASI's `poll_oneoff` sleeps at most until the deadline.
+    /// When the call was armed (WASI modules only): WASI's `poll_oneoff` sleeps at most until the deadline.
     pub armed_at: Option<Instant>,
 }
 
@@ -64,11 +64,21 @@ pub(crate) struct HostState {
     pub bundles: OpenBundles,
     /// The WASI preview 1 context of a module that imports it (see `wasm::wasi`), made per instance.
     pub wasi: Option<Box<super::wasi::WasiState>>,
+    /// The buffer the host encodes each call's JSON input into (kept across calls, see
+    /// `BackendInstance::take_scratch`).
+    pub scratch: Vec<u8>,
 }
 
 impl HostState {
     pub fn new(ctx: Arc<PluginContext>) -> Self {
-        HostState { ctx, memory: None, call: CallFacts::default(), bundles: OpenBundles::default(), wasi: None }
+        HostState {
+            ctx,
+            memory: None,
+            call: CallFacts::default(),
+            bundles: OpenBundles::default(),
+            wasi: None,
+            scratch: Vec::new(),
+        }
     }
 }
 

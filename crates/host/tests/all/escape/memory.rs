@@ -4,8 +4,8 @@
 use helios_plugin_host::{Chain, FailureKind, OnError, PluginConfig};
 use helios_plugin_schema::{GuardRequest, GuardVerdict, PreQueryResult, QueryContext, abi, hooks::spec, limits};
 
-use super::{assert_policies, both, denied_because, host_intact, hostile, q, same};
-use crate::support::runtime;
+use super::{CONTINUE, assert_policies, both, denied_because, host_intact, hostile, q, same};
+use crate::support::{data, runtime};
 
 #[test]
 fn memory_growth_past_the_cap_is_named_under_every_policy() {
@@ -190,4 +190,120 @@ fn deny_reasons_longer_than_the_buffer_or_negative_are_named_errors_and_still_de
         GuardVerdict::Allow => panic!("long-reason allowed"),
     };
     assert!(reason.contains("chio_deny_reason") && reason.contains("99999"), "{reason}");
+}
+
+/// A guest serving both conventions that inspects what the host left in its memory: the 8 KiB after
+/// its input must all be zero (else it denies / blocks naming "stale bytes"), and its allocator may
+/// have run at most `max_allocs` times (else "allocated again"). Its allocator hands a freed buffer
+/// out again, as real ones do.
+fn inspector(max_allocs: u32) -> String {
+    let stale = "stale bytes past the input";
+    let again = "the input was allocated again";
+    let block = |reason: &str| format!(r#"{{"kind":"block","reason":"{reason}"}}"#);
+    let (block_stale, block_again) = (block(stale), block(again));
+    let packed = |at: u32, s: &str| abi::pack_ptr_len(at, s.len() as u32);
+    format!(
+        r#"(module
+  (memory (export "memory") 4)
+  {cont} {stale_data} {again_data} {block_stale_data} {block_again_data}
+  (global $heap (mut i32) (i32.const 4096))
+  (global $allocs (mut i32) (i32.const 0))
+  (global $why (mut i32) (i32.const 0))
+  (func $alloc (export "alloc") (param $n i32) (result i32) (local $p i32)
+    (global.set $allocs (i32.add (global.get $allocs) (i32.const 1)))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  ;; Frees the topmost buffer (a stack allocator): a freed buffer is the next one handed out.
+  (func $free (export "dealloc") (param $p i32) (param $n i32)
+    (if (i32.eq (i32.add (local.get $p) (local.get $n)) (global.get $heap)) (then (global.set $heap (local.get $p)))))
+  (func (export "chio_alloc") (param $n i32) (result i32) (call $alloc (local.get $n)))
+  (func (export "chio_free") (param $p i32) (param $n i32) (call $free (local.get $p) (local.get $n)))
+  ;; 0: clean; 1: a non-zero byte in the 8 KiB after the input; 2: the allocator ran too often
+  (func $inspect (param $p i32) (param $l i32) (result i32) (local $i i32) (local $end i32)
+    (if (i32.gt_u (global.get $allocs) (i32.const {max_allocs})) (then (return (i32.const 2))))
+    (local.set $i (i32.add (local.get $p) (local.get $l)))
+    (local.set $end (i32.add (local.get $i) (i32.const 8192)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (if (i32.load8_u (local.get $i)) (then (return (i32.const 1))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.const 0))
+  (func (export "evaluate") (param $p i32) (param $l i32) (result i32)
+    (global.set $why (call $inspect (local.get $p) (local.get $l)))
+    (i32.ne (global.get $why) (i32.const 0)))
+  (func (export "chio_deny_reason") (param $b i32) (param $n i32) (result i32)
+    (if (i32.eq (global.get $why) (i32.const 1))
+      (then (memory.copy (local.get $b) (i32.const 128) (i32.const {stale_len})) (return (i32.const {stale_len}))))
+    (memory.copy (local.get $b) (i32.const 256) (i32.const {again_len}))
+    (i32.const {again_len}))
+  (func (export "pre_query") (param $p i32) (param $l i32) (result i64) (local $w i32)
+    (local.set $w (call $inspect (local.get $p) (local.get $l)))
+    (if (result i64) (i32.eqz (local.get $w))
+      (then (i64.const {cont_packed}))
+      (else (if (result i64) (i32.eq (local.get $w) (i32.const 1))
+        (then (i64.const {stale_packed}))
+        (else (i64.const {again_packed}))))))
+)"#,
+        cont = data(64, CONTINUE),
+        stale_data = data(128, stale),
+        again_data = data(256, again),
+        block_stale_data = data(512, &block_stale),
+        block_again_data = data(768, &block_again),
+        stale_len = stale.len(),
+        again_len = again.len(),
+        cont_packed = packed(64, CONTINUE),
+        stale_packed = packed(512, &block_stale),
+        again_packed = packed(768, &block_again),
+    )
+}
+
+/// An input of exactly `len` bytes, none of them zero.
+fn input_of(len: usize) -> Vec<u8> {
+    let mut v = b"{\"tool_name\":\"".to_vec();
+    v.resize(len - 2, b'S');
+    v.extend_from_slice(b"\"}");
+    v
+}
+
+/// The host keeps each instance's input buffer across calls (no allocator round trip per call):
+/// that must never let a guest see an earlier call's input. Inputs shrink (the tail of the longer
+/// one is zeroed), grow past the kept buffer (the old buffer is zeroed before it is handed back) and
+/// pass the kept size (their one-call buffer is zeroed before it is freed); after each, the guest
+/// reads 8 KiB past its input — reaching the earlier buffers — and finds only zeros.
+#[test]
+fn a_guest_never_sees_an_earlier_input_past_its_own() {
+    let (rt, _) = runtime();
+    let guard = rt.load(inspector(u32::MAX).as_bytes(), PluginConfig::new("inspector-guard")).unwrap();
+    let hook = rt.load(inspector(u32::MAX).as_bytes(), PluginConfig::new("inspector-hook")).unwrap();
+    for len in [900, 20, 3000, 20, 70_000, 20, 900, 20] {
+        let input = input_of(len);
+        assert_eq!(guard.evaluate_json(&input).unwrap(), GuardVerdict::Allow, "guard, input of {len} bytes");
+        let out = hook.call_json(helios_plugin_schema::Hook::PreQuery, &input).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), CONTINUE, "pre_query, input of {len} bytes");
+    }
+    assert_eq!(guard.stats().instances_created, 1, "one instance served every call");
+    assert_eq!(hook.stats().instances_created, 1, "one instance served every call");
+}
+
+/// The same guest allowing one allocation: a pooled instance writes every input up to the kept
+/// size into the buffer it got on its first call.
+#[test]
+fn a_pooled_instance_allocates_its_input_buffer_once() {
+    let (rt, _) = runtime();
+    let guard = rt.load(inspector(1).as_bytes(), PluginConfig::new("once-guard")).unwrap();
+    let hook = rt.load(inspector(1).as_bytes(), PluginConfig::new("once-hook")).unwrap();
+    for len in (0..100).map(|i| 16 + (i * 37) % 1000) {
+        let input = input_of(len);
+        assert_eq!(guard.evaluate_json(&input).unwrap(), GuardVerdict::Allow, "guard, input of {len} bytes");
+        let out = hook.call_json(helios_plugin_schema::Hook::PreQuery, &input).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), CONTINUE, "pre_query, input of {len} bytes");
+    }
+    // The check itself works: a second buffer (an input larger than the kept one) is reported.
+    assert_eq!(
+        guard.evaluate_json(&input_of(5000)).unwrap(),
+        GuardVerdict::deny("the input was allocated again"),
+        "the guest counts allocations"
+    );
 }
