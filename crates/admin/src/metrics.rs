@@ -101,6 +101,17 @@ impl<M: Metric, C: MetricConstructor<M> + Clone + Send + Sync + std::fmt::Debug 
         f(&self.family.get_or_create(&labels));
     }
 
+    /// The series of `labels` as a handle that shares its value (prometheus-client's metrics are
+    /// `Arc`s inside), created if the family is under the cap; `None` when it is at the cap.
+    fn get(&self, shared: &Shared, labels: Labels) -> Option<M>
+    where
+        M: Clone,
+    {
+        let mut out = None;
+        self.with(shared, labels, |m| out = Some(m.clone()));
+        out
+    }
+
     /// Drops one label set (a series that no longer exists).
     fn remove(&self, labels: &Labels) {
         let mut len = self.len.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,6 +186,13 @@ pub struct Metrics {
     guard_reload: Capped<Counter>,
     /// Reload generation of each live guard digest prefix (chio's `epoch` label).
     epochs: RwLock<HashMap<String, u64>>,
+    /// Bumped whenever a guard's epoch changes: cached series resolved under an older value are
+    /// resolved again (their `epoch` label may be stale).
+    generation: AtomicU64,
+    /// Per plugin name, the series its calls feed, resolved once (see [`CallSeries`]).
+    call_series: RwLock<HashMap<String, Vec<CallSeries>>>,
+    /// Per guard digest prefix, the verdict series (see [`VerdictSeries`]).
+    verdict_series: RwLock<HashMap<String, VerdictSeries>>,
     // helios_proxy_*
     proxy_sessions: Capped<Gauge>,
     proxy_sessions_total: Capped<Counter>,
@@ -231,6 +249,9 @@ impl Metrics {
             guard_module_bytes: g(&mut r, "chio_guard_module_bytes", "Size of each live guard module"),
             guard_reload: c(&mut r, "chio_guard_reload", "Guard reloads by guard and outcome"),
             epochs: RwLock::default(),
+            generation: AtomicU64::new(0),
+            call_series: RwLock::default(),
+            verdict_series: RwLock::default(),
             proxy_sessions: g(&mut r, "helios_proxy_sessions", "Client sessions open now"),
             proxy_sessions_total: c(&mut r, "helios_proxy_sessions_opened", "Client sessions opened"),
             proxy_pool_waits: c(&mut r, "helios_proxy_pool_waits", "Checkouts that waited for a server connection"),
@@ -278,6 +299,7 @@ impl Metrics {
     pub fn guard_live(&self, digest: &str, epoch: u64, module_bytes: u64) {
         let guard = prefix(digest).to_string();
         self.epochs.write().unwrap_or_else(|e| e.into_inner()).insert(guard.clone(), epoch);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.guard_module_bytes.with(&self.shared, vec![("guard", guard)], |g| {
             g.set(module_bytes as i64);
         });
@@ -287,6 +309,7 @@ impl Metrics {
     pub fn guard_retired(&self, digest: &str) {
         let guard = prefix(digest).to_string();
         self.epochs.write().unwrap_or_else(|e| e.into_inner()).remove(&guard);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.guard_module_bytes.remove(&vec![("guard", guard)]);
     }
 
@@ -294,18 +317,52 @@ impl Metrics {
         self.epochs.read().unwrap_or_else(|e| e.into_inner()).get(guard).copied().unwrap_or(0).to_string()
     }
 
-    /// One guard's verdict on one call.
+    /// One guard's verdict on one call. The series are resolved once per guard, epoch and
+    /// verdict; after that a verdict is one read lock and one or two atomic increments.
     pub fn guard_verdict(&self, digest: &str, outcome: GuardOutcome) {
-        let guard = prefix(digest).to_string();
-        let epoch = self.epoch(&guard);
-        let labels = vec![("guard", guard.clone()), ("epoch", epoch.clone()), ("verdict", outcome.as_str().into())];
-        self.guard_verdict.with(&self.shared, labels, |c| {
+        let guard = prefix(digest);
+        let generation = self.generation.load(Ordering::Acquire);
+        let deny = matches!(outcome, GuardOutcome::Deny | GuardOutcome::Error);
+        let i = outcome as usize;
+        {
+            let cache = self.verdict_series.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = cache.get(guard)
+                && s.generation == generation
+                && let Some(verdict) = &s.verdict[i]
+                && (!deny || s.deny.is_some())
+            {
+                if let Some(c) = verdict {
+                    c.inc();
+                }
+                if deny && let Some(Some(c)) = &s.deny {
+                    c.inc();
+                }
+                return;
+            }
+        }
+        let epoch = self.epoch(guard);
+        let labels = vec![("guard", guard.to_string()), ("epoch", epoch.clone()), ("verdict", outcome.as_str().into())];
+        let verdict = self.guard_verdict.get(&self.shared, labels);
+        let deny_series =
+            deny.then(|| self.guard_deny.get(&self.shared, vec![("guard", guard.to_string()), ("epoch", epoch)]));
+        if let Some(c) = &verdict {
             c.inc();
-        });
-        if matches!(outcome, GuardOutcome::Deny | GuardOutcome::Error) {
-            self.guard_deny.with(&self.shared, vec![("guard", guard), ("epoch", epoch)], |c| {
-                c.inc();
-            });
+        }
+        if let Some(Some(c)) = &deny_series {
+            c.inc();
+        }
+        let mut cache = self.verdict_series.write().unwrap_or_else(|e| e.into_inner());
+        // Bounded like the families: past the cap, verdicts of new guards take this slow path.
+        if !cache.contains_key(guard) && cache.len() >= self.shared.cap {
+            return;
+        }
+        let s = cache.entry(guard.to_string()).or_insert_with(|| VerdictSeries::new(generation));
+        if s.generation != generation {
+            *s = VerdictSeries::new(generation);
+        }
+        s.verdict[i] = Some(verdict);
+        if let Some(d) = deny_series {
+            s.deny = Some(d);
         }
     }
 
@@ -377,24 +434,67 @@ impl Metrics {
 }
 
 impl PluginObserver for Metrics {
+    /// Every call of every plugin: a read lock, a short scan of the plugin's exports and a few
+    /// atomic updates once the plugin's series are resolved (the first call of each export resolves
+    /// them: label strings, family lookups, the cardinality cap).
     fn call_finished(&self, e: &CallEvent<'_>) {
-        let plugin = e.plugin.to_string();
         let secs = e.duration.as_secs_f64();
-        let pe = vec![("plugin", plugin.clone()), ("export", e.export.to_string())];
-        self.plugin_calls.with(&self.shared, pe.clone(), |c| {
-            c.inc();
-        });
-        self.plugin_duration.with(&self.shared, pe, |h| h.observe(secs));
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = |s: &CallSeries| {
+            s.export == e.export
+                && s.digest.as_deref() == e.digest
+                && s.generation == generation
+                && (s.fuel_resolved || e.fuel_consumed.is_none())
+        };
+        let fed = {
+            let cache = self.call_series.read().unwrap_or_else(|e| e.into_inner());
+            match cache.get(e.plugin).and_then(|v| v.iter().find(|s| fresh(s))) {
+                Some(s) => {
+                    s.feed(secs, e.fuel_consumed);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !fed {
+            let s = self.resolve_call_series(e, generation);
+            s.feed(secs, e.fuel_consumed);
+            let mut cache = self.call_series.write().unwrap_or_else(|e| e.into_inner());
+            // Bounded like the families: past the cap, calls of new plugins resolve every time.
+            if cache.contains_key(e.plugin) || cache.len() < self.shared.cap {
+                let v = cache.entry(e.plugin.to_string()).or_default();
+                v.retain(|old| !(old.export == e.export && old.digest.as_deref() == e.digest));
+                if v.len() < 64 {
+                    v.push(s);
+                }
+            }
+        }
         if let Some(kind) = e.failure {
-            let labels = vec![("plugin", plugin.clone()), ("cause", failure_cause(kind).to_string())];
+            let labels = vec![("plugin", e.plugin.to_string()), ("cause", failure_cause(kind).to_string())];
             self.plugin_failures.with(&self.shared, labels, |c| {
                 c.inc();
             });
         }
-        if let Some(fuel) = e.fuel_consumed {
-            self.plugin_fuel.with(&self.shared, vec![("plugin", plugin)], |c| {
-                c.inc_by(fuel);
-            });
+    }
+}
+
+impl Metrics {
+    fn resolve_call_series(&self, e: &CallEvent<'_>, generation: u64) -> CallSeries {
+        let plugin = e.plugin.to_string();
+        let pe = vec![("plugin", plugin.clone()), ("export", e.export.to_string())];
+        let mut s = CallSeries {
+            export: e.export.to_string(),
+            digest: e.digest.map(str::to_string),
+            generation,
+            fuel_resolved: e.fuel_consumed.is_some(),
+            calls: self.plugin_calls.get(&self.shared, pe.clone()),
+            duration: self.plugin_duration.get(&self.shared, pe),
+            fuel: None,
+            guard_duration: None,
+            guard_fuel: None,
+        };
+        if e.fuel_consumed.is_some() {
+            s.fuel = self.plugin_fuel.get(&self.shared, vec![("plugin", plugin)]);
         }
         if e.export == helios_plugin_schema::abi::EVALUATE
             && let Some(digest) = e.digest
@@ -402,13 +502,63 @@ impl PluginObserver for Metrics {
             let guard = prefix(digest).to_string();
             let epoch = self.epoch(&guard);
             let labels = vec![("guard", guard), ("epoch", epoch)];
-            self.guard_eval_duration.with(&self.shared, labels.clone(), |h| h.observe(secs));
-            if let Some(fuel) = e.fuel_consumed {
-                self.guard_fuel.with(&self.shared, labels, |c| {
-                    c.inc_by(fuel);
-                });
+            s.guard_duration = self.guard_eval_duration.get(&self.shared, labels.clone());
+            if e.fuel_consumed.is_some() {
+                s.guard_fuel = self.guard_fuel.get(&self.shared, labels);
             }
         }
+        s
+    }
+}
+
+/// The series one export of one plugin feeds, as handles sharing the registry's values. A `None`
+/// is a label set its family dropped at the cap (or fuel never metered when it was resolved).
+#[derive(Debug)]
+struct CallSeries {
+    export: String,
+    digest: Option<String>,
+    /// [`Metrics::generation`] when resolved: the guard series carry an `epoch` label.
+    generation: u64,
+    /// Whether the fuel series were resolved (only once a call reported fuel).
+    fuel_resolved: bool,
+    calls: Option<Counter>,
+    duration: Option<Histogram>,
+    fuel: Option<Counter>,
+    guard_duration: Option<Histogram>,
+    guard_fuel: Option<Counter>,
+}
+
+impl CallSeries {
+    fn feed(&self, secs: f64, fuel: Option<u64>) {
+        if let Some(c) = &self.calls {
+            c.inc();
+        }
+        if let Some(h) = &self.duration {
+            h.observe(secs);
+        }
+        if let Some(h) = &self.guard_duration {
+            h.observe(secs);
+        }
+        if let Some(fuel) = fuel {
+            for c in [&self.fuel, &self.guard_fuel].into_iter().flatten() {
+                c.inc_by(fuel);
+            }
+        }
+    }
+}
+
+/// One guard's verdict series: per [`GuardOutcome`], `None` until first needed, then the counter
+/// (or `None` when its family was at the cap); the deny counter likewise.
+#[derive(Debug)]
+struct VerdictSeries {
+    generation: u64,
+    verdict: [Option<Option<Counter>>; 4],
+    deny: Option<Option<Counter>>,
+}
+
+impl VerdictSeries {
+    fn new(generation: u64) -> Self {
+        VerdictSeries { generation, verdict: [None, None, None, None], deny: None }
     }
 }
 
@@ -483,5 +633,47 @@ mod tests {
         );
         assert!(text.contains("chio_guard_deny_total{guard=\"0123456789abcdef\",epoch=\"0\"} 1\n"), "{text}");
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    }
+
+    /// Series are resolved once and then fed through cached handles: the counts stay exact, and a
+    /// reload (a new epoch) starts new series instead of feeding the old epoch's.
+    #[test]
+    fn cached_series_count_exactly_and_follow_a_new_epoch() {
+        let m = Metrics::new(10);
+        let digest = "sha256:0123456789abcdef0123";
+        let call = |fuel| CallEvent {
+            plugin: "deny-list",
+            digest: Some(digest),
+            export: helios_plugin_schema::abi::EVALUATE,
+            duration: Duration::from_micros(3),
+            fuel_consumed: fuel,
+            failure: None,
+        };
+        m.guard_live(digest, 1, 100);
+        for _ in 0..3 {
+            m.guard_verdict(digest, GuardOutcome::Allow);
+            m.call_finished(&call(None));
+        }
+        m.guard_verdict(digest, GuardOutcome::Deny);
+        // The first call that reports fuel adds the fuel series.
+        m.call_finished(&call(Some(7)));
+        m.guard_live(digest, 2, 100);
+        m.guard_verdict(digest, GuardOutcome::Allow);
+        m.call_finished(&call(Some(5)));
+        let text = m.render();
+        for line in [
+            "chio_guard_verdict_total{guard=\"0123456789abcdef\",epoch=\"1\",verdict=\"allow\"} 3\n",
+            "chio_guard_verdict_total{guard=\"0123456789abcdef\",epoch=\"1\",verdict=\"deny\"} 1\n",
+            "chio_guard_deny_total{guard=\"0123456789abcdef\",epoch=\"1\"} 1\n",
+            "chio_guard_verdict_total{guard=\"0123456789abcdef\",epoch=\"2\",verdict=\"allow\"} 1\n",
+            "helios_plugin_calls_total{plugin=\"deny-list\",export=\"evaluate\"} 5\n",
+            "helios_plugin_fuel_consumed_total{plugin=\"deny-list\"} 12\n",
+            "chio_guard_fuel_consumed_total{guard=\"0123456789abcdef\",epoch=\"1\"} 7\n",
+            "chio_guard_fuel_consumed_total{guard=\"0123456789abcdef\",epoch=\"2\"} 5\n",
+            "chio_guard_eval_duration_seconds_count{guard=\"0123456789abcdef\",epoch=\"1\"} 4\n",
+            "chio_guard_eval_duration_seconds_count{guard=\"0123456789abcdef\",epoch=\"2\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 }

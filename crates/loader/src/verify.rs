@@ -12,12 +12,14 @@ use helios_plugin_host::{ContentId, LoadError, Plugin, PluginConfig, Runtime};
 
 /// An entry's name that is not the plugin's own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{entry:?} differs from the plugin's own name {plugin:?} (from its signed manifest)")]
+#[error("{entry:?} differs from the plugin's own name {plugin:?} ({from})")]
 pub struct NameMismatch {
     /// The name the config entry gives.
     pub entry: String,
-    /// The name the plugin's signed manifest carries.
+    /// The name the plugin carries: its signed manifest's, or an unsigned module's file stem.
     pub plugin: String,
+    /// Where that name comes from, as the message says it.
+    pub from: &'static str,
 }
 
 /// A plugin that failed [`verify_named`].
@@ -36,7 +38,12 @@ pub enum VerifyError {
 pub fn verify_named(path: &Path, name: &str, opts: &VerifyOptions) -> Result<VerifiedPlugin, VerifyError> {
     let plugin = helios_plugin_artefact::verify_path(path, opts).map_err(|e| VerifyError::Artefact(Box::new(e)))?;
     if plugin.name != name {
-        return Err(VerifyError::Name(NameMismatch { entry: name.to_string(), plugin: plugin.name }));
+        let from = if plugin.signer.is_some() {
+            "from its signed manifest"
+        } else {
+            "from its manifest, or for an unsigned module without one, its file name"
+        };
+        return Err(VerifyError::Name(NameMismatch { entry: name.to_string(), plugin: plugin.name, from }));
     }
     Ok(plugin)
 }

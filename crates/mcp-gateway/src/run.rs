@@ -1,5 +1,6 @@
 //! Putting a gateway together from a config file and serving it over stdio or streamable HTTP.
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,6 +162,14 @@ pub async fn serve_http(
         StreamableHttpService::new(move || Ok(gw.for_session()), LocalSessionManager::default().into(), config);
     let app = axum::Router::new().nest_service("/mcp", service);
     let stop2 = stop.clone();
+    // TCP_NODELAY on every agent connection: a streamable-HTTP answer is several small writes
+    // (headers, then SSE events); with Nagle's algorithm each write after the first waits for the
+    // agent's delayed ACK, ~40 ms per tool call (measured: 44 ms p50 through the gateway without it).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on an agent connection: {e}");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(async move { stop2.cancelled().await }).await?;
     gateway.shutdown().await;
     Ok(())

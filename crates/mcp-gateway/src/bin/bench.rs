@@ -10,6 +10,7 @@
 //! Each row is the best of `--rounds` runs (the lowest mean latency, the highest rate): the machine
 //! is shared, and the best run is the one least disturbed by others.
 
+use axum::serve::ListenerExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +62,10 @@ async fn serve_echo(stop: CancellationToken) -> anyhow::Result<String> {
     let addr = listener.local_addr()?;
     let service = StreamableHttpService::new(|| Ok(Echo), LocalSessionManager::default().into(), http_config(&stop));
     let app = axum::Router::new().nest_service("/mcp", service);
+    // The upstream sets TCP_NODELAY like the gateway does, so neither side waits on delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     });
