@@ -4,10 +4,13 @@
 //! first; run alone it reports Extism as "not run".
 //!
 //! usage: helios-bench [--extism <extism.json>] [--stack-dir <dir with 64 KiB-stack guests>]
-//!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6>]... [--quick]
+//!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6, 9, 10>]... [--quick]
+//!
+//! Sections 7 and 8 run only when named with `--only` (loops for a profiler).
 
 mod measure;
 mod report;
+mod state;
 
 use std::{
     collections::BTreeMap,
@@ -35,7 +38,7 @@ struct Args {
     stack_dir: Option<PathBuf>,
     cycles: u64,
     timer: Timer,
-    /// Sections to run (1-6); empty = all.
+    /// Sections to run (1-6, 9, 10; 7 and 8 only when named); empty = all but 7 and 8.
     only: Vec<u32>,
 }
 
@@ -48,7 +51,7 @@ fn parse_args() -> Result<Args> {
             "--stack-dir" => args.stack_dir = Some(it.next().context("--stack-dir needs a path")?.into()),
             "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
             "--only" => args.only.push(
-                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-9")?,
+                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-10")?,
             ),
             "--quick" => {
                 args.timer = Timer::quick();
@@ -206,6 +209,11 @@ fn run() -> Result<()> {
     }
     if on(9) {
         component(&args, &workloads, &mut report)?;
+    }
+    if on(10) {
+        let ctx: QueryContext = serde_json::from_value(workloads["llm_guardrail"]["input"].clone())?;
+        let rows = state::state(&args, &ctx)?;
+        report.state(&rows);
     }
     // Not part of a full run: `--only 8` loads the first-party plugins warm from a module cache
     // (kept under target/bench/profile-cache), for a profiler.
