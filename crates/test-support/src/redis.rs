@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// A `redis-server` child process; see the module doc.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     /// The loopback port it listens on (kept across [`RedisServer::restart`]).
