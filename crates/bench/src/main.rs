@@ -4,11 +4,14 @@
 //! first; run alone it reports Extism as "not run".
 //!
 //! usage: helios-bench [--extism <extism.json>] [--stack-dir <dir with 64 KiB-stack guests>]
-//!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6>]... [--quick]
+//!                     [--cycles <create/call/destroy cycles>] [--only <section 1-6, 9, 10>]... [--quick]
 //!                     [--guest-dir <dir with the first-party plugins' .wasm, e.g. another build profile>]
+//!
+//! Sections 7, 8 and 11 run only when named with `--only` (loops for a profiler).
 
 mod measure;
 mod report;
+mod state;
 
 use std::{
     collections::BTreeMap,
@@ -39,7 +42,7 @@ struct Args {
     stack_dir: Option<PathBuf>,
     cycles: u64,
     timer: Timer,
-    /// Sections to run (1-6); empty = all.
+    /// Sections to run (1-6, 9, 10; 7, 8 and 11 only when named); empty = all but 7, 8 and 11.
     only: Vec<u32>,
     /// Where the first-party plugins' modules are read from instead of proxy.toml's sources (to
     /// compare guest build profiles).
@@ -63,7 +66,7 @@ fn parse_args() -> Result<Args> {
             "--guest-dir" => args.guest_dir = Some(it.next().context("--guest-dir needs a path")?.into()),
             "--cycles" => args.cycles = it.next().context("--cycles needs a number")?.parse().context("--cycles")?,
             "--only" => args.only.push(
-                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-9")?,
+                it.next().context("--only needs a section number")?.parse().context("--only: a section number 1-11")?,
             ),
             "--quick" => {
                 args.timer = Timer::quick();
@@ -256,6 +259,11 @@ fn run() -> Result<()> {
     if on(9) {
         component(&args, &workloads, &mut report)?;
     }
+    if on(10) {
+        let ctx: QueryContext = serde_json::from_value(workloads["llm_guardrail"]["input"].clone())?;
+        let rows = state::state(&args, &ctx)?;
+        report.state(&rows);
+    }
     // Not part of a full run: `--only 8` loads the first-party plugins warm from a module cache
     // (kept under target/bench/profile-cache), for a profiler.
     if args.only.contains(&8) {
@@ -271,9 +279,9 @@ fn run() -> Result<()> {
             eprintln!("helios-bench: warm load round {round}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    // Not part of a full run: `--only 10` loops pooled guard calls (one warm instance), for a
+    // Not part of a full run: `--only 11` loops pooled guard calls (one warm instance), for a
     // profiler.
-    if args.only.contains(&10) {
+    if args.only.contains(&11) {
         let w = &workloads["tool_denylist"];
         let req: GuardRequest = serde_json::from_value(w["input"].clone())?;
         let rt = Runtime::new(RuntimeConfig::default())?;

@@ -142,6 +142,45 @@ impl Report {
         self.json.insert("chains".into(), json!(j));
     }
 
+    /// Section 10: the state backends (see `state.rs`).
+    pub fn state(&mut self, rows: &[crate::state::Row]) {
+        let _ = writeln!(self.md, "### 10. Plugin state per backend (load average {})\n", loadavg());
+        let _ = writeln!(
+            self.md,
+            "| backend | guest call, no KV | with kv_get | with kv_set | with kv_add | real chain, pre + post per statement | statements/s | vs memory |"
+        );
+        let _ = writeln!(self.md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let base = rows.first().map(|r| r.2).unwrap_or(f64::NAN);
+        let mut j = Vec::new();
+        for (name, ns, chain) in rows {
+            let vs = if base.is_nan() || chain.is_nan() {
+                "—".into()
+            } else {
+                format!("{:+.0} %", (chain / base - 1.0) * 100.0)
+            };
+            let _ = writeln!(
+                self.md,
+                "| {name} | {} | {} | {} | {} | {} | {} | {vs} |",
+                us(ns[0]),
+                us(ns[1]),
+                us(ns[2]),
+                us(ns[3]),
+                us(*chain),
+                per_sec(*chain)
+            );
+            j.push(json!({ "backend": name, "ns_call": ns[0], "ns_get": ns[1], "ns_set": ns[2], "ns_add": ns[3], "ns_chain_statement": chain }));
+            if !base.is_nan() && !chain.is_nan() && !name.starts_with("memory") {
+                self.goal(
+                    &format!("{} adds ≤ 20 % to the real chain per statement", name.split(' ').next().unwrap_or(name)),
+                    format!("{:+.0} %", (chain / base - 1.0) * 100.0),
+                    *chain <= base * 1.2,
+                );
+            }
+        }
+        let _ = writeln!(self.md);
+        self.json.insert("state".into(), json!(j));
+    }
+
     pub fn input_size(&mut self, rows: &[(usize, usize, f64, f64)]) {
         let _ = writeln!(self.md, "### 3. Input size through llm-guardrail (AI traffic: parsed and judged)\n");
         let _ = writeln!(

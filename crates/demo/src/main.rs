@@ -4,6 +4,7 @@
 //! Prints every decision, then per-plugin counts and latency. `--notes` also prints what the corpus
 //! author expected of each statement.
 
+mod component;
 mod corpus;
 mod database;
 mod gateway;
@@ -58,6 +59,8 @@ fn main() -> Result<()> {
 
     report::heading("3b. Hot reload behind a 32-fixture canary (one candidate refused, one applied)");
     reload::run(&root(), work.path(), &tool_calls)?;
+    report::heading("3c. The same guard as a component (chio:guard/guard@0.2.0), and a guard reading a content bundle");
+    component::run(work.path(), &tool_calls)?;
     let mut stats = report::Stats::default();
 
     report::heading("4. SQL through pre_query → route → post_query (simulated outcomes, no database)");

@@ -10,13 +10,13 @@ use std::any::Any;
 use std::sync::Arc;
 
 use helios_plugin_host::schema::Hook;
-use helios_plugin_host::schema::http::{HttpAction, HttpHookInput, HttpHookOutput, HttpResponse};
+use helios_plugin_host::schema::http::HttpHookInput;
 use helios_plugin_host::schema::{GuardVerdict, abi};
 use helios_plugin_host::{
     Backend, BackendInstance, FailureKind, HttpOutcome, Plugin, PluginConfig, PluginContext, PluginStats, Runtime,
 };
 use helios_plugin_starlark::{
-    HookContext, HookPoint, PluginEntry, Respond, ScriptBackend, ScriptPlugin, Services, Verdict,
+    HookContext, HookPoint, PluginEntry, Respond, ScriptBackend, ScriptPlugin, Services, Verdict, serve_http_hook,
 };
 use serde_json::Value as Json;
 
@@ -237,29 +237,7 @@ impl BackendInstance for NativeInstance {
         host: &dyn Any,
         out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), FailureKind> {
-        let export = hook.export_name();
-        let input: HttpHookInput = serde_json::from_slice(input).map_err(|e| FailureKind::Trap {
-            message: format!("{export}: the host's input is not a hook input: {e}"),
-        })?;
-        let mut msg = input.msg;
-        let fresh = HookContext { client: input.client, conn_id: input.conn_id, ..HookContext::default() };
-        let ctx = host.downcast_ref::<HookContext>().unwrap_or(&fresh);
-        let output = match (self.f)(hook, &mut msg, ctx) {
-            Verdict::Continue => HttpHookOutput { action: HttpAction::Continue, msg: Some(msg), response: None },
-            Verdict::Drop => HttpHookOutput { action: HttpAction::Drop, msg: None, response: None },
-            Verdict::Respond(r) => HttpHookOutput {
-                action: HttpAction::Respond,
-                msg: None,
-                response: Some(HttpResponse {
-                    status: r.status,
-                    headers: r.headers.into_iter().collect(),
-                    body: r.body,
-                }),
-            },
-        };
-        let bytes = serde_json::to_vec(&output)
-            .map_err(|e| FailureKind::BadResult { export: export.into(), detail: e.to_string() })?;
-        out(&bytes).map_err(|detail| FailureKind::BadResult { export: export.into(), detail })
+        serve_http_hook(hook, input, host, out, |msg, ctx| Ok((self.f)(hook, msg, ctx)))
     }
     fn evaluate(&mut self, _request: &[u8]) -> Result<GuardVerdict, FailureKind> {
         Err(FailureKind::NotServed { export: abi::EVALUATE.into() })
@@ -269,5 +247,68 @@ impl BackendInstance for NativeInstance {
     }
     fn dropped_logs(&self) -> u32 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use helios_plugin_host::RuntimeConfig;
+    use helios_plugin_starlark::{HostHooks, Phase};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A script that marks the request, then takes `action`.
+    fn script(dir: &std::path::Path, action: &str) -> PluginEntry {
+        let path = dir.join(format!("{}.star", action.replace(['.', '(', ')', '=', ',', ' ', '"'], "_")));
+        let source = format!(
+            "def h(msg, ctx):\n    msg[\"headers\"][\"x-seen\"] = \"yes\"\n    return {action}\nregister_hook(\"http\", \"on_request\", h)\n"
+        );
+        std::fs::write(&path, source).unwrap();
+        PluginEntry::new(path)
+    }
+
+    /// The same hook written natively and as a script gives the same outcome and leaves the same
+    /// message, whatever it decides (the one conversion both backends share).
+    #[test]
+    fn a_native_hook_and_a_script_answer_alike_for_every_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let services = Services::new(HostHooks::http_proxy());
+        let respond =
+            Respond { status: 403, headers: vec![("x-blocked-by".into(), "policy".into())], body: "blocked\n".into() };
+        let cases = [
+            ("None", Verdict::Continue, "Continue"),
+            ("action.DROP", Verdict::Drop, "drop"),
+            (
+                "action.respond(status = 403, headers = {\"x-blocked-by\": \"policy\"}, body = \"blocked\\n\")",
+                Verdict::Respond(respond),
+                "respond Respond { status: 403",
+            ),
+        ];
+        for (script_action, native_verdict, expected) in cases {
+            let native = Member::native(&rt, "native", &[Hook::HttpRequest], move |_, msg, _| {
+                msg["headers"]["x-seen"] = json!("yes");
+                native_verdict.clone()
+            })
+            .unwrap();
+            let scripted = Member::script(&rt, &script(dir.path(), script_action), &services).unwrap();
+            let mut answers = Vec::new();
+            for member in [native, scripted] {
+                let mut chain = Chain::new();
+                chain.push(member);
+                let mut msg = json!({"method": "GET", "path": "/admin", "headers": {}});
+                let outcome = chain.fire("http", "on_request", Phase::PrePipeline, &mut msg, &HookContext::default());
+                assert_eq!(msg["headers"]["x-seen"], "yes", "{script_action}: the hook's change is kept");
+                let outcome = match outcome {
+                    Outcome::Drop { .. } => "drop".to_string(),
+                    Outcome::Respond { response, .. } => format!("respond {response:?}"),
+                    other => format!("{other:?}"),
+                };
+                answers.push((outcome, msg));
+            }
+            assert!(answers[0].0.starts_with(expected), "{script_action}: {}", answers[0].0);
+            assert_eq!(answers[0], answers[1], "{script_action}: native and script differ");
+        }
     }
 }

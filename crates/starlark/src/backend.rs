@@ -23,6 +23,7 @@ use helios_plugin_host::schema::Hook;
 use helios_plugin_host::schema::http::{HttpAction, HttpHookInput, HttpHookOutput, HttpResponse};
 use helios_plugin_host::schema::{GuardVerdict, abi};
 use helios_plugin_host::{Backend, BackendInstance, FailureKind, PluginConfig, PluginContext};
+use serde_json::Value as Json;
 
 use crate::engine::{CALL_DEADLINE, Cause, HookContext, MAX_HEAP_BYTES, ScriptError, ScriptPlugin, Verdict};
 
@@ -109,6 +110,53 @@ fn failure(e: ScriptError) -> FailureKind {
     }
 }
 
+impl Verdict {
+    /// The wire answer of a hook that returned this verdict and left the message as `msg`. The
+    /// message travels with every action: where the host treats an action the hook may not take as
+    /// continue, later plugins see the message as this hook left it.
+    pub fn into_http_output(self, msg: Json) -> HttpHookOutput {
+        let (action, response) = match self {
+            Verdict::Continue => (HttpAction::Continue, None),
+            Verdict::Drop => (HttpAction::Drop, None),
+            Verdict::Respond(r) => (
+                HttpAction::Respond,
+                Some(HttpResponse { status: r.status, headers: r.headers.into_iter().collect(), body: r.body }),
+            ),
+        };
+        HttpHookOutput { action, msg: Some(msg), response }
+    }
+}
+
+/// One `http_*`/`connection_*` hook call on the wire a wasm guest speaks, for a backend whose hook
+/// is Rust code (a script's registrations, the HTTP proxy's native hooks): decodes the host's
+/// [`HttpHookInput`], runs `f` on its message with the call's [`HookContext`] (the one the host
+/// handed as `host`, else a fresh one for the input's client and connection) and writes `f`'s
+/// verdict with the message as `f` left it ([`Verdict::into_http_output`]).
+pub fn serve_http_hook(
+    hook: Hook,
+    input: &[u8],
+    host: &dyn Any,
+    out: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    f: impl FnOnce(&mut Json, &HookContext) -> Result<Verdict, FailureKind>,
+) -> Result<(), FailureKind> {
+    let export = hook.export_name();
+    let input: HttpHookInput = serde_json::from_slice(input)
+        .map_err(|e| FailureKind::Trap { message: format!("{export}: the host's input is not a hook input: {e}") })?;
+    let mut msg = input.msg;
+    let fresh;
+    let ctx = match host.downcast_ref::<HookContext>() {
+        Some(c) => c,
+        None => {
+            fresh = HookContext { client: input.client, conn_id: input.conn_id, ..HookContext::default() };
+            &fresh
+        }
+    };
+    let output = f(&mut msg, ctx)?.into_http_output(msg);
+    let bytes = serde_json::to_vec(&output)
+        .map_err(|e| FailureKind::BadResult { export: export.into(), detail: e.to_string() })?;
+    out(&bytes).map_err(|detail| FailureKind::BadResult { export: export.into(), detail })
+}
+
 impl BackendInstance for ScriptInstance {
     fn arm(&mut self) {
         // Every script call arms its own step budget, heap cap and deadline.
@@ -134,41 +182,16 @@ impl BackendInstance for ScriptInstance {
         let Some((_, indexes)) = self.backend.registrations.iter().find(|(h, _)| *h == hook) else {
             return Err(FailureKind::NotServed { export: export.into() });
         };
-        let input: HttpHookInput = serde_json::from_slice(input).map_err(|e| FailureKind::Trap {
-            message: format!("{export}: the host's input is not a hook input: {e}"),
-        })?;
-        let mut msg = input.msg;
-        let fresh;
-        let ctx = match host.downcast_ref::<HookContext>() {
-            Some(c) => c,
-            None => {
-                fresh = HookContext { client: input.client, conn_id: input.conn_id, ..HookContext::default() };
-                &fresh
+        serve_http_hook(hook, input, host, out, |msg, ctx| {
+            let mut verdict = Verdict::Continue;
+            for &i in indexes {
+                verdict = self.backend.script.call(i, msg, ctx).map_err(failure)?;
+                if verdict != Verdict::Continue {
+                    break;
+                }
             }
-        };
-        let mut verdict = Verdict::Continue;
-        for &i in indexes {
-            verdict = self.backend.script.call(i, &mut msg, ctx).map_err(failure)?;
-            if verdict != Verdict::Continue {
-                break;
-            }
-        }
-        let output = match verdict {
-            Verdict::Continue => HttpHookOutput { action: HttpAction::Continue, msg: Some(msg), response: None },
-            Verdict::Drop => HttpHookOutput { action: HttpAction::Drop, msg: Some(msg), response: None },
-            Verdict::Respond(r) => HttpHookOutput {
-                action: HttpAction::Respond,
-                msg: Some(msg),
-                response: Some(HttpResponse {
-                    status: r.status,
-                    headers: r.headers.into_iter().collect(),
-                    body: r.body,
-                }),
-            },
-        };
-        let bytes = serde_json::to_vec(&output)
-            .map_err(|e| FailureKind::BadResult { export: export.into(), detail: e.to_string() })?;
-        out(&bytes).map_err(|detail| FailureKind::BadResult { export: export.into(), detail })
+            Ok(verdict)
+        })
     }
 
     fn evaluate(&mut self, _request: &[u8]) -> Result<GuardVerdict, FailureKind> {

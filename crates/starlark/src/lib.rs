@@ -19,7 +19,7 @@ mod engine;
 pub mod state;
 mod value;
 
-pub use backend::ScriptBackend;
+pub use backend::{ScriptBackend, serve_http_hook};
 pub use catalogue::{HookPoint, HostHooks, Phase};
 pub use config::{MIGRATION_MESSAGE, OnError, PluginEntry, parse_plugins};
 pub use engine::{

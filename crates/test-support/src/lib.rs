@@ -9,6 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod redis;
+
 /// The one target guests are built for: no WASI, so a module's only imports are the host surface.
 pub const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 /// The target of the guests that use WASI preview 1 (`[package.metadata.helios] target`).

@@ -133,7 +133,7 @@ fn two_replicas_sharing_redis_enforce_one_budget_exactly_under_concurrent_pgbenc
     const BUDGET: u64 = 400;
     let db = PgCluster::start();
     db.psql("CREATE TABLE hits (n int);");
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_durable();
     let text = config_text(&[("primary", db.port(), "primary")], &redis_state(&redis)) + &budget_plugin(BUDGET);
     let (a, b) = (replica(&text), replica(&text));
     let insert = script("INSERT INTO hits VALUES (1);\n");
@@ -159,7 +159,7 @@ fn two_replicas_sharing_redis_enforce_one_budget_exactly_under_concurrent_pgbenc
 fn audit_chain_under_eight_concurrent_sessions_on_two_replicas_is_one_unbroken_chain() {
     const PER_SESSION: usize = 25;
     let db = PgCluster::start();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_durable();
     let text = config_text(&[("primary", db.port(), "primary")], &redis_state(&redis)) + &audit_plugin();
     let (a, b) = (replica(&text), replica(&text));
     let sql: String = (0..PER_SESSION).map(|i| format!("SELECT {i};\n")).collect();
@@ -192,7 +192,7 @@ fn audit_chain_under_eight_concurrent_sessions_on_two_replicas_is_one_unbroken_c
 #[test]
 fn redis_killed_mid_load_fails_closed_with_named_errors_and_recovers() {
     let db = PgCluster::start();
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_durable();
     let text = config_text(&[("primary", db.port(), "primary")], &redis_state(&redis)) + &budget_plugin(100_000);
     let r = replica(&text);
     let port = r.proxy.port();
@@ -259,7 +259,7 @@ fn redis_killed_mid_load_fails_closed_with_named_errors_and_recovers() {
 #[test]
 fn the_proxy_log_names_the_state_backend_and_when_it_goes_away_and_comes_back() {
     let db = PgCluster::start();
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_durable();
     let dir = tempfile::tempdir().unwrap();
     let listen = pg::free_port();
     let text =

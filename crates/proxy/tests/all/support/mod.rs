@@ -5,7 +5,7 @@
 pub mod pg;
 pub mod proxy;
 pub mod raw;
-pub mod redis;
+pub use helios_plugin_test_support::redis;
 
 use std::process::Output;
 
