@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use crate::build::{GUEST_PROFILE, GUEST_TARGET, root};
+use crate::build::root;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const OS_USER: &str = "helios-pg";
@@ -191,7 +191,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
 
     let bouncer = Bouncer::start(&work, pg.port)?;
-    let wasm = root.join("target").join(GUEST_TARGET).join(GUEST_PROFILE);
+    let wasm = crate::build::guest_dir();
     let proxy_bin = root.join("target/release/helios-proxy");
     let guardrail = GUARDRAIL.replace("{WASM}", &wasm.display().to_string());
     let all = ALL_EIGHT.replace("{GUARDRAIL}", GUARDRAIL).replace("{WASM}", &wasm.display().to_string());

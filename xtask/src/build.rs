@@ -7,18 +7,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-/// The one target guests are built for: no WASI, so a module's only imports are the host surface.
-pub const GUEST_TARGET: &str = "wasm32-unknown-unknown";
-/// The cargo profile guests are built with (see the root Cargo.toml).
-pub const GUEST_PROFILE: &str = "guest";
+/// The guest target and profile, and where guests land: spelled once, in crates/test-support.
+pub use helios_plugin_test_support::{GUEST_PROFILE, GUEST_TARGET, guest_dir};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
-}
-
-/// Where a guest's wasm lands.
-pub fn guest_dir() -> PathBuf {
-    root().join("target").join(GUEST_TARGET).join(GUEST_PROFILE)
 }
 
 /// Every guest crate built for [`GUEST_TARGET`]: a `cdylib` under examples/ or
@@ -76,10 +69,8 @@ pub const WASIP2_GUESTS: &[&str] = &["guest-component-guard"];
 /// Guests built for WASI preview 1 only (std's I/O through wasi-libc): the host runs them in its
 /// deny-all preview 1 sandbox. They land in `target/wasm32-wasip1/guest/`.
 pub const WASIP1_GUESTS: &[&str] = &["guest-wasi-escape"];
-/// The WASI preview 1 target.
-pub const WASIP1_TARGET: &str = "wasm32-wasip1";
-/// The WASI preview 2 target.
-pub const WASIP2_TARGET: &str = "wasm32-wasip2";
+/// The WASI preview 1 and preview 2 targets (spelled in crates/test-support).
+pub use helios_plugin_test_support::{WASI_GUEST_TARGET as WASIP1_TARGET, WASIP2_GUEST_TARGET as WASIP2_TARGET};
 
 /// SDK guests that also build as components (their `component` feature): built first, in a cargo
 /// invocation of their own (the feature must not reach the core builds), each module saved as

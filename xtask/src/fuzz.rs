@@ -78,7 +78,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let status = Command::new(cargo())
             .current_dir(&root)
             .env("HELIOS_LONG", "1")
-            .args(["test", "-p", "helios-plugin-fuzz-smoke", "--test", "load", "--", "--nocapture"])
+            .args(["test", "-p", "helios-plugin-fuzz-smoke", "--test", "all", "--", "load::", "--nocapture"])
             .status()
             .context("cannot run the load test")?;
         summary.push((format!("load: {status}"), status.success()));

@@ -2,7 +2,8 @@
 //!
 //! * `build-examples` — builds every guest (examples/*, crates/host/tests/guests/*) for wasm32.
 //! * `demo` — the main job: builds the guests, then runs the demo over the bundled corpus.
-//! * `test` — everything: builds the guests, then runs every test of the workspace.
+//! * `test` — everything: the tidy checks, builds the guests, then runs every test of the workspace.
+//! * `tidy` — the repository checks alone (one spelling per name, the runtime's dependencies).
 //! * `fuzz --minutes N` — every cargo-fuzz target for N minutes each, then the long load test.
 //! * `bench-proxy` — pgbench -S through PostgreSQL, PgBouncer and helios-proxy (0, 1, 8 plugins).
 
@@ -38,18 +39,20 @@ fn run(args: &[String]) -> Result<()> {
             build::build_guests()?;
             cargo(&["run", "--quiet", "-p", "helios-demo", "--"], rest)
         }
+        "tidy" => tidy::run(),
         "test" => {
+            tidy::run()?;
             build::build_guests()?;
             cargo(&["test", "--workspace", "--no-fail-fast"], rest)
         }
         "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <build-examples | demo | test | bench | bench-proxy | fuzz --minutes N> [extra args passed to cargo]"
+                "usage: cargo xtask <build-examples | demo | test | tidy | bench | bench-proxy | fuzz --minutes N> [extra args passed to cargo]"
             );
             Ok(())
         }
-        other => bail!("unknown task {other:?} (tasks: build-examples, demo, test, bench, bench-proxy, fuzz)"),
+        other => bail!("unknown task {other:?} (tasks: build-examples, demo, test, tidy, bench, bench-proxy, fuzz)"),
     }
 }
 

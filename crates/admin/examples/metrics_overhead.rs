@@ -15,8 +15,7 @@ use helios_plugin_host::schema::GuardRequest;
 use helios_plugin_host::{PluginConfig, Runtime, RuntimeConfig};
 
 fn main() {
-    let guest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/wasm32-unknown-unknown/guest/tool_denylist.wasm");
+    let guest = helios_plugin_test_support::guest_path("tool-denylist");
     let wasm = std::fs::read(&guest)
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask build-examples` first)", guest.display()));
     let config = PluginConfig::new("tool-denylist").config("denylist", "rm,curl,wget,shutdown,dd,mkfs");

@@ -78,7 +78,7 @@ pub fn table(plugins: &[PluginView]) -> String {
                 p.kind.clone(),
                 digest,
                 p.signer.clone().unwrap_or("unsigned".into()),
-                if hooks.is_empty() { "evaluate".into() } else { hooks.join(",") },
+                if hooks.is_empty() { helios_plugin_schema::abi::EVALUATE.into() } else { hooks.join(",") },
                 p.counters.calls.to_string(),
                 p.counters.failures.to_string(),
                 p.limits.fuel.map(|f| f.to_string()).unwrap_or("off".into()),

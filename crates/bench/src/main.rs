@@ -85,7 +85,7 @@ fn root() -> PathBuf {
 }
 
 fn guest_dir() -> PathBuf {
-    root().join("target/wasm32-unknown-unknown/guest")
+    helios_plugin_test_support::guest_dir()
 }
 
 fn read_guest(file: &str) -> Result<Vec<u8>> {

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use audit_chain_verify::chain::LOG_PREFIX;
+
 use anyhow::{Context, Result};
 
 #[derive(Debug, clap::Args)]
@@ -34,7 +36,7 @@ pub fn run(args: AuditArgs) -> Result<i32> {
     };
     let ndjson: String = text
         .lines()
-        .map(|l| l.find("audit-record ").map(|i| &l[i + "audit-record ".len()..]).unwrap_or(l))
+        .map(|l| l.find(LOG_PREFIX).map(|i| &l[i + LOG_PREFIX.len()..]).unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
     let opts = audit_chain_verify::VerifyOptions { genesis, ..Default::default() };

@@ -325,8 +325,8 @@ pub fn run_live(signed: &Signed, work: &Path) -> Result<()> {
     let records: Vec<String> = logs
         .lines()
         .into_iter()
-        .filter(|(p, l, m)| p == "audit-chain" && *l == Level::Info && m.starts_with("audit-record "))
-        .map(|(_, _, m)| m["audit-record ".len()..].to_owned())
+        .filter(|(p, l, m)| p == "audit-chain" && *l == Level::Info && m.starts_with(audit_chain::chain::LOG_PREFIX))
+        .map(|(_, _, m)| m[audit_chain::chain::LOG_PREFIX.len()..].to_owned())
         .collect();
     println!("\n  audit-chain wrote {} records for this session; the last one:", records.len());
     if let Some(last) = records.last() {

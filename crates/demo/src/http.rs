@@ -51,7 +51,7 @@ async fn upstream() -> Result<SocketAddr> {
 fn setup(root: &Path, dir: &Path, upstream: SocketAddr) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir.join("trusted"))?;
     let scripts = root.join("examples/http-scripts");
-    let wasm_path = root.join("target/wasm32-unknown-unknown/guest/http_header_wasm.wasm");
+    let wasm_path = helios_plugin_test_support::guest_path("http-header-wasm");
     let wasm = std::fs::read(&wasm_path)
         .with_context(|| format!("reading {} (run `cargo xtask build-examples`)", wasm_path.display()))?;
     let key = keys::generate_signing_key()?;

@@ -211,8 +211,8 @@ pub fn audit(loaded: &Loaded) {
         .logs
         .lines()
         .into_iter()
-        .filter(|(p, l, m)| p == "audit-chain" && *l == Level::Info && m.starts_with("audit-record "))
-        .map(|(_, _, m)| m["audit-record ".len()..].to_owned())
+        .filter(|(p, l, m)| p == "audit-chain" && *l == Level::Info && m.starts_with(audit_chain::chain::LOG_PREFIX))
+        .map(|(_, _, m)| m[audit_chain::chain::LOG_PREFIX.len()..].to_owned())
         .collect();
     heading("6. Audit chain");
     println!("  {} records logged by audit-chain (one per statement that ran)", records.len());

@@ -62,7 +62,7 @@ pub fn sign_examples(corpus_toml: &Path, work: &Path) -> Result<Signed> {
     };
     let mut guard = toml::Table::new();
     guard.insert("name".into(), GUARD_NAME.into());
-    guard.insert("source".into(), "../../target/wasm32-unknown-unknown/guest/tool_denylist.wasm".into());
+    guard.insert("source".into(), helios_plugin_test_support::guest_path("tool-denylist").display().to_string().into());
     guard.insert("priority".into(), 1.into());
     let mut cfg = toml::Table::new();
     cfg.insert("denylist".into(), GUARD_DENYLIST.into());

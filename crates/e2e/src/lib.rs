@@ -30,12 +30,12 @@ pub fn repo_root() -> PathBuf {
 
 /// The cargo target directory.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+    helios_plugin_test_support::target_dir()
 }
 
 /// Where cargo writes a plugin's guest build.
 pub fn wasm_path(package: &str) -> PathBuf {
-    target_dir().join("wasm32-unknown-unknown/guest").join(format!("{}.wasm", package.replace('-', "_")))
+    helios_plugin_test_support::guest_path(package)
 }
 
 /// A plugin's built module, or an error saying how to build it.

@@ -1,6 +1,6 @@
 //! The fuzz targets of helios-plugin as plain functions over bytes, so that one definition serves
 //! both `cargo fuzz` (the libFuzzer harnesses in `fuzz/fuzz_targets/` call these) and the normal test
-//! suite (`tests/smoke.rs` runs every target over its committed seed corpus in `fuzz/corpus/`).
+//! suite (`tests/all/smoke.rs` runs every target over its committed seed corpus in `fuzz/corpus/`).
 //!
 //! | target | input | what must hold |
 //! |---|---|---|
@@ -245,7 +245,7 @@ pub mod targets {
         for _ in 0..2 {
             if plugin.is_guard() {
                 if let Err(e) = plugin.evaluate_json(request) {
-                    named(&e, "fuzz", "evaluate");
+                    named(&e, "fuzz", helios_plugin_schema::abi::EVALUATE);
                 }
                 let _ = plugin.evaluate(&Default::default());
             }

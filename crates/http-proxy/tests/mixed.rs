@@ -32,9 +32,7 @@ fn build(config: &Path) -> Result<helios_http_proxy::Chain, String> {
 }
 
 fn wasm_module() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let p = target.join("wasm32-unknown-unknown/guest/http_header_wasm.wasm");
+    let p = helios_plugin_test_support::guest_path("http-header-wasm");
     assert!(p.exists(), "{} is missing: run `cargo xtask build-examples` first", p.display());
     p
 }
@@ -108,9 +106,7 @@ async fn wasm_and_starlark_in_one_chain_in_config_order() {
 async fn a_wasm_module_without_http_hooks_is_refused_naming_it() {
     let up = upstream().await;
     let s = Setup::new(&[]);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    std::fs::copy(target.join("wasm32-unknown-unknown/guest/tool_denylist.wasm"), s.path("guard.wasm")).unwrap();
+    std::fs::copy(helios_plugin_test_support::guest_path("tool-denylist"), s.path("guard.wasm")).unwrap();
     let err = build(&s.config(up, json!([{"path": "guard.wasm", "unsigned": true}]), json!({}))).unwrap_err();
     assert!(err.contains("\"guard\"") && err.contains("serves no HTTP or connection hook"), "{err}");
 }

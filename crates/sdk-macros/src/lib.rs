@@ -8,9 +8,11 @@
 //! The function's signature is checked against the hook's types (`helios_plugin_schema::hooks::spec`)
 //! by rustc, at the function's name, on every target.
 //!
-//! **Invariant:** the macros know no hook by heart: names and export names come from
-//! `helios_plugin_schema::Hook::ALL` and `helios_plugin_schema::abi` when they expand. Misuse becomes a
-//! `compile_error!` at the offending tokens; the macros never panic.
+//! **Invariant:** the macros know no hook and no export by heart: hook names come from
+//! `helios_plugin_schema::Hook::ALL`, and every generated export's name and wasm signature from the
+//! typed tables `abi::EXPORTS` and `abi::HOOK_SIG` when they expand (a change there changes the
+//! generated `extern "C"` signature, and the SDK's glue then fails to compile rather than drift).
+//! Misuse becomes a `compile_error!` at the offending tokens; the macros never panic.
 
 use helios_plugin_schema::{Hook, abi};
 use proc_macro2::{Span, TokenStream};
@@ -162,6 +164,43 @@ fn arg_kind(f: &ItemFn) -> Arg {
     }
 }
 
+/// The `extern "C"` parameters (named `names`) and return type of an ABI signature: `ptr: i32,
+/// len: i32` and `-> i64` for [`abi::HOOK_SIG`]. An arity that does not match the SDK's glue is an
+/// error of the macro (the glue and the table must change together).
+fn extern_sig(export: &str, sig: &abi::Sig, names: &[&str]) -> syn::Result<(TokenStream, TokenStream)> {
+    if sig.params.len() != names.len() || sig.results.len() > 1 {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            format!(
+                "helios-plugin SDK: export `{export}` is {sig} in helios_plugin_schema::abi, which this SDK's glue does not speak"
+            ),
+        ));
+    }
+    let ty = |t: &abi::ValType| format_ident!("{}", t.name());
+    let params = names.iter().zip(sig.params).map(|(n, t)| {
+        let (n, t) = (format_ident!("{}", n), ty(t));
+        quote!(#n: #t)
+    });
+    let ret = match sig.results.first() {
+        Some(t) => {
+            let t = ty(t);
+            quote!(-> #t)
+        }
+        None => quote!(),
+    };
+    Ok((quote!(#(#params),*), ret))
+}
+
+/// A fixed-name export of `abi::EXPORTS` (its name and signature), or an error of the macro.
+fn fixed_export(name: &str) -> syn::Result<&'static abi::ExportSig> {
+    abi::export(name).ok_or_else(|| {
+        syn::Error::new(
+            Span::call_site(),
+            format!("helios-plugin SDK: `{name}` is not in helios_plugin_schema::abi::EXPORTS"),
+        )
+    })
+}
+
 /// The `helios.plugin` section entry `sdk=...\nname=...\nversion=...\n<key>=<value>\n`, for wasm32
 /// only. `name` and `version` are the plugin crate's own (`env!` expands in the plugin's crate).
 fn section_static(key: &TokenStream, value: &str) -> TokenStream {
@@ -239,6 +278,7 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         }
     };
     let section = section_static(&quote!(::helios_plugin_abi::__private::SECTION_KEY_HOOK), export);
+    let (params, ret) = extern_sig(export, &abi::HOOK_SIG, &["ptr", "len"])?;
     Ok(quote! {
         #f
 
@@ -249,7 +289,7 @@ fn expand_hook(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
         const _: () = {
             #[unsafe(export_name = #export)]
             #[allow(clippy::undocumented_unsafe_blocks)]
-            extern "C" fn #export_fn(ptr: i32, len: i32) -> i64 {
+            extern "C" fn #export_fn(#params) #ret {
                 // SAFETY: the host wrote `len` bytes of JSON at `ptr` (from `alloc`) before this call.
                 unsafe { ::helios_plugin_abi::__private::run_hook::<#spec>(#export, ptr, len, #call) }
             }
@@ -279,7 +319,10 @@ fn expand_guard(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream
     }
 
     let name = &f.sig.ident;
-    let (evaluate, deny_reason) = (abi::EVALUATE, abi::CHIO_DENY_REASON);
+    let (evaluate, deny_reason) = (fixed_export(abi::EVALUATE)?, fixed_export(abi::CHIO_DENY_REASON)?);
+    let (eval_params, eval_ret) = extern_sig(evaluate.name, &evaluate.sig, &["ptr", "len"])?;
+    let (reason_params, reason_ret) = extern_sig(deny_reason.name, &deny_reason.sig, &["buf_ptr", "buf_len"])?;
+    let (evaluate, deny_reason) = (evaluate.name, deny_reason.name);
     let req = quote!(::helios_plugin_abi::__private::GuardRequest);
     let verdict = quote!(::helios_plugin_abi::__private::GuardVerdict);
     let (check, call) = match arg {
@@ -303,14 +346,14 @@ fn expand_guard(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream
                 const _: () = {
                     #[unsafe(export_name = #evaluate)]
                     #[allow(clippy::undocumented_unsafe_blocks)]
-                    extern "C" fn __helios_guard_evaluate(ptr: i32, len: i32) -> i32 {
+                    extern "C" fn __helios_guard_evaluate(#eval_params) #eval_ret {
                         // SAFETY: the host wrote `len` bytes of JSON at `ptr` (from `chio_alloc`) before this call.
                         unsafe { ::helios_plugin_abi::__private::run_guard(ptr, len, #call) }
                     }
 
                     #[unsafe(export_name = #deny_reason)]
                     #[allow(clippy::undocumented_unsafe_blocks)]
-                    extern "C" fn __helios_guard_deny_reason(buf_ptr: i32, buf_len: i32) -> i32 {
+                    extern "C" fn __helios_guard_deny_reason(#reason_params) #reason_ret {
                         // SAFETY: the host offers `buf_len` writable bytes at `buf_ptr` for the reason.
                         unsafe { ::helios_plugin_abi::__private::write_deny_reason(buf_ptr, buf_len) }
                     }
@@ -338,4 +381,27 @@ fn expand_guard(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated signatures are the table's: a hook export is `(ptr: i32, len: i32) -> i64`
+    /// because `abi::HOOK_SIG` says so, `evaluate` returns `i32`, `chio_free` returns nothing.
+    #[test]
+    fn extern_signatures_come_from_the_schema_tables() {
+        let show = |(p, r): (TokenStream, TokenStream)| format!("({p}) {r}");
+        assert_eq!(
+            show(extern_sig("pre_query", &abi::HOOK_SIG, &["ptr", "len"]).unwrap()),
+            "(ptr : i32 , len : i32) -> i64"
+        );
+        let eval = fixed_export(abi::EVALUATE).unwrap();
+        assert_eq!(show(extern_sig(eval.name, &eval.sig, &["ptr", "len"]).unwrap()), "(ptr : i32 , len : i32) -> i32");
+        let free = fixed_export(abi::CHIO_FREE).unwrap();
+        assert_eq!(show(extern_sig(free.name, &free.sig, &["p", "n"]).unwrap()), "(p : i32 , n : i32) ");
+        let e = extern_sig(eval.name, &eval.sig, &["ptr"]).unwrap_err().to_string();
+        assert!(e.contains(abi::EVALUATE) && e.contains("(i32, i32) -> (i32)"), "{e}");
+        assert!(fixed_export("pre_query").is_err(), "hook exports are typed by HOOK_SIG, not listed");
+    }
 }

@@ -4,8 +4,8 @@
 //! profile [`GUEST_PROFILE`] by `cargo xtask build-examples` — once, before any test runs; no test
 //! starts cargo itself. [`guest_wasm`] reads one back, and its error says how to build it.
 //!
-//! **Invariant:** the target triple, the profile name and the path they make are spelled here and
-//! nowhere else in the workspace (xtask's tidy test checks it).
+//! **Invariant:** the target triples (core wasm, WASI preview 1 and 2), the profile name and the
+//! paths they make are spelled here and nowhere else in the workspace (xtask's tidy test checks it).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,8 @@ pub mod redis;
 pub const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 /// The target of the guests that use WASI preview 1 (`[package.metadata.helios] target`).
 pub const WASI_GUEST_TARGET: &str = "wasm32-wasip1";
+/// The target of the guests built for WASI preview 2 (rustc links them into components itself).
+pub const WASIP2_GUEST_TARGET: &str = "wasm32-wasip2";
 /// The cargo profile guests are built with (see the root Cargo.toml).
 pub const GUEST_PROFILE: &str = "guest";
 /// The command that builds every guest.
@@ -65,7 +67,7 @@ pub fn guest_component(package: &str) -> Vec<u8> {
 /// The `wasm32-wasip2` build (a component) of guest `package`.
 pub fn guest_wasip2(package: &str) -> Vec<u8> {
     let path =
-        target_dir().join("wasm32-wasip2").join(GUEST_PROFILE).join(format!("{}.wasm", package.replace('-', "_")));
+        target_dir().join(WASIP2_GUEST_TARGET).join(GUEST_PROFILE).join(format!("{}.wasm", package.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("guest {package}: cannot read {}: {e} (build the guests with `{BUILD_GUESTS}`)", path.display())
     })

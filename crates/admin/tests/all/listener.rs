@@ -186,7 +186,9 @@ fn status_prints_one_row_per_plugin_and_needs_the_token_off_loopback() {
     assert!(lines[1].contains(&digest(&blocker)[..16]) && lines[1].contains("api_key=<redacted>"), "{table}");
     assert!(!table.contains("sk-live"), "{table}");
     assert!(
-        lines[2].starts_with("allow-all") && lines[2].contains("guard") && lines[2].contains("evaluate"),
+        lines[2].starts_with("allow-all")
+            && lines[2].contains("guard")
+            && lines[2].contains(helios_plugin_schema::abi::EVALUATE),
         "{table}"
     );
 

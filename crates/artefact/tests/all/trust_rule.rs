@@ -203,5 +203,5 @@ fn a_guard_artefact_declares_evaluate_and_verifies() {
     let e =
         pack(plugin_wasm(&["pre_query"]), PackOptions { guard: Some(true), ..PackOptions::new("g", "1") }).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::HookNotExported, "{e}");
-    assert!(e.to_string().contains("evaluate"), "{e}");
+    assert!(e.to_string().contains(helios_plugin_schema::abi::EVALUATE), "{e}");
 }

@@ -14,7 +14,7 @@ fn chain_lines(n: usize) -> Vec<String> {
         env.outcome.success = true;
         audit_chain::record_query(&env);
     }
-    testing::logs().into_iter().map(|(_, m)| m).filter(|m| m.starts_with("audit-record ")).collect()
+    testing::logs().into_iter().map(|(_, m)| m).filter(|m| m.starts_with(audit_chain::chain::LOG_PREFIX)).collect()
 }
 
 fn verify(dir: &std::path::Path, lines: &[String]) -> (i32, String) {

@@ -1,6 +1,7 @@
 //! Author tooling: `helios-plugin new` scaffolds a crate that tests, builds and packs out of the box;
 //! `helios-plugin test` runs fixture files (ours and chio's canaries) with a diff per failure.
 
+use helios_plugin_test_support::GUEST_TARGET;
 use std::path::Path;
 use std::process::Command;
 
@@ -89,10 +90,7 @@ fn test_runs_canary_and_hook_fixtures_and_shows_a_diff_for_each_failure() {
 /// kept between runs so a rebuild is incremental. Not the workspace's own target directory: the outer
 /// `cargo test` holds its lock while tests run, so a nested cargo there would wait forever.
 pub(crate) fn scaffold_target_dir() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("scaffolded")
+    helios_plugin_test_support::target_dir().join("scaffolded")
 }
 
 /// Runs cargo offline in `dir` (every dependency is a path into this repository or already in the
@@ -129,9 +127,9 @@ fn new_scaffolds_a_crate_that_tests_builds_calls_and_packs_out_of_the_box() {
         // The workspace's lock file pins the same dependency versions (no resolution, shared builds).
         std::fs::copy(&workspace_lock, crate_dir.join("Cargo.lock")).unwrap();
         cargo(&crate_dir, &["test", "--quiet"], &target);
-        cargo(&crate_dir, &["build", "--release", "--target", "wasm32-unknown-unknown"], &target);
+        cargo(&crate_dir, &["build", "--release", "--target", GUEST_TARGET], &target);
         let module = name.replace('-', "_");
-        let wasm = target.join(format!("wasm32-unknown-unknown/release/{module}.wasm"));
+        let wasm = target.join(GUEST_TARGET).join(format!("release/{module}.wasm"));
         let wasm = wasm.to_str().unwrap();
         let fixtures: Vec<String> = std::fs::read_dir(crate_dir.join("fixtures"))
             .unwrap()
@@ -148,7 +146,7 @@ fn new_scaffolds_a_crate_that_tests_builds_calls_and_packs_out_of_the_box() {
         assert!(p.stdout.contains(&format!("packed {name} 0.1.0")), "{}", p.stdout);
     }
     // The scaffolded hook blocks a DROP TABLE when called through the host.
-    let wasm = target.join("wasm32-unknown-unknown/release/my_plugin.wasm");
+    let wasm = target.join(GUEST_TARGET).join("release/my_plugin.wasm");
     std::fs::write(d.join("q.json"), r#"{"query": "drop table users"}"#).unwrap();
     let c = hp(d, &["call", wasm.to_str().unwrap(), "--hook", "pre_query", "--input", "q.json"]);
     assert_eq!(c.code, 1, "{}{}", c.stdout, c.stderr);

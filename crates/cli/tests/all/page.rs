@@ -87,7 +87,7 @@ fn pack_hooks_evaluate_packs_a_chio_guard() {
             "--version",
             "1.0.0",
             "--hooks",
-            "evaluate",
+            helios_plugin_schema::abi::EVALUATE,
             "--out",
             "g.tar.gz",
         ],
@@ -102,7 +102,7 @@ fn pack_hooks_evaluate_packs_a_chio_guard() {
     assert_eq!((j["ok"].as_bool(), j["guard"].as_bool()), (Some(true), Some(true)), "{j}");
     // `guard` is an alias; a hook plugin is not a guard.
     super::write_plugin(d, &["pre_query"]);
-    fails(super::pack_p(d, "guard"), 14, "evaluate");
+    fails(super::pack_p(d, "guard"), 14, helios_plugin_schema::abi::EVALUATE);
     fails(super::pack_p(d, "evalute"), 2, "unknown hook \"evalute\"");
 }
 

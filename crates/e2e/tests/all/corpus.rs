@@ -84,7 +84,7 @@ fn the_corpus_runs_through_all_eight_plugins_within_the_default_limits() {
     let audit = host
         .messages("audit-chain")
         .into_iter()
-        .filter_map(|m| m.strip_prefix("audit-record ").map(str::to_owned))
+        .filter_map(|m| m.strip_prefix(audit_chain::chain::LOG_PREFIX).map(str::to_owned))
         .collect::<Vec<_>>();
     assert_eq!(audit_chain::verify_chain(&audit.join("\n")), Ok(audit.len()));
 }

@@ -10,7 +10,7 @@ use helios_plugin_host::{
     BundleStore, ContentId, FailureKind, Level, LoadError, MemoryBundleStore, MemoryLogSink, PluginConfig, Runtime,
     RuntimeConfig,
 };
-use helios_plugin_schema::{GuardRequest, GuardVerdict, manifest::GUARD_WIT_WORLD};
+use helios_plugin_schema::{GuardRequest, GuardVerdict, abi, manifest::GUARD_WIT_WORLD};
 use helios_plugin_test_support::{guest_component, guest_wasip2};
 
 const GUEST: &str = "guest-component-guard";
@@ -102,7 +102,7 @@ fn a_component_importing_an_interface_outside_the_world_is_refused_naming_it() {
     }
     // A component that imports nothing but exports no `evaluate` is refused naming the export.
     let e = f.rt.load(b"(component)", PluginConfig::new("empty").wit_world(GUARD_WIT_WORLD)).unwrap_err().to_string();
-    assert!(e.contains("empty") && e.contains("evaluate"), "{e}");
+    assert!(e.contains("empty") && e.contains(abi::EVALUATE), "{e}");
 }
 
 #[test]
@@ -311,12 +311,12 @@ fn a_core_module_guard_reads_its_declared_bundle_through_the_guard_host_import()
     // Undeclared: the call fails closed naming the bundle and the import.
     let p = f.rt.load(core_bundle_guard(&id, 8192).as_bytes(), PluginConfig::new("core-undeclared")).unwrap();
     let e = p.try_evaluate(&req("anything")).unwrap_err().to_string();
-    assert!(e.contains("bundle-open") && e.contains(&id) && e.contains("not declared"), "{e}");
+    assert!(e.contains(abi::BUNDLE_OPEN) && e.contains(&id) && e.contains("not declared"), "{e}");
     // An output range outside memory is a named fault, not a host crash.
     let p =
         f.rt.load(core_bundle_guard(&id, 65534).as_bytes(), PluginConfig::new("core-oob").bundles([f.bundle])).unwrap();
     let e = p.try_evaluate(&req("anything")).unwrap_err();
-    assert!(matches!(e.kind, FailureKind::BadImportCall { ref import, .. } if import.contains("fetch-blob")), "{e}");
+    assert!(matches!(e.kind, FailureKind::BadImportCall { ref import, .. } if import.contains(abi::FETCH_BLOB)), "{e}");
 }
 
 // ---- the SDK: one #[chio_guard] source, two builds -----------------------------------------------

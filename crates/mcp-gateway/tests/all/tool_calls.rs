@@ -161,9 +161,7 @@ async fn many_agents_at_once_over_http_each_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tool_denylist_guard_registered_as_on_chios_page_denies_listed_tools() {
-    let wasm_path = repo_root().join("target/wasm32-unknown-unknown/guest/tool_denylist.wasm");
-    let wasm = std::fs::read(&wasm_path)
-        .unwrap_or_else(|e| panic!("{}: {e}; build the guests first: cargo xtask build-examples", wasm_path.display()));
+    let wasm = helios_plugin_test_support::guest("tool-denylist");
     let dir = tempfile::tempdir().unwrap();
     let seen_log = dir.path().join("seen.jsonl");
     let key = helios_plugin_artefact::keys::generate_signing_key().unwrap();

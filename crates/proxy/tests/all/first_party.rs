@@ -112,7 +112,8 @@ fn audit_chain_records_every_statement_in_one_chain() {
         .lines()
         .into_iter()
         .filter_map(|(_, _, line)| {
-            line.strip_prefix("audit-record ").map(|j| serde_json::from_str(j).expect("record is JSON"))
+            line.strip_prefix(audit_chain_verify::chain::LOG_PREFIX)
+                .map(|j| serde_json::from_str(j).expect("record is JSON"))
         })
         .collect();
     let queries: Vec<&str> = records.iter().filter_map(|r| r["query"].as_str()).collect();

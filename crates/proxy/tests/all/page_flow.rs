@@ -100,19 +100,16 @@ fn the_pages_plugin_built_for_wasip1_signed_packed_pushed_with_oras_and_loaded_f
 
     // cargo build --release --target wasm32-wasi (today's name: wasm32-wasip1). One target directory
     // under the workspace's, kept between runs (not the workspace's own: `cargo test` holds its lock).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-        .join("scaffolded");
+    let target = helios_plugin_test_support::target_dir().join("scaffolded");
     let build = Command::new(&cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip1", "--offline"])
+        .args(["build", "--release", "--target", helios_plugin_test_support::WASI_GUEST_TARGET, "--offline"])
         .current_dir(&krate)
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTFLAGS")
         .output()
         .unwrap();
     assert!(build.status.success(), "cargo build: {}", stderr(&build));
-    let wasm = target.join("wasm32-wasip1/release/my_plugin.wasm");
+    let wasm = target.join(helios_plugin_test_support::WASI_GUEST_TARGET).join("release/my_plugin.wasm");
     let wasm = wasm.to_str().unwrap();
 
     // cargo helios-plugin sign --key signing.pem --input target/wasm32-wasi/release/my_plugin.wasm

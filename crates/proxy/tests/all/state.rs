@@ -55,8 +55,10 @@ fn records(r: &Replica) -> Vec<String> {
     r.logs
         .lines()
         .into_iter()
-        .filter(|(p, l, m)| p == "audit_chain" && *l == Level::Info && m.starts_with("audit-record "))
-        .map(|(_, _, m)| m["audit-record ".len()..].to_owned())
+        .filter(|(p, l, m)| {
+            p == "audit_chain" && *l == Level::Info && m.starts_with(audit_chain_verify::chain::LOG_PREFIX)
+        })
+        .map(|(_, _, m)| m[audit_chain_verify::chain::LOG_PREFIX.len()..].to_owned())
         .collect()
 }
 

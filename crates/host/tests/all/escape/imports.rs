@@ -5,7 +5,7 @@ use helios_plugin_artefact::{
     PackOptions, PackSigning, TrustRoot, VerifyOptions, keys, pack, save_artefact, verify_path,
 };
 use helios_plugin_host::{FailureKind, LoadError, PluginConfig};
-use helios_plugin_schema::{GuardRequest, GuardVerdict};
+use helios_plugin_schema::{GuardRequest, GuardVerdict, abi};
 
 use super::{assert_policies, both, host_intact, hostile};
 use crate::support::{data, guard, runtime};
@@ -61,11 +61,11 @@ fn lengths_near_4_gib_negative_and_straddling_the_end_to_every_host_import_are_n
     let wasm = hostile("hostile-raw");
     // (import, argument positions that are pointers or lengths)
     let imports: [(&str, &str, &[usize]); 6] = [
-        ("kv_get", "env.kv_get", &[0, 1, 2, 3]),
-        ("kv_set", "env.kv_set", &[0, 1, 2, 3]),
-        ("kv_delete", "env.kv_delete", &[0, 1]),
-        ("sha256_hex", "env.sha256_hex", &[0, 1, 2]),
-        ("get_config", "chio.get_config", &[0, 1, 2, 3]),
+        (abi::KV_GET, "env.kv_get", &[0, 1, 2, 3]),
+        (abi::KV_SET, "env.kv_set", &[0, 1, 2, 3]),
+        (abi::KV_DELETE, "env.kv_delete", &[0, 1]),
+        (abi::SHA256_HEX, "env.sha256_hex", &[0, 1, 2]),
+        (abi::GET_CONFIG, "chio.get_config", &[0, 1, 2, 3]),
         ("log", "chio.log", &[1, 2]),
     ];
     let values = ["-1", "-2147483648", "4294967280", "4294967295", "2147483647", "end-4"];
@@ -183,7 +183,7 @@ fn a_bad_argument_to_an_import_is_skipped_or_blocks_in_a_chain() {
         &rt,
         &wasm,
         "bad-sha-out",
-        |c| c.config("attack", "bad_arg").config("import", "sha256_hex").config("arg", "2").config("value", "end-4"),
+        |c| c.config("attack", "bad_arg").config("import", abi::SHA256_HEX).config("arg", "2").config("value", "end-4"),
         "bad call to import env.sha256_hex: output range",
     );
 }

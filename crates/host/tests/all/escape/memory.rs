@@ -91,7 +91,7 @@ fn hook_results_pointing_past_memory_or_over_the_cap_are_named_errors_under_ever
         )
     };
     let cases = [
-        ("alloc", hook("(i32.const 0x7ffffff0)", "(i64.const 0)", "")),
+        (abi::ALLOC, hook("(i32.const 0x7ffffff0)", "(i64.const 0)", "")),
         ("pre_query", hook("(i32.const 1024)", "(i64.const 0x00fffff000000010)", "")),
         ("pre_query", hook("(i32.const 1024)", "(i64.const 0x00000000ffffffff)", "")),
         ("pre_query", hook("(i32.const 1024)", "(i64.const 0x0000000000000005)", r#"(data (i32.const 0) "{bad}")"#)),
@@ -120,9 +120,9 @@ fn hook_allocators_returning_garbage_are_named_errors_under_every_policy() {
         ("overlap", "bad result from export pre_query: malformed JSON result"),
     ] {
         let name = format!("alloc-{alloc}");
-        let skip = rt.load(&wasm, PluginConfig::new(format!("{name}-skip")).config("alloc", alloc)).unwrap();
+        let skip = rt.load(&wasm, PluginConfig::new(format!("{name}-skip")).config(abi::ALLOC, alloc)).unwrap();
         let abort = rt
-            .load(&wasm, PluginConfig::new(format!("{name}-abort")).config("alloc", alloc).on_error(OnError::Abort))
+            .load(&wasm, PluginConfig::new(format!("{name}-abort")).config(abi::ALLOC, alloc).on_error(OnError::Abort))
             .unwrap();
         let out = Chain::new(vec![skip]).pre_query(&q());
         assert_eq!(out.result, PreQueryResult::Continue, "{name}");
@@ -141,13 +141,13 @@ fn guard_allocators_returning_garbage_fall_back_to_offset_zero_as_chio_does() {
     let wasm = hostile("hostile-raw");
     for alloc in ["oob", "wrap", "zero"] {
         // The request and the deny-reason buffer go to offset 0 of the guest's own memory.
-        let allow = rt.load(&wasm, PluginConfig::new(format!("chio-alloc-{alloc}")).config("alloc", alloc)).unwrap();
+        let allow = rt.load(&wasm, PluginConfig::new(format!("chio-alloc-{alloc}")).config(abi::ALLOC, alloc)).unwrap();
         assert_eq!(allow.try_evaluate(&GuardRequest::default()).unwrap(), GuardVerdict::Allow, "{alloc}");
         let deny = rt
             .load(
                 &wasm,
                 PluginConfig::new(format!("chio-alloc-{alloc}-deny"))
-                    .config("alloc", alloc)
+                    .config(abi::ALLOC, alloc)
                     .config("attack", "deny_all"),
             )
             .unwrap();
@@ -179,7 +179,7 @@ fn deny_reasons_longer_than_the_buffer_or_negative_are_named_errors_and_still_de
         assert!(matches!(&err.kind, FailureKind::BadResult { export, .. } if export == abi::CHIO_DENY_REASON), "{err}");
         assert!(err.to_string().contains(&format!("returned {n} bytes")), "{err}");
         let GuardVerdict::Deny { reason } = p.evaluate(&GuardRequest::default()) else { panic!("{name} allowed") };
-        assert!(reason.contains("chio_deny_reason") && reason.contains(&name), "{reason}");
+        assert!(reason.contains(abi::CHIO_DENY_REASON) && reason.contains(&name), "{reason}");
     }
     let wat = r#"(module (memory (export "memory") 1)
         (func (export "chio_deny_reason") (param i32 i32) (result i32) (i32.const 99999))
@@ -189,7 +189,7 @@ fn deny_reasons_longer_than_the_buffer_or_negative_are_named_errors_and_still_de
         GuardVerdict::Deny { reason } => reason,
         GuardVerdict::Allow => panic!("long-reason allowed"),
     };
-    assert!(reason.contains("chio_deny_reason") && reason.contains("99999"), "{reason}");
+    assert!(reason.contains(abi::CHIO_DENY_REASON) && reason.contains("99999"), "{reason}");
 }
 
 /// A guest serving both conventions that inspects what the host left in its memory: the 8 KiB after

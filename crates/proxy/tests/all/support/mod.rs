@@ -19,18 +19,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-/// A guest plugin built for wasm32 (`target/wasm32-unknown-unknown/guest/<crate_name>.wasm`).
+/// A guest plugin built for wasm32 (`helios_plugin_test_support::guest_path`).
 /// Panics, failing the test, when it has not been built.
 pub fn guest_wasm(crate_name: &str) -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("wasm32-unknown-unknown/guest").join(format!("{crate_name}.wasm"));
+    let path = helios_plugin_test_support::guest_path(crate_name);
     assert!(
         path.exists(),
-        "guest plugin {} is missing: run `cargo xtask build-examples` first (or `cargo build -p {} --target wasm32-unknown-unknown --profile guest`)",
+        "guest plugin {} is missing: run `{}` first",
         path.display(),
-        crate_name.replace('_', "-")
+        helios_plugin_test_support::BUILD_GUESTS
     );
     path.canonicalize().expect("canonical guest path")
 }

@@ -5,6 +5,7 @@
 use helios_plugin_fuzz_smoke::{Outcome, TARGETS, corpus, targets};
 
 fn run(target: &str) {
+    let _serial = crate::serial();
     let f = TARGETS.iter().find(|(n, _)| *n == target).map(|(_, f)| *f).expect("a known target");
     let seeds = corpus(target);
     assert!(seeds.len() >= 5, "fuzz/corpus/{target}/ holds {} seeds", seeds.len());
@@ -42,6 +43,7 @@ fn abi_target_over_its_seed_corpus() {
 
 #[test]
 fn the_good_seeds_are_accepted_and_the_hostile_ones_refused() {
+    let _serial = crate::serial();
     let get = |t: &str, n: &str| {
         corpus(t).into_iter().find(|(name, _)| name == n).unwrap_or_else(|| panic!("{t}/{n} missing")).1
     };
@@ -58,6 +60,7 @@ fn the_good_seeds_are_accepted_and_the_hostile_ones_refused() {
 
 #[test]
 fn the_abi_target_runs_hand_written_hostile_modules_without_panicking() {
+    let _serial = crate::serial();
     // The same function the fuzzer drives, on modules whose every call fails in a different way.
     let body = |b: &str| {
         format!(

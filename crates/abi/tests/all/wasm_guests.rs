@@ -1,41 +1,14 @@
-//! Builds real SDK guests for `wasm32-unknown-unknown` (profile `guest`) and reads them back with
-//! `helios_plugin_artefact::ModuleInfo`, the way `helios-plugin inspect` and the host's loader do:
+//! Reads real SDK guests (built once by `cargo xtask build-examples`, found through
+//! `helios_plugin_test_support`) back with `helios_plugin_artefact::ModuleInfo`, the way `helios-plugin inspect` and the host's loader do:
 //! only host imports, the allocator exported once from the SDK rlib, every hook exported, and the
 //! `helios.plugin` entries of several hooks concatenated into one declaration.
-
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 
 use helios_plugin_abi::schema::{Hook, abi};
 use helios_plugin_artefact::ModuleInfo;
 
-const TARGET: &str = "wasm32-unknown-unknown";
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Builds the guests once per test binary and returns the target directory.
-fn built() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = workspace_root();
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "-p", "tool-denylist", "-p", "guest-misbehave", "-p", "guest-every-hook"])
-            .args(["--target", TARGET, "--profile", "guest"])
-            .status()
-            .expect("cargo could not be started");
-        assert!(status.success(), "building the wasm guests failed: {status}");
-        target_dir.join(TARGET).join("guest")
-    })
-}
-
 fn module(crate_name: &str) -> (ModuleInfo, usize) {
-    let path = built().join(format!("{crate_name}.wasm"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let bytes = helios_plugin_test_support::guest(crate_name);
+    let path = helios_plugin_test_support::guest_path(crate_name);
     (ModuleInfo::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())), bytes.len())
 }
 

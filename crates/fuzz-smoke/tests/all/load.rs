@@ -9,34 +9,15 @@
 //! calls are sequential, so the guest's read-add-write never races with itself, even though the two
 //! threads run two instances of each plugin at once. A counter shared by clients would lose updates
 //! under this host (kv_get and kv_set are separate calls); SECURITY.md explains why and what the fix
-//! is. This test is alone in its binary so that nothing else moves the resident set it measures.
+//! is. Every test of this binary holds `serial()`, so nothing else moves the resident set it measures.
 
 use std::{
-    path::PathBuf,
-    process::Command,
     sync::{Arc, Barrier},
     time::Instant,
 };
 
 use helios_plugin_host::{Chain, PluginConfig, Runtime, RuntimeConfig};
 use helios_plugin_schema::{HookContext, PreQueryResult, QueryContext};
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn hostile_sdk() -> Vec<u8> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", "hostile-sdk", "--target", "wasm32-unknown-unknown", "--profile", "guest"])
-        .status()
-        .expect("cargo could not be started");
-    assert!(status.success(), "building hostile-sdk for wasm32 failed: {status}");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("wasm32-unknown-unknown/guest/hostile_sdk.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// Resident set size of this process, from /proc/self/status (kB → bytes).
 fn vm_rss() -> u64 {
@@ -68,9 +49,10 @@ fn counter(rt: &Runtime, plugin: &str, client: &str) -> Option<u64> {
 
 #[test]
 fn two_threads_through_a_chain_of_kv_counters_lose_no_update_and_keep_memory_flat() {
+    let _serial = crate::serial();
     let n = iterations();
     let warmup = (n / 10).clamp(1, 5_000);
-    let wasm = hostile_sdk();
+    let wasm = helios_plugin_test_support::guest("hostile-sdk");
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let a = rt.load(&wasm, PluginConfig::new("counter-a").config("behavior", "count").priority(1)).unwrap();
     let b = rt.load(&wasm, PluginConfig::new("counter-b").config("behavior", "count").priority(2)).unwrap();
