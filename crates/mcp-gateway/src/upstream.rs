@@ -281,7 +281,7 @@ impl Upstream {
         let result = self.request(&method, |p| async move { p.send_request(request).await }).await?;
         Ok(match result {
             model::ServerResult::CustomResult(model::CustomResult(v)) => v,
-            other => serde_json::to_value(&other).unwrap_or_default(),
+            other => serde_json::to_value(other).unwrap_or_default(),
         })
     }
 

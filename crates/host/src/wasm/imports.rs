@@ -77,12 +77,14 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wrap!(abi::ENV_MODULE, abi::SHA256_HEX, sha256_hex, (a: i32, b: i32, c: i32) -> wasmtime::Result<i32>);
     wrap!(abi::CHIO_MODULE, abi::LOG, log, (a: i32, b: i32, c: i32) -> wasmtime::Result<()>);
     wrap!(abi::CHIO_MODULE, abi::GET_CONFIG, get_config, (a: i32, b: i32, c: i32, d: i32) -> wasmtime::Result<i32>);
-    wrap!(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, |caller: &mut Caller<'_, HostState>| -> i64 {
-        caller.data().ctx.clock.now_unix_secs()
-    }, () -> i64);
+    wrap!(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, get_time_unix_secs, () -> i64);
     wrap!(abi::GUARD_HOST_MODULE, abi::BUNDLE_OPEN, bundle_open, (a: i32, b: i32) -> wasmtime::Result<i32>);
     wrap!(abi::GUARD_HOST_MODULE, abi::FETCH_BLOB, fetch_blob, (a: i32, b: i64, c: i32, d: i32) -> wasmtime::Result<i32>);
     Ok(())
+}
+
+fn get_time_unix_secs(caller: &mut Caller<'_, HostState>) -> i64 {
+    caller.data().ctx.clock.now_unix_secs()
 }
 
 /// `bundle-open`: see [`abi::BUNDLE_OPEN`]. A refusal (undeclared, missing, flood) fails the call.
