@@ -141,7 +141,7 @@ impl ShadowGuard {
 
     /// Hands a sampled call to the candidate's worker; never blocks the caller.
     fn offer(&self, request: &GuardRequest, live: &Result<GuardVerdict, helios_plugin_host::PluginError>) {
-        if self.seen.fetch_add(1, Ordering::Relaxed) % self.every != 0 {
+        if !self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every) {
             return;
         }
         let live = shadow_outcome(live.clone());
