@@ -658,6 +658,7 @@ mod tests {
     fn cached_series_count_exactly_and_follow_a_new_epoch() {
         let m = Metrics::new(10);
         let digest = "sha256:0123456789abcdef0123";
+        let no_host_calls = HostCalls::default();
         let call = |fuel| CallEvent {
             plugin: "deny-list",
             digest: Some(digest),
@@ -665,6 +666,7 @@ mod tests {
             duration: Duration::from_micros(3),
             fuel_consumed: fuel,
             failure: None,
+            host_calls: &no_host_calls,
         };
         m.guard_live(digest, 1, 100);
         for _ in 0..3 {
