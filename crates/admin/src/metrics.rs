@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use helios_plugin_host::{CallEvent, PluginObserver, failure_cause};
+use helios_plugin_host::{CallEvent, HostCalls, PluginObserver, failure_cause};
 use prometheus_client::encoding::text::encode_registry;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::Counter;
@@ -244,7 +244,7 @@ impl Metrics {
             guard_host_call_duration: h(
                 &mut r,
                 "chio_guard_host_call_duration_seconds",
-                "Duration of host functions called by guards, by host function",
+                "Duration of host functions called by guards, by guard, epoch and host function",
             ),
             guard_module_bytes: g(&mut r, "chio_guard_module_bytes", "Size of each live guard module"),
             guard_reload: c(&mut r, "chio_guard_reload", "Guard reloads by guard and outcome"),
@@ -366,10 +366,24 @@ impl Metrics {
         }
     }
 
-    /// A host function a guard called, and how long it took.
-    pub fn guard_host_call(&self, digest: &str, host_function: &str, duration: Duration) {
-        let labels = vec![("guard", prefix(digest).to_string()), ("host_function", host_function.to_string())];
-        self.guard_host_call_duration.with(&self.shared, labels, |h| h.observe(duration.as_secs_f64()));
+    /// The host functions one guard call used: `calls` observations of `host_function` whose sum
+    /// is the time spent in it. The host accumulates per call (count and total, no per-import
+    /// allocation), so each observation is that call's mean for the function: `_count` and `_sum`
+    /// are exact, the buckets see per-call means.
+    fn guard_host_calls(&self, guard: &str, epoch: &str, host_calls: &HostCalls) {
+        for (function, t) in host_calls.iter() {
+            let labels = vec![
+                ("guard", guard.to_string()),
+                ("epoch", epoch.to_string()),
+                ("host_function", function.to_string()),
+            ];
+            let mean = t.total.as_secs_f64() / f64::from(t.calls);
+            self.guard_host_call_duration.with(&self.shared, labels, |h| {
+                for _ in 0..t.calls {
+                    h.observe(mean);
+                }
+            });
+        }
     }
 
     /// A reload attempt of a guard: `applied`, `canary_failed`, `rolled_back` or `refused`.
@@ -501,6 +515,9 @@ impl Metrics {
         {
             let guard = prefix(digest).to_string();
             let epoch = self.epoch(&guard);
+            if !e.host_calls.is_empty() {
+                self.guard_host_calls(&guard, &epoch, e.host_calls);
+            }
             let labels = vec![("guard", guard), ("epoch", epoch)];
             s.guard_duration = self.guard_eval_duration.get(&self.shared, labels.clone());
             if e.fuel_consumed.is_some() {
@@ -641,6 +658,7 @@ mod tests {
     fn cached_series_count_exactly_and_follow_a_new_epoch() {
         let m = Metrics::new(10);
         let digest = "sha256:0123456789abcdef0123";
+        let no_host_calls = HostCalls::default();
         let call = |fuel| CallEvent {
             plugin: "deny-list",
             digest: Some(digest),
@@ -648,6 +666,7 @@ mod tests {
             duration: Duration::from_micros(3),
             fuel_consumed: fuel,
             failure: None,
+            host_calls: &no_host_calls,
         };
         m.guard_live(digest, 1, 100);
         for _ in 0..3 {

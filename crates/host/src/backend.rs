@@ -85,6 +85,11 @@ pub trait BackendInstance: Send {
     fn put_scratch(&mut self, buf: Vec<u8>) {
         drop(buf);
     }
+    /// The host functions the last call used, when the backend times them (only while the
+    /// runtime has an observer). Default: `None`.
+    fn host_calls(&self) -> Option<&crate::HostCalls> {
+        None
+    }
 }
 
 /// Everything the host binds to a plugin at load, shared by its instances: who it is, its config,

@@ -56,11 +56,15 @@ impl Plugin {
         let _span = tracing::debug_span!("plugin_call", plugin = %self.ctx.name, export = what).entered();
         let started = self.ctx.observer.as_ref().map(|_| std::time::Instant::now());
         let mut fuel = None;
+        let mut host_calls = crate::HostCalls::default();
         let result = self.pool.checkout(|| self.backend.instantiate(&self.ctx)).and_then(|mut pooled| {
             pooled.instance.arm();
             let r = f(&mut *pooled.instance);
             if started.is_some() {
                 fuel = pooled.instance.fuel_consumed();
+                if let Some(h) = pooled.instance.host_calls() {
+                    host_calls = *h;
+                }
             }
             let dropped = pooled.instance.dropped_logs();
             if dropped > 0 {
@@ -83,6 +87,7 @@ impl Plugin {
                 duration: started.elapsed(),
                 fuel_consumed: fuel,
                 failure: result.as_ref().err(),
+                host_calls: &host_calls,
             });
         }
         result.map_err(|kind| {

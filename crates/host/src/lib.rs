@@ -59,7 +59,7 @@ pub use call::EvalTrace;
 pub use chain::{CallObserver, Chain, PreQueryOutcome, RouteOutcome};
 pub use error::{FailureKind, LoadError, PluginError};
 pub use http_chain::HttpOutcome;
-pub use observe::{CallEvent, PluginObserver, failure_cause};
+pub use observe::{CallEvent, HOST_FUNCTIONS, HostCallTime, HostCalls, PluginObserver, failure_cause};
 pub use plugin::{InstanceMode, OnError, Plugin, PluginConfig, PluginStats};
 pub use reload::{
     Answered, CANARY_FIXTURE_COUNT, CanaryCorpus, CanaryFailure, CanaryMismatch, DebouncedReload, HotPlugin,

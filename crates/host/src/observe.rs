@@ -3,9 +3,89 @@
 //! which plugin ran which export, for how long, how much fuel it burned and how it failed, if it
 //! did. Metrics exporters implement it; with no observer nothing is timed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use helios_plugin_schema::abi;
 
 use crate::FailureKind;
+
+/// The host functions a call's [`HostCalls`] times, in slot order (the import's field name, as
+/// chio's `host_function` label says it).
+pub const HOST_FUNCTIONS: [&str; HOST_FUNCTION_COUNT] = [
+    abi::KV_GET,
+    abi::KV_SET,
+    abi::KV_DELETE,
+    abi::KV_ADD,
+    abi::KV_CAS,
+    abi::SHA256_HEX,
+    abi::LOG,
+    abi::GET_CONFIG,
+    abi::GET_TIME_UNIX_SECS,
+    abi::BUNDLE_OPEN,
+    abi::FETCH_BLOB,
+];
+const HOST_FUNCTION_COUNT: usize = 11;
+
+/// One host function's share of one call: how often the guest called it and the time spent in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCallTime {
+    pub calls: u32,
+    pub total: Duration,
+}
+
+/// Per-host-function accumulators of one call: a fixed array in the store's data, so timing a
+/// host import allocates nothing. Timed only when the runtime has an observer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    slots: [HostCallTime; HOST_FUNCTION_COUNT],
+}
+
+impl HostCalls {
+    /// The host functions called during the call, with their counts and total time.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, HostCallTime)> + '_ {
+        HOST_FUNCTIONS.iter().zip(self.slots.iter()).filter(|(_, t)| t.calls > 0).map(|(f, t)| (*f, *t))
+    }
+
+    /// Whether no host function was called.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(|t| t.calls == 0)
+    }
+
+    /// Adds one call of host function `slot` (an index into [`HOST_FUNCTIONS`]) that started at `since`.
+    pub(crate) fn record(&mut self, slot: usize, since: Instant) {
+        if let Some(t) = self.slots.get_mut(slot) {
+            t.calls += 1;
+            t.total += since.elapsed();
+        }
+    }
+
+    /// The slot of a host function by its field name.
+    pub(crate) const fn slot(name: &str) -> usize {
+        let mut i = 0;
+        while i < HOST_FUNCTION_COUNT {
+            if const_eq(HOST_FUNCTIONS[i], name) {
+                return i;
+            }
+            i += 1;
+        }
+        panic!("not a timed host function")
+    }
+}
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// One finished call, as the host saw it.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +102,9 @@ pub struct CallEvent<'a> {
     pub fuel_consumed: Option<u64>,
     /// Why the call failed, or `None` when it returned a result.
     pub failure: Option<&'a FailureKind>,
+    /// The host functions the guest called during the call, with counts and time (empty for a
+    /// backend that does not time its imports).
+    pub host_calls: &'a HostCalls,
 }
 
 /// Told about every call of every plugin of a runtime. Called on the calling thread right after

@@ -41,6 +41,9 @@ use helios_plugin_schema::limits::{
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+/// Reload triggers (file change, SIGHUP, admin request) less than this apart become one reload.
+/// Default: 250 ms.
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 /// Largest JSON-RPC message accepted from an agent (a stdio line or an HTTP body). Default: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 /// How long a forwarded call may take upstream before the agent gets an error. Default: 30 s.
@@ -125,6 +128,27 @@ pub struct WasmGuardEntry {
     /// `redact_keys`; an extension of chio's entry). Each must be a key of `config`.
     #[serde(default)]
     pub redact_keys: Vec<String>,
+    /// A candidate version run beside this guard on sampled real tool calls, compared and never
+    /// applied; `/plugins` shows its agreement rate and `POST /plugins/<name>/promote` applies it
+    /// through the canary (an extension of chio's entry).
+    pub shadow: Option<ShadowEntry>,
+}
+
+/// A guard entry's `shadow` candidate.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowEntry {
+    /// The candidate's `.wasm`; its own `guard-manifest.yaml` (found walking up) names the same
+    /// guard and is verified like the live one's. Relative to the config file.
+    pub path: PathBuf,
+    /// Share of the live guard's calls the candidate also runs on, in (0, 1]: one call in
+    /// `round(1 / sample_rate)`. Default: 1 (every call).
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: f64,
+}
+
+fn default_sample_rate() -> f64 {
+    1.0
 }
 
 fn default_fuel() -> u64 {
@@ -202,6 +226,8 @@ pub struct GatewaySection {
     pub guard_queue_timeout_ms: Option<u64>,
     /// See [`DEFAULT_RELOAD_POLL`] (milliseconds; 0 = no watching, SIGHUP still reloads).
     pub reload_poll_ms: Option<u64>,
+    /// See [`DEFAULT_RELOAD_DEBOUNCE`] (milliseconds).
+    pub reload_debounce_ms: Option<u64>,
     /// Append every guard decision as a JSON line to this file (besides the `tracing` log).
     pub decision_log: Option<PathBuf>,
     /// Scopes granted to each agent (by its MCP client name); guards see them as `scopes`.
@@ -294,6 +320,15 @@ impl GatewayConfig {
                 ));
             }
             g.path = dir.join(&g.path);
+            if let Some(shadow) = &mut g.shadow {
+                if shadow.path.as_os_str().is_empty() {
+                    return Err(field(entry, "shadow.path", "is empty".into()));
+                }
+                if !(shadow.sample_rate > 0.0 && shadow.sample_rate <= 1.0) {
+                    return Err(field(entry, "shadow.sample_rate", format!("{} is not in (0, 1]", shadow.sample_rate)));
+                }
+                shadow.path = dir.join(&shadow.path);
+            }
             guards.push(g);
         }
         let mut upstreams = Vec::with_capacity(doc.upstreams.len());
@@ -380,6 +415,9 @@ impl GatewayConfig {
     }
     pub fn reload_poll(&self) -> Duration {
         self.gateway.reload_poll_ms.map(Duration::from_millis).unwrap_or(DEFAULT_RELOAD_POLL)
+    }
+    pub fn reload_debounce(&self) -> Duration {
+        self.gateway.reload_debounce_ms.map(Duration::from_millis).unwrap_or(DEFAULT_RELOAD_DEBOUNCE)
     }
 }
 

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use helios_plugin_artefact::{Blocklist, TrustRoot, VerifyOptions};
@@ -30,7 +31,7 @@ pub struct GuardLoadError {
 }
 
 /// One loaded guard and what it was loaded from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadedGuard {
     pub plugin: Arc<Plugin>,
     pub advisory: bool,
@@ -42,8 +43,131 @@ pub struct LoadedGuard {
     /// Config keys introspection hides.
     pub redact_keys: Vec<String>,
     pub manifest: PathBuf,
-    /// Files whose change triggers a reload: the manifest, the module, its sidecar.
+    /// The canary corpus a new version of this guard must pass: `canary/` beside the manifest
+    /// (for a promoted shadow candidate: the corpus of the guard it replaced).
+    pub canary: PathBuf,
+    /// The shadow candidate running beside it, if its entry names one.
+    pub shadow: Option<Arc<ShadowGuard>>,
+    /// Files whose change triggers a reload: the manifest, the module, its sidecar (and the
+    /// shadow candidate's).
     watched: Vec<PathBuf>,
+}
+
+/// A guard entry's `shadow` candidate: verified and loaded exactly like the live guard, run on a
+/// sample of the live guard's real tool calls on its own thread (never on the call's path), its
+/// verdicts compared with the live ones and never applied. Counters start at zero with each set
+/// a reload builds.
+pub struct ShadowGuard {
+    pub plugin: Arc<Plugin>,
+    /// Lowercase hex SHA-256 of the candidate module.
+    pub digest: String,
+    pub version: String,
+    pub signer: Option<String>,
+    pub manifest: PathBuf,
+    /// Compare one call in `every`.
+    every: u64,
+    seen: AtomicU64,
+    compared: Arc<AtomicU64>,
+    divergences: Arc<AtomicU64>,
+    skipped: AtomicU64,
+    jobs: std::sync::mpsc::SyncSender<(Box<GuardRequest>, String)>,
+}
+
+impl std::fmt::Debug for ShadowGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowGuard").field("digest", &self.digest).field("every", &self.every).finish_non_exhaustive()
+    }
+}
+
+/// A shadow candidate's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShadowCounts {
+    /// Live calls the candidate was run on and compared.
+    pub compared: u64,
+    /// Of those, calls where its verdict (or failure) differed from the live guard's.
+    pub divergences: u64,
+    /// Sampled calls dropped because the candidate's worker was behind.
+    pub skipped: u64,
+    /// `(compared - divergences) / compared`; `None` before the first comparison.
+    pub agreement_rate: Option<f64>,
+}
+
+/// Divergences logged in full; after that one in a hundred.
+const SHADOW_LOGGED: u64 = 10;
+
+impl ShadowGuard {
+    fn start(guard: &str, loaded: LoadedGuard, sample_rate: f64) -> Result<ShadowGuard, String> {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<(Box<GuardRequest>, String)>(256);
+        let compared = Arc::new(AtomicU64::new(0));
+        let divergences = Arc::new(AtomicU64::new(0));
+        let (plugin, c, d, name, digest) =
+            (loaded.plugin.clone(), compared.clone(), divergences.clone(), guard.to_string(), loaded.digest.clone());
+        // Ends when the set holding the candidate is dropped (the sender goes with it).
+        std::thread::Builder::new()
+            .name(format!("shadow-{guard}"))
+            .spawn(move || {
+                for (request, live) in rx {
+                    let candidate = shadow_outcome(plugin.try_evaluate(&request));
+                    c.fetch_add(1, Ordering::Relaxed);
+                    if candidate != live {
+                        let n = d.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n <= SHADOW_LOGGED || n % 100 == 0 {
+                            tracing::warn!(
+                                guard = %name, shadow = &digest[..16], divergences = n, tool = %request.tool_name,
+                                agent = %request.agent_id, live = %live, candidate = %candidate,
+                                "shadow candidate diverged from the live guard"
+                            );
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("field shadow: cannot start the shadow worker: {e}"))?;
+        let every = (1.0 / sample_rate).round().max(1.0) as u64;
+        tracing::info!(guard, shadow = &loaded.digest[..16], every, "shadow candidate running");
+        Ok(ShadowGuard {
+            plugin: loaded.plugin,
+            digest: loaded.digest,
+            version: loaded.version,
+            signer: loaded.signer,
+            manifest: loaded.manifest,
+            every,
+            seen: AtomicU64::new(0),
+            compared,
+            divergences,
+            skipped: AtomicU64::new(0),
+            jobs,
+        })
+    }
+
+    /// Hands a sampled call to the candidate's worker; never blocks the caller.
+    fn offer(&self, request: &GuardRequest, live: &Result<GuardVerdict, helios_plugin_host::PluginError>) {
+        if !self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every) {
+            return;
+        }
+        let live = shadow_outcome(live.clone());
+        if self.jobs.try_send((Box::new(request.clone()), live)).is_err() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn counts(&self) -> ShadowCounts {
+        let compared = self.compared.load(Ordering::Relaxed);
+        let divergences = self.divergences.load(Ordering::Relaxed);
+        ShadowCounts {
+            compared,
+            divergences,
+            skipped: self.skipped.load(Ordering::Relaxed),
+            agreement_rate: (compared > 0).then(|| (compared - divergences) as f64 / compared as f64),
+        }
+    }
+}
+
+/// What a guard did on one call, in the form live and shadow are compared in.
+fn shadow_outcome(r: Result<GuardVerdict, helios_plugin_host::PluginError>) -> String {
+    match r {
+        Ok(v) => serde_json::to_string(&v).unwrap_or_default(),
+        Err(e) => format!("error: {}", e.kind),
+    }
 }
 
 /// How one guard decided on one call.
@@ -118,6 +242,9 @@ impl GuardSet {
             let t = Instant::now();
             let result = g.plugin.try_evaluate(request);
             let duration_us = t.elapsed().as_micros() as u64;
+            if let Some(shadow) = &g.shadow {
+                shadow.offer(request, &result);
+            }
             let (verdict, reason, stop) = match result {
                 Ok(GuardVerdict::Allow) => (Outcome::Allow, None, None),
                 Ok(GuardVerdict::Deny { reason }) => (Outcome::Deny, Some(reason.clone()), Some(reason)),
@@ -169,6 +296,8 @@ pub struct Guards {
     listeners: Arc<RwLock<Vec<Arc<dyn ReloadListener>>>>,
     /// The set the last reload replaced, for a rollback.
     previous: Arc<RwLock<Option<Arc<GuardSet>>>>,
+    /// Serialises reloads and promotions.
+    swap: Arc<Mutex<()>>,
 }
 
 impl Guards {
@@ -181,6 +310,7 @@ impl Guards {
             reloads: Arc::default(),
             listeners: Arc::default(),
             previous: Arc::default(),
+            swap: Arc::default(),
         })
     }
 
@@ -202,9 +332,74 @@ impl Guards {
     /// Re-reads the config file's `wasm_guards` and swaps in the new set if every guard verifies
     /// and loads; otherwise the old set keeps serving and the error is returned.
     pub fn reload(&self, config_path: &Path) -> Result<Arc<GuardSet>, ReloadError> {
+        let _swap = self.swap.lock().unwrap_or_else(|e| e.into_inner());
         let built = GatewayConfig::load(config_path)
             .map_err(|e| ReloadError(e.to_string()))
             .and_then(|config| build_set(&self.runtime, &config).map_err(|e| ReloadError(e.to_string())));
+        self.install(built)
+    }
+
+    /// Makes guard `name`'s shadow candidate its live version, through the same path as a reload
+    /// (the canary of the guard's corpus, then the swap and the watchdog). The other guards, and
+    /// their shadows, stay as they are. chio.yaml is not changed: the next reload reads it again,
+    /// so point the entry's `path` at the candidate to keep it.
+    pub fn promote(&self, name: &str) -> Result<Arc<GuardSet>, ReloadError> {
+        let _swap = self.swap.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current();
+        let promoted = old
+            .guards
+            .iter()
+            .find(|g| g.plugin.name() == name)
+            .ok_or_else(|| ReloadError(format!("promote: no guard named \"{name}\"")))
+            .and_then(|g| {
+                g.shadow.clone().map(|s| (g, s)).ok_or_else(|| {
+                    ReloadError(format!("promote: guard \"{name}\" has no shadow candidate (its entry names none)"))
+                })
+            })
+            .map(|(g, s)| {
+                let counts = s.counts();
+                tracing::info!(
+                    guard = name,
+                    from = &g.digest[..16],
+                    to = &s.digest[..16],
+                    compared = counts.compared,
+                    divergences = counts.divergences,
+                    "promoting the shadow candidate"
+                );
+                let guards = old
+                    .guards
+                    .iter()
+                    .map(|o| {
+                        if o.plugin.name() != name {
+                            return o.clone();
+                        }
+                        LoadedGuard {
+                            plugin: s.plugin.clone(),
+                            advisory: o.advisory,
+                            digest: s.digest.clone(),
+                            version: s.version.clone(),
+                            signer: s.signer.clone(),
+                            redact_keys: o.redact_keys.clone(),
+                            manifest: s.manifest.clone(),
+                            canary: o.canary.clone(),
+                            shadow: None,
+                            watched: o.watched.clone(),
+                        }
+                    })
+                    .collect();
+                GuardSet { guards, fingerprint: old.fingerprint.clone() }
+            });
+        let set = self.install(promoted)?;
+        tracing::warn!(
+            guard = name,
+            "shadow candidate promoted; the next reload reads chio.yaml again: point the entry's path at the candidate to keep it"
+        );
+        Ok(set)
+    }
+
+    /// Asks every listener (the canary) about `built`, then swaps it in and tells them. On any
+    /// error the old set keeps serving.
+    fn install(&self, built: Result<GuardSet, ReloadError>) -> Result<Arc<GuardSet>, ReloadError> {
         let checked = built.and_then(|set| {
             let old = self.current();
             for l in self.listeners.read().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -263,8 +458,9 @@ impl Guards {
     }
 
     /// Checks the config file and every guard file every `poll`; when something changed and then
-    /// stayed unchanged for one more poll (a writer finished), reloads. Runs until the process ends.
-    pub fn watch(&self, config_path: PathBuf, poll: Duration) {
+    /// stayed unchanged for one more poll (a writer finished), calls `changed` (the gateway's
+    /// [`Reloader`](crate::ops::Reloader) trigger). Runs until the process ends.
+    pub fn watch(&self, config_path: PathBuf, poll: Duration, changed: impl Fn() + Send + 'static) {
         let guards = self.clone();
         let spawned = std::thread::Builder::new().name("guard-watch".into()).spawn(move || {
             let mut seen = guards.current().fingerprint.clone().with_config(&config_path);
@@ -280,11 +476,7 @@ impl Guards {
                 }
                 if pending {
                     pending = false;
-                    match guards.reload(&config_path) {
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "guard reload failed; the previous guards keep serving"),
-                    }
-                    seen = guards.current().fingerprint.rescan().with_config(&config_path);
+                    changed();
                 }
             }
         });
@@ -355,7 +547,16 @@ fn build_set(runtime: &Runtime, config: &GatewayConfig) -> Result<GuardSet, Guar
             max_module_bytes: entry.max_module_size,
             allow_unsigned: config.gateway.allow_unsigned,
         };
-        loaded.push(load_guard(runtime, entry, &opts).map_err(err)?);
+        let mut guard = load_guard(runtime, entry, &entry.path, &opts).map_err(err)?;
+        if let Some(shadow) = &entry.shadow {
+            // The candidate passes every check the live guard passed: manifest, signature,
+            // blocklist, size, SHA-256, name; it runs under the entry's limits and config.
+            let candidate = load_guard(runtime, entry, &shadow.path, &opts)
+                .map_err(|m| err(format!("shadow {}: {m}", shadow.path.display())))?;
+            guard.watched.extend(candidate.watched.iter().cloned());
+            guard.shadow = Some(Arc::new(ShadowGuard::start(&entry.name, candidate, shadow.sample_rate).map_err(err)?));
+        }
+        loaded.push(guard);
     }
     // Chain orders by priority, then by position (config order); keep our metadata in that order.
     let chain = Chain::new(loaded.iter().map(|g| g.plugin.clone()).collect());
@@ -375,8 +576,12 @@ pub fn find_manifest(wasm: &Path) -> Option<PathBuf> {
     start.ancestors().map(|d| d.join(GUARD_MANIFEST_FILE)).find(|m| m.is_file())
 }
 
-fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -> Result<LoadedGuard, String> {
-    let path = &entry.path;
+fn load_guard(
+    runtime: &Runtime,
+    entry: &WasmGuardEntry,
+    path: &Path,
+    opts: &VerifyOptions,
+) -> Result<LoadedGuard, String> {
     let manifest = find_manifest(path).ok_or_else(|| {
         format!(
             "no {GUARD_MANIFEST_FILE} in {} or any directory above it (field path)",
@@ -424,6 +629,8 @@ fn load_guard(runtime: &Runtime, entry: &WasmGuardEntry, opts: &VerifyOptions) -
         signer: verified.signer.as_ref().map(|s| s.label.clone()),
         redact_keys: entry.redact_keys.clone(),
         watched: vec![manifest.clone(), named, sidecar],
+        canary: manifest.parent().unwrap_or(Path::new(".")).join("canary"),
+        shadow: None,
         manifest,
     })
 }

@@ -49,6 +49,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let max = built.config.max_request_bytes();
     helios_mcp_gateway::run::start_reloaders(
         built.gateway.decider().guards(),
+        &built.reloader,
         args.config.clone(),
         built.config.reload_poll(),
     )?;

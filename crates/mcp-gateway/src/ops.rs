@@ -6,9 +6,11 @@
 //! listens to reloads (module sizes, epochs, `chio_guard_reload_total`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use helios_plugin_admin::{AdminControl, GuardOutcome, Metrics, PluginMeta, PluginView};
+use helios_plugin_admin::{AdminControl, GuardOutcome, Metrics, PluginMeta, PluginView, ShadowView};
+use helios_plugin_host::DebouncedReload;
 
 use crate::guards::{Decision, DecisionObserver, GuardSet, Guards, Outcome, ReloadError, ReloadListener};
 
@@ -62,11 +64,118 @@ impl ReloadListener for GuardMetrics {
     }
 }
 
+/// How long an admin reload request waits for the reload that covers it.
+const ADMIN_RELOAD_WAIT: Duration = Duration::from_secs(120);
+
+/// The gateway's one way to reload its guards. A change of a guard file or the config, SIGHUP and
+/// the admin's `POST /reload` are all triggers of one [`DebouncedReload`]: triggers that arrive
+/// within the quiet period of each other become one [`Guards::reload`] (which runs the canary and
+/// the other reload listeners). An admin request waits for the reload that covers it and answers
+/// with its result.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    shared: Arc<ReloadShared>,
+    debounce: Arc<DebouncedReload>,
+}
+
+#[derive(Debug, Default)]
+struct ReloadShared {
+    state: Mutex<ReloadState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ReloadState {
+    /// Triggers so far (each gets this number as its ticket).
+    triggered: u64,
+    /// The highest ticket the last finished reload covered.
+    covered: u64,
+    /// Reloads attempted (applied or refused).
+    attempts: u64,
+    last: Option<Result<serde_json::Value, String>>,
+}
+
+impl Reloader {
+    /// Starts the reload worker; triggers coalesce when less than `quiet` apart.
+    pub fn new(guards: Guards, config_path: PathBuf, quiet: Duration) -> std::io::Result<Reloader> {
+        let shared = Arc::new(ReloadShared::default());
+        let worker = shared.clone();
+        let debounce = DebouncedReload::new(quiet, move |reasons| {
+            let covers = worker.state.lock().unwrap_or_else(|e| e.into_inner()).triggered;
+            let span = tracing::info_span!("guard_reload", triggers = reasons.len());
+            let _in = span.enter();
+            let result = guards.reload(&config_path).map(|set| summary(&guards, &set)).map_err(|e| e.to_string());
+            match &result {
+                Ok(_) => tracing::info!(
+                    triggers = reasons.len(),
+                    reasons = %reasons.join(","),
+                    epoch = guards.reload_count(),
+                    "guard reload attempt: {} triggers coalesced into one reload; applied",
+                    reasons.len()
+                ),
+                Err(e) => tracing::error!(
+                    triggers = reasons.len(),
+                    reasons = %reasons.join(","),
+                    error = %e,
+                    "guard reload attempt: {} triggers coalesced into one reload; guard reload failed, the previous guards keep serving",
+                    reasons.len()
+                ),
+            }
+            let mut st = worker.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.covered = st.covered.max(covers);
+            st.attempts += 1;
+            st.last = Some(result);
+            worker.done.notify_all();
+        })?;
+        Ok(Reloader { shared, debounce: Arc::new(debounce) })
+    }
+
+    /// One trigger (`"file changed"`, `"sighup"`, `"admin"`); returns its ticket.
+    pub fn trigger(&self, reason: &str) -> u64 {
+        let ticket = {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.triggered += 1;
+            st.triggered
+        };
+        self.debounce.trigger(reason);
+        ticket
+    }
+
+    /// Triggers and waits (blocking) for the reload that covers this trigger; its result.
+    pub fn request(&self, reason: &str) -> Result<serde_json::Value, String> {
+        let ticket = self.trigger(reason);
+        let deadline = std::time::Instant::now() + ADMIN_RELOAD_WAIT;
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.covered < ticket {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(format!("the reload did not finish within {} s", ADMIN_RELOAD_WAIT.as_secs()));
+            }
+            st = self.shared.done.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        st.last.clone().unwrap_or_else(|| Err("no reload ran".into()))
+    }
+
+    /// Reloads attempted so far (each may have coalesced many triggers).
+    pub fn attempts(&self) -> u64 {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).attempts
+    }
+}
+
+fn summary(guards: &Guards, set: &GuardSet) -> serde_json::Value {
+    let list: Vec<_> = set
+        .guards()
+        .iter()
+        .map(|g| serde_json::json!({"name": g.plugin.name(), "digest": format!("sha256:{}", g.digest)}))
+        .collect();
+    serde_json::json!({"reloaded": true, "epoch": guards.reload_count(), "guards": list})
+}
+
 /// The gateway behind the admin listener.
 #[derive(Debug, Clone)]
 pub struct GatewayAdmin {
     pub guards: Guards,
-    pub config_path: PathBuf,
+    pub reloader: Reloader,
 }
 
 impl AdminControl for GatewayAdmin {
@@ -80,7 +189,15 @@ impl AdminControl for GatewayAdmin {
                     version: Some(g.version.clone()),
                     signer: g.signer.clone(),
                     redact_keys: g.redact_keys.clone(),
-                    shadow: None,
+                    shadow: g.shadow.as_ref().map(|s| {
+                        let c = s.counts();
+                        ShadowView {
+                            digest: format!("sha256:{}", s.digest),
+                            compared: c.compared,
+                            divergences: c.divergences,
+                            agreement_rate: c.agreement_rate,
+                        }
+                    }),
                 };
                 PluginView::of(&g.plugin, &meta)
             })
@@ -89,13 +206,14 @@ impl AdminControl for GatewayAdmin {
     }
 
     fn reload(&self) -> Result<serde_json::Value, String> {
-        let set = self.guards.reload(&self.config_path).map_err(|e| e.to_string())?;
-        let guards: Vec<_> = set
-            .guards()
-            .iter()
-            .map(|g| serde_json::json!({"name": g.plugin.name(), "digest": format!("sha256:{}", g.digest)}))
-            .collect();
-        Ok(serde_json::json!({"reloaded": true, "epoch": self.guards.reload_count(), "guards": guards}))
+        self.reloader.request("admin")
+    }
+
+    fn promote(&self, name: &str) -> Result<serde_json::Value, String> {
+        let set = self.guards.promote(name).map_err(|e| e.to_string())?;
+        let mut answer = summary(&self.guards, &set);
+        answer["promoted"] = serde_json::Value::String(name.to_string());
+        Ok(answer)
     }
 }
 
@@ -122,9 +240,10 @@ struct Watch {
     traces: std::collections::VecDeque<helios_plugin_host::reload::EvalTrace>,
 }
 
-/// Where a guard's canary corpus lives: `canary/` beside its manifest.
+/// Where a guard's canary corpus lives: `canary/` beside its manifest (a promoted shadow
+/// candidate keeps the corpus of the guard it replaces).
 pub fn canary_dir(g: &crate::guards::LoadedGuard) -> PathBuf {
-    g.manifest.parent().unwrap_or(std::path::Path::new(".")).join("canary")
+    g.canary.clone()
 }
 
 impl ReloadSafety {

@@ -28,6 +28,8 @@ pub struct Built {
     pub metrics: Option<Arc<helios_plugin_admin::Metrics>>,
     /// Where the admin listener listens, when `gateway.admin` is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// Every reload goes through it (file change, SIGHUP, admin request): see [`start_reloaders`].
+    pub reloader: crate::ops::Reloader,
 }
 
 /// Reads the config, verifies and loads every guard, and connects every upstream. Each failure
@@ -73,12 +75,13 @@ pub async fn build(config_path: &Path, extra_observers: Vec<Arc<dyn DecisionObse
         .map(|(id, target)| Upstream::new(id.clone(), target.clone(), config.connect_timeout(), config.call_timeout()))
         .collect();
     let gateway = Gateway::new(upstreams, decider, config.gateway.agent_scopes.clone());
+    let reloader =
+        crate::ops::Reloader::new(gateway.decider().guards().clone(), config_path.into(), config.reload_debounce())
+            .map_err(|e| anyhow::anyhow!("cannot start the reload worker: {e}"))?;
     let admin_addr = match (&config.gateway.admin, &metrics) {
         (Some(admin), Some(m)) => {
-            let control = crate::ops::GatewayAdmin {
-                guards: gateway.decider().guards().clone(),
-                config_path: config_path.into(),
-            };
+            let control =
+                crate::ops::GatewayAdmin { guards: gateway.decider().guards().clone(), reloader: reloader.clone() };
             let addr = helios_plugin_admin::AdminServer::spawn(admin, m.clone(), Arc::new(control))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: gateway.admin: {e}", config.file.display()))?;
@@ -94,27 +97,29 @@ pub async fn build(config_path: &Path, extra_observers: Vec<Arc<dyn DecisionObse
         tools = tools.len(),
         "gateway ready"
     );
-    Ok(Built { gateway, config, metrics, admin_addr })
+    Ok(Built { gateway, config, metrics, admin_addr, reloader })
 }
 
-/// Reloads the guards on SIGHUP and, unless `reload_poll_ms` is 0, when a guard file or the config
-/// changes.
-pub fn start_reloaders(guards: &Guards, config_path: PathBuf, poll: std::time::Duration) -> anyhow::Result<()> {
+/// Triggers a reload on SIGHUP and, unless `reload_poll_ms` is 0, when a guard file or the config
+/// changes. Both go through `reloader`, so they coalesce with each other and with admin requests.
+pub fn start_reloaders(
+    guards: &Guards,
+    reloader: &crate::ops::Reloader,
+    config_path: PathBuf,
+    poll: std::time::Duration,
+) -> anyhow::Result<()> {
     if !poll.is_zero() {
-        guards.watch(config_path.clone(), poll);
+        let r = reloader.clone();
+        guards.watch(config_path, poll, move || {
+            r.trigger("file changed");
+        });
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let guards = guards.clone();
+    let reloader = reloader.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            let (g, p) = (guards.clone(), config_path.clone());
-            match tokio::task::spawn_blocking(move || g.reload(&p)).await {
-                Ok(Ok(_)) => tracing::info!("SIGHUP: guards reloaded"),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "SIGHUP: guard reload failed; the previous guards keep serving")
-                }
-                Err(e) => tracing::error!(error = %e, "SIGHUP: guard reload did not finish"),
-            }
+            tracing::info!("SIGHUP: guard reload requested");
+            reloader.trigger("sighup");
         }
     });
     Ok(())

@@ -510,6 +510,45 @@ impl ServerHandler for Gateway {
         Ok(())
     }
 
+    /// A request method the gateway does not interpret goes to the upstreams in config order; the
+    /// first one that does not answer "method not found" answers it, untouched.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, McpError> {
+        let mut last = None;
+        for u in &self.inner.upstreams {
+            match u.custom(request.method.clone(), request.params.clone()).await {
+                Ok(v) => return Ok(rmcp::model::CustomResult(v)),
+                Err(UpstreamError::Mcp { error, .. }) if error.code == rmcp::model::ErrorCode::METHOD_NOT_FOUND => {
+                    last = Some(error);
+                }
+                Err(e) => return Err(upstream_err(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            McpError::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("{}: no upstream serves this method", request.method),
+                None,
+            )
+        }))
+    }
+
+    /// A notification the gateway does not interpret goes to every upstream, untouched.
+    async fn on_custom_notification(
+        &self,
+        notification: rmcp::model::CustomNotification,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        for u in &self.inner.upstreams {
+            if let Err(e) = u.notify_custom(notification.method.clone(), notification.params.clone()).await {
+                tracing::debug!(upstream = %u.id, method = %notification.method, error = %e, "notification not forwarded");
+            }
+        }
+    }
+
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,

@@ -87,6 +87,17 @@ impl ClientHandler for Relay {
             let _ = peer.notify_prompt_list_changed().await;
         }
     }
+    /// A notification the gateway does not interpret reaches every agent session untouched.
+    async fn on_custom_notification(
+        &self,
+        notification: model::CustomNotification,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        for peer in self.sessions.peers() {
+            let n = model::CustomNotification::new(notification.method.clone(), notification.params.clone());
+            let _ = peer.send_notification(model::ServerNotification::CustomNotification(n)).await;
+        }
+    }
 }
 
 /// One upstream server and its (re-established on demand) connection.
@@ -256,6 +267,28 @@ impl Upstream {
             p.unsubscribe(model::UnsubscribeRequestParams::new(uri)).await
         })
         .await
+    }
+
+    /// A request the gateway does not interpret, sent as it came (method and params); the result as
+    /// the upstream sent it (a result rmcp reads as one of its typed results is written back
+    /// from that type).
+    pub async fn custom(
+        &self,
+        method: String,
+        params: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let request = model::ClientRequest::CustomRequest(model::CustomRequest::new(method.clone(), params));
+        let result = self.request(&method, |p| async move { p.send_request(request).await }).await?;
+        Ok(match result {
+            model::ServerResult::CustomResult(model::CustomResult(v)) => v,
+            other => serde_json::to_value(other).unwrap_or_default(),
+        })
+    }
+
+    /// A notification the gateway does not interpret, sent as it came (if connected).
+    pub async fn notify_custom(&self, method: String, params: Option<serde_json::Value>) -> Result<(), UpstreamError> {
+        let n = model::ClientNotification::CustomNotification(model::CustomNotification::new(method.clone(), params));
+        self.request(&method, |p| async move { p.send_notification(n).await }).await
     }
 
     /// Stops the connection (and the child process).

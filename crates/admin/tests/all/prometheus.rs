@@ -11,7 +11,7 @@ use helios_plugin_admin::{AdminConfig, GuardOutcome, pre_query_kind};
 use helios_plugin_host::schema::{GuardRequest, GuardVerdict, QueryContext};
 use helios_plugin_host::{Chain, PluginError};
 
-use crate::support::{ALLOW, BLOCKER, Control, DENY, Host, TRAP, digest, free_port, http};
+use crate::support::{ALLOW, BLOCKER, CHATTY, Control, DENY, Host, TRAP, digest, free_port, http};
 
 struct Server(Child);
 
@@ -22,8 +22,16 @@ impl Drop for Server {
     }
 }
 
-/// Runs the known sequence: allow-all ×3, deny-all ×2, a trapping guard ×1, blocker (pre_query) ×4.
-fn known_sequence(host: &Host) -> (String, String, String) {
+/// Runs the known sequence: allow-all ×3, deny-all ×2, a trapping guard ×1, chatty ×3 (each call:
+/// two `log`, one `get_config`), blocker (pre_query) ×4. Returns the digest prefixes of allow-all,
+/// deny-all, trapper and chatty.
+fn known_sequence(host: &Host) -> (String, String, String, String) {
+    let chatty = host.guard("chatty", CHATTY);
+    host.metrics.guard_live(&digest(&chatty), 3, chatty.module_info().unwrap().size);
+    let req = GuardRequest { tool_name: "read_file".into(), ..Default::default() };
+    for _ in 0..3 {
+        assert_eq!(chatty.try_evaluate(&req).unwrap(), GuardVerdict::Allow);
+    }
     let allow = host.guard("allow-all", ALLOW);
     let deny = host.guard("deny-all", DENY);
     let trap = host.guard("trapper", TRAP);
@@ -61,7 +69,8 @@ fn known_sequence(host: &Host) -> (String, String, String) {
     host.metrics.proxy_error("42501");
     host.metrics.proxy_error("42P01");
     host.metrics.proxy_error("08006");
-    (digest(&allow)[..16].to_string(), digest(&deny)[..16].to_string(), digest(&trap)[..16].to_string())
+    let prefix = |p: &helios_plugin_host::Plugin| digest(p)[..16].to_string();
+    (prefix(&allow), prefix(&deny), prefix(&trap), prefix(&chatty))
 }
 
 #[test]
@@ -85,7 +94,7 @@ fn promtool_accepts_the_scrape() {
 #[test]
 fn prometheus_scrapes_the_expected_series_after_a_known_call_sequence() {
     let host = Host::new(100);
-    let (allow, deny, trap) = known_sequence(&host);
+    let (allow, deny, trap, chatty) = known_sequence(&host);
     let admin = host
         .admin(
             AdminConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
@@ -160,7 +169,18 @@ fn prometheus_scrapes_the_expected_series_after_a_known_call_sequence() {
     assert_eq!(one("helios_plugin_calls_total{plugin=\"blocker\",export=\"pre_query\"}"), 4.0);
     assert_eq!(one("helios_plugin_results_total{plugin=\"blocker\",hook=\"pre_query\",kind=\"block\"}"), 4.0);
     assert_eq!(one("helios_plugin_failures_total{plugin=\"trapper\",cause=\"trap\"}"), 1.0);
-    assert_eq!(one("sum(helios_plugin_calls_total)"), 10.0);
+    assert_eq!(one("sum(helios_plugin_calls_total)"), 13.0);
+    // Host functions: chatty's 3 calls made 6 `log` and 3 `get_config` calls; no other guard
+    // called any, so no other series exists.
+    let host_calls = |f: &str| {
+        format!("chio_guard_host_call_duration_seconds_count{{guard=\"{chatty}\",epoch=\"3\",host_function=\"{f}\"}}")
+    };
+    assert_eq!(one(&host_calls("log")), 6.0);
+    assert_eq!(one(&host_calls("get_config")), 3.0);
+    assert!(
+        one(&format!("chio_guard_host_call_duration_seconds_sum{{guard=\"{chatty}\",host_function=\"log\"}}")) > 0.0
+    );
+    assert_eq!(one("count(chio_guard_host_call_duration_seconds_count)"), 2.0, "only chatty called host functions");
     assert_eq!(one("helios_plugin_call_duration_seconds_count{plugin=\"deny-all\"}"), 2.0);
     assert_eq!(one("helios_proxy_errors_total{class=\"42\"}"), 2.0);
     assert_eq!(one("helios_proxy_errors_total{class=\"08\"}"), 1.0);

@@ -18,6 +18,18 @@ pub const DENY: &str = r#"(module (memory (export "memory") 1)
 /// Traps on every call.
 pub const TRAP: &str = r#"(module (memory (export "memory") 1)
     (func (export "evaluate") (param i32 i32) (result i32) unreachable))"#;
+/// Allows every call after two `chio.log` lines and one `chio.get_config` lookup.
+pub const CHATTY: &str = r#"(module
+    (import "chio" "log" (func $log (param i32 i32 i32)))
+    (import "chio" "get_config" (func $cfg (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 100) "evaluating")
+    (data (i32.const 200) "mode")
+    (func (export "evaluate") (param i32 i32) (result i32)
+      (call $log (i32.const 2) (i32.const 100) (i32.const 10))
+      (drop (call $cfg (i32.const 200) (i32.const 4) (i32.const 300) (i32.const 64)))
+      (call $log (i32.const 1) (i32.const 100) (i32.const 10))
+      (i32.const 0)))"#;
 /// A pre_query hook that blocks every statement.
 pub const BLOCKER: &str = r#"(module (memory (export "memory") 1)
     (data (i32.const 1024) "{\"kind\":\"block\",\"reason\":\"no\"}")

@@ -7,6 +7,7 @@
 //! call fails. Nothing a guest passes can make the host panic or touch another plugin's data.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use helios_plugin_schema::{abi, limits};
 use sha2::{Digest, Sha256};
@@ -14,6 +15,7 @@ use wasmtime::{Caller, Linker};
 
 use super::{memory::checked_range, state::HostState};
 use crate::{
+    HostCalls,
     error::ImportFault,
     services::{KvError, Level},
 };
@@ -49,26 +51,45 @@ fn range(import: &'static str, what: &str, size: usize, ptr: i32, len: i32) -> w
 }
 
 /// Adds the import surface to a linker. Called once per runtime.
+///
+/// Every import is wrapped (`wrap!`): when the runtime has an observer, the time spent in it is
+/// added to its slot of the store's [`HostCalls`] (no allocation); without one the cost is one
+/// branch.
 pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(abi::ENV_MODULE, abi::KV_GET, kv_get)?;
-    linker.func_wrap(abi::ENV_MODULE, abi::KV_SET, kv_set)?;
-    linker.func_wrap(abi::ENV_MODULE, abi::KV_DELETE, kv_delete)?;
-    linker.func_wrap(abi::ENV_MODULE, abi::KV_ADD, kv_add)?;
-    linker.func_wrap(abi::ENV_MODULE, abi::KV_CAS, kv_cas)?;
-    linker.func_wrap(abi::ENV_MODULE, abi::SHA256_HEX, sha256_hex)?;
-    linker.func_wrap(abi::CHIO_MODULE, abi::LOG, log)?;
-    linker.func_wrap(abi::CHIO_MODULE, abi::GET_CONFIG, get_config)?;
-    linker.func_wrap(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, |caller: Caller<'_, HostState>| -> i64 {
-        caller.data().ctx.clock.now_unix_secs()
-    })?;
-    linker.func_wrap(abi::GUARD_HOST_MODULE, abi::BUNDLE_OPEN, bundle_open)?;
-    linker.func_wrap(abi::GUARD_HOST_MODULE, abi::FETCH_BLOB, fetch_blob)?;
+    macro_rules! wrap {
+        ($module:expr, $name:expr, $f:expr, ($($a:ident: $t:ty),*) -> $r:ty) => {{
+            const SLOT: usize = HostCalls::slot($name);
+            linker.func_wrap($module, $name, move |mut caller: Caller<'_, HostState>, $($a: $t),*| -> $r {
+                let since = caller.data().time_host_calls.then(Instant::now);
+                let r = $f(&mut caller, $($a),*);
+                if let Some(since) = since {
+                    caller.data_mut().host_calls.record(SLOT, since);
+                }
+                r
+            })?;
+        }};
+    }
+    wrap!(abi::ENV_MODULE, abi::KV_GET, kv_get, (a: i32, b: i32, c: i32, d: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::ENV_MODULE, abi::KV_SET, kv_set, (a: i32, b: i32, c: i32, d: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::ENV_MODULE, abi::KV_DELETE, kv_delete, (a: i32, b: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::ENV_MODULE, abi::KV_ADD, kv_add, (a: i32, b: i32, c: i64, d: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::ENV_MODULE, abi::KV_CAS, kv_cas, (a: i32, b: i32, c: i32, d: i32, e: i32, f: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::ENV_MODULE, abi::SHA256_HEX, sha256_hex, (a: i32, b: i32, c: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::CHIO_MODULE, abi::LOG, log, (a: i32, b: i32, c: i32) -> wasmtime::Result<()>);
+    wrap!(abi::CHIO_MODULE, abi::GET_CONFIG, get_config, (a: i32, b: i32, c: i32, d: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::CHIO_MODULE, abi::GET_TIME_UNIX_SECS, get_time_unix_secs, () -> i64);
+    wrap!(abi::GUARD_HOST_MODULE, abi::BUNDLE_OPEN, bundle_open, (a: i32, b: i32) -> wasmtime::Result<i32>);
+    wrap!(abi::GUARD_HOST_MODULE, abi::FETCH_BLOB, fetch_blob, (a: i32, b: i64, c: i32, d: i32) -> wasmtime::Result<i32>);
     Ok(())
 }
 
+fn get_time_unix_secs(caller: &mut Caller<'_, HostState>) -> i64 {
+    caller.data().ctx.clock.now_unix_secs()
+}
+
 /// `bundle-open`: see [`abi::BUNDLE_OPEN`]. A refusal (undeclared, missing, flood) fails the call.
-fn bundle_open(mut caller: Caller<'_, HostState>, ip: i32, il: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, BUNDLE_OPEN)?;
+fn bundle_open(caller: &mut Caller<'_, HostState>, ip: i32, il: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, BUNDLE_OPEN)?;
     let r = range(BUNDLE_OPEN, "id", mem.len(), ip, il)?;
     let id = String::from_utf8_lossy(&mem[r]);
     state.bundles.open(&state.ctx, &id).map_err(|e| fault(BUNDLE_OPEN, e))?;
@@ -76,8 +97,14 @@ fn bundle_open(mut caller: Caller<'_, HostState>, ip: i32, il: i32) -> wasmtime:
 }
 
 /// `fetch-blob`: see [`abi::FETCH_BLOB`]. The whole `len`-byte output range must lie in memory.
-fn fetch_blob(mut caller: Caller<'_, HostState>, handle: i32, offset: i64, len: i32, op: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, FETCH_BLOB)?;
+fn fetch_blob(
+    caller: &mut Caller<'_, HostState>,
+    handle: i32,
+    offset: i64,
+    len: i32,
+    op: i32,
+) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, FETCH_BLOB)?;
     let or = range(FETCH_BLOB, "output buffer", mem.len(), op, len)?;
     if len as u32 > limits::BUNDLE_READ_MAX_BYTES {
         return Ok(abi::BLOB_OVER_CAP);
@@ -94,8 +121,8 @@ fn fetch_blob(mut caller: Caller<'_, HostState>, handle: i32, offset: i64, len: 
     }
 }
 
-fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, KV_GET)?;
+fn kv_get(caller: &mut Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, KV_GET)?;
     let kr = range(KV_GET, "key", mem.len(), kp, kl)?;
     let vr = range(KV_GET, "value buffer", mem.len(), vp, vmax)?;
     if kr.len() > limits::KV_MAX_KEY_BYTES {
@@ -125,8 +152,8 @@ fn kv_get(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vmax: i3
     Ok(rc)
 }
 
-fn kv_set(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, KV_SET)?;
+fn kv_set(caller: &mut Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, KV_SET)?;
     let kr = range(KV_SET, "key", mem.len(), kp, kl)?;
     let vr = range(KV_SET, "value", mem.len(), vp, vl)?;
     if kr.len() > limits::KV_MAX_KEY_BYTES || vr.len() > limits::KV_MAX_VALUE_BYTES {
@@ -142,8 +169,8 @@ fn kv_set(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32)
     }
 }
 
-fn kv_delete(mut caller: Caller<'_, HostState>, kp: i32, kl: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, KV_DELETE)?;
+fn kv_delete(caller: &mut Caller<'_, HostState>, kp: i32, kl: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, KV_DELETE)?;
     let kr = range(KV_DELETE, "key", mem.len(), kp, kl)?;
     if kr.len() <= limits::KV_MAX_KEY_BYTES
         && let Err(e) = state.ctx.kv.delete(&state.ctx.name, &mem[kr])
@@ -171,8 +198,8 @@ fn atomic_refusal(state: &HostState, import: &'static str, e: &KvError) -> i32 {
 }
 
 /// `env.kv_add`: see [`abi::KV_ADD`]. Reads the key, writes 8 bytes at `out_ptr` only on success.
-fn kv_add(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, delta: i64, op: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, KV_ADD)?;
+fn kv_add(caller: &mut Caller<'_, HostState>, kp: i32, kl: i32, delta: i64, op: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, KV_ADD)?;
     let kr = range(KV_ADD, "key", mem.len(), kp, kl)?;
     let or = range(KV_ADD, "output", mem.len(), op, 8)?;
     if kr.len() > limits::KV_MAX_KEY_BYTES {
@@ -189,7 +216,7 @@ fn kv_add(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, delta: i64, op: i
 
 /// `env.kv_cas`: see [`abi::KV_CAS`]. Only reads guest memory.
 fn kv_cas(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     kp: i32,
     kl: i32,
     ep: i32,
@@ -197,7 +224,7 @@ fn kv_cas(
     np: i32,
     nl: i32,
 ) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, KV_CAS)?;
+    let (mem, state) = memory(caller, KV_CAS)?;
     let kr = range(KV_CAS, "key", mem.len(), kp, kl)?;
     let er = match el {
         abi::KV_CAS_EXPECT_MISSING => None,
@@ -215,8 +242,8 @@ fn kv_cas(
     }
 }
 
-fn sha256_hex(mut caller: Caller<'_, HostState>, ip: i32, il: i32, op: i32) -> wasmtime::Result<i32> {
-    let (mem, _) = memory(&mut caller, SHA256_HEX)?;
+fn sha256_hex(caller: &mut Caller<'_, HostState>, ip: i32, il: i32, op: i32) -> wasmtime::Result<i32> {
+    let (mem, _) = memory(caller, SHA256_HEX)?;
     let ir = range(SHA256_HEX, "input", mem.len(), ip, il)?;
     let or = range(SHA256_HEX, "output", mem.len(), op, abi::SHA256_HEX_LEN)?;
     let digest = Sha256::digest(&mem[ir]);
@@ -224,8 +251,8 @@ fn sha256_hex(mut caller: Caller<'_, HostState>, ip: i32, il: i32, op: i32) -> w
     Ok(abi::SHA256_HEX_LEN)
 }
 
-fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> wasmtime::Result<()> {
-    let (mem, state) = memory(&mut caller, LOG)?;
+fn log(caller: &mut Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> wasmtime::Result<()> {
+    let (mem, state) = memory(caller, LOG)?;
     let r = range(LOG, "message", mem.len(), ptr, len)?;
     let Some(level) = Level::from_code(level) else {
         return Ok(());
@@ -234,8 +261,8 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> was
     Ok(())
 }
 
-fn get_config(mut caller: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> wasmtime::Result<i32> {
-    let (mem, state) = memory(&mut caller, GET_CONFIG)?;
+fn get_config(caller: &mut Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32) -> wasmtime::Result<i32> {
+    let (mem, state) = memory(caller, GET_CONFIG)?;
     let kr = range(GET_CONFIG, "key", mem.len(), kp, kl)?;
     let vr = range(GET_CONFIG, "value buffer", mem.len(), vp, vl)?;
     let Ok(key) = std::str::from_utf8(&mem[kr]) else {

@@ -302,6 +302,9 @@ impl BackendInstance for WasmInstance {
         let armed_at = self.wasi.then(std::time::Instant::now);
         self.store.data_mut().call = state::CallFacts { armed_at, ..Default::default() };
         self.store.data_mut().bundles.reset();
+        if self.store.data().time_host_calls {
+            self.store.data_mut().host_calls = crate::HostCalls::default();
+        }
     }
 
     fn call_hook(
@@ -348,6 +351,11 @@ impl BackendInstance for WasmInstance {
         if buf.capacity() <= memory::KEPT_INPUT_MAX_BYTES as usize {
             self.store.data_mut().scratch = buf;
         }
+    }
+
+    fn host_calls(&self) -> Option<&crate::HostCalls> {
+        let data = self.store.data();
+        data.time_host_calls.then_some(&data.host_calls)
     }
 
     fn fuel_consumed(&self) -> Option<u64> {

@@ -10,7 +10,7 @@ use std::{
 use helios_plugin_schema::{abi, limits};
 use wasmtime::{Memory, ResourceLimiter};
 
-use crate::{backend::PluginContext, bundle::OpenBundles, error::LimitFault, services::Level};
+use crate::{HostCalls, backend::PluginContext, bundle::OpenBundles, error::LimitFault, services::Level};
 
 /// What happened during one call; reset before each call.
 #[derive(Debug, Default)]
@@ -67,10 +67,14 @@ pub(crate) struct HostState {
     /// The buffer the host encodes each call's JSON input into (kept across calls, see
     /// `BackendInstance::take_scratch`).
     pub scratch: Vec<u8>,
+    /// Time the host imports (the runtime has an observer); the accumulators are reset per call.
+    pub time_host_calls: bool,
+    pub host_calls: HostCalls,
 }
 
 impl HostState {
     pub fn new(ctx: Arc<PluginContext>) -> Self {
+        let time_host_calls = ctx.observer.is_some();
         HostState {
             ctx,
             memory: None,
@@ -78,6 +82,8 @@ impl HostState {
             bundles: OpenBundles::default(),
             wasi: None,
             scratch: Vec::new(),
+            time_host_calls,
+            host_calls: HostCalls::default(),
         }
     }
 }

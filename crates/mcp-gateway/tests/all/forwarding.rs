@@ -133,6 +133,24 @@ impl ServerHandler for Docs {
         self.note(format!("unsubscribe {}", r.uri));
         Ok(())
     }
+    /// `x-docs/shout`: answers with the word in capitals and, first, sends a notification of its
+    /// own (`notifications/x-docs/shouted`). Any other method is not found.
+    async fn on_custom_request(
+        &self,
+        r: CustomRequest,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        if r.method != "x-docs/shout" {
+            return Err(ErrorData::new(ErrorCode::METHOD_NOT_FOUND, r.method, None));
+        }
+        let word = r.params.as_ref().and_then(|p| p["word"].as_str()).unwrap_or_default().to_uppercase();
+        let n = CustomNotification::new("notifications/x-docs/shouted", Some(json!({"word": word})));
+        let _ = cx.peer.send_notification(ServerNotification::CustomNotification(n)).await;
+        Ok(CustomResult(json!({"shouted": word, "nested": {"list": [1, 2, 3], "null": null}})))
+    }
+    async fn on_custom_notification(&self, n: CustomNotification, _: NotificationContext<RoleServer>) {
+        self.note(format!("{} {}", n.method, n.params.unwrap_or_default()));
+    }
 }
 
 async fn serve_docs(asked: Asked) -> String {
@@ -173,6 +191,9 @@ impl ClientHandler for Recorder {
     }
     async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
         let _ = self.tx.send("resources changed".into());
+    }
+    async fn on_custom_notification(&self, n: CustomNotification, _: NotificationContext<RoleClient>) {
+        let _ = self.tx.send(format!("{} {}", n.method, n.params.unwrap_or_default()));
     }
 }
 
@@ -285,4 +306,66 @@ async fn call_with(agent: &RunningService<RoleClient, Recorder>, tool: &str) -> 
             .expect("tools/call answered within 30 s")
             .expect("tools/call");
     (r.is_error == Some(true), text(&r))
+}
+
+/// Methods no MCP revision defines reach the upstreams as they were sent: a request goes to the
+/// first upstream that serves it (the Python SDK server serves `x-helios/echo`, the rmcp one
+/// `x-docs/shout`), a notification to every upstream, and an upstream's own notification to the
+/// agents; a method no upstream serves is "method not found".
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_and_notifications_the_gateway_does_not_interpret_are_forwarded_untouched() {
+    let asked: Asked = Arc::default();
+    let docs = serve_docs(asked.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let seen_log = dir.path().join("seen.jsonl");
+    let cfg = dir.path().join("chio.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstreams:\n{}  - id: docs\n    url: {docs}\ngateway:\n  reload_poll_ms: 0\n",
+            stdio_upstream("files", &seen_log)
+        ),
+    )
+    .unwrap();
+    let gw = HttpGateway::start(&cfg);
+    let (agent, mut rx) = recorder(&gw.url, "agent").await;
+    let custom = |method: &str, params: serde_json::Value| {
+        ClientRequest::CustomRequest(CustomRequest::new(method.to_string(), Some(params)))
+    };
+
+    let params = json!({"word": "hi", "n": 3, "deep": {"a": [true, null, 1.5]}});
+    match agent.send_request(custom("x-helios/echo", params.clone())).await.unwrap() {
+        ServerResult::CustomResult(CustomResult(v)) => {
+            assert_eq!((&v["server"], &v["echoed"]), (&json!("files"), &params), "{v}");
+        }
+        other => panic!("not the upstream's own result: {other:?}"),
+    }
+    let (tool, arguments) = seen(&seen_log).pop().unwrap();
+    assert_eq!((tool.as_str(), arguments), ("x-helios/echo", params), "the Python SDK server got the params untouched");
+
+    match agent.send_request(custom("x-docs/shout", json!({"word": "quiet"}))).await.unwrap() {
+        ServerResult::CustomResult(CustomResult(v)) => {
+            assert_eq!(v, json!({"shouted": "QUIET", "nested": {"list": [1, 2, 3], "null": null}}));
+        }
+        other => panic!("not the upstream's own result: {other:?}"),
+    }
+    expect_all(&mut rx, &["notifications/x-docs/shouted {\"word\":\"QUIET\"}"]).await;
+
+    match agent.send_request(custom("x-nobody/serves-this", json!({}))).await {
+        Err(rmcp::service::ServiceError::McpError(e)) => assert_eq!(e.code, ErrorCode::METHOD_NOT_FOUND, "{e:?}"),
+        other => panic!("expected method not found: {other:?}"),
+    }
+
+    let note = CustomNotification::new("notifications/x-helios/note", Some(json!({"k": "v"})));
+    agent.send_notification(ClientNotification::CustomNotification(note)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let python = seen(&seen_log).iter().any(|(t, a)| t == "notifications/x-helios/note" && a == &json!({"k": "v"}));
+        let rust = asked.lock().unwrap().iter().any(|a| a == "notifications/x-helios/note {\"k\":\"v\"}");
+        if python && rust {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "python {python}, rmcp {rust}: {:?}", asked.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

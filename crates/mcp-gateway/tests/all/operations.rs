@@ -177,3 +177,89 @@ async fn slow_guards_run_off_the_async_worker_and_a_full_queue_denies_instead_of
         v => panic!("a guard past its deadline denies, got {v:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_change_sighups_and_admin_requests_in_a_burst_coalesce_into_exactly_one_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen_log = dir.path().join("seen.jsonl");
+    let key = helios_plugin_artefact::keys::generate_signing_key().unwrap();
+    let path = write_guard(dir.path(), "g", &wat_guard(), &[("deny_substring", "alpha")], Signing::Pinned(&key));
+    std::fs::write(dir.path().join("admin.token"), "t0ken\n").unwrap();
+    let admin = free_port();
+    let cfg = dir.path().join("chio.yaml");
+    // Watching every 50 ms; triggers less than 1.5 s apart coalesce.
+    std::fs::write(
+        &cfg,
+        format!(
+            "wasm_guards:\n  - name: g\n    path: {:?}\nupstreams:\n{}gateway:\n  reload_poll_ms: 50\n  reload_debounce_ms: 1500\n  admin:\n    listen: 127.0.0.1:{admin}\n    token_file: admin.token\n",
+            path.display().to_string(),
+            stdio_upstream("files", &seen_log)
+        ),
+    )
+    .unwrap();
+    let gw = HttpGateway::start(&cfg);
+    let agent = gw.agent("a").await;
+    assert!(call(&agent, "echo", json!({"text": "alpha"})).await.0, "v1 denies alpha");
+
+    // 10 triggers within a few hundred ms: the guard's files change (the watcher's trigger),
+    // 5 SIGHUPs, and 4 admin reload requests at once (each waits for the reload covering it).
+    let v2 = with_marker(wat_guard(), "v2");
+    write_guard(dir.path(), "g", &v2, &[("deny_substring", "beta")], Signing::Pinned(&key));
+    let admins: Vec<_> = (0..4).map(|_| std::thread::spawn(move || admin_post(admin, "/reload", "t0ken"))).collect();
+    for i in 1..=5 {
+        let ok = std::process::Command::new("kill").arg("-HUP").arg(gw.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+        // The kernel folds signals that arrive before the handler ran: send the next once this one is seen.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gw.log().matches("SIGHUP: guard reload requested").count() < i {
+            assert!(Instant::now() < deadline, "SIGHUP {i} not seen:\n{}", gw.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let answers: Vec<(u16, String)> = admins.into_iter().map(|t| t.join().unwrap()).collect();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["epoch"], 1, "every request is answered by the one reload: {body}");
+    }
+    assert!(call(&agent, "echo", json!({"text": "beta"})).await.0, "v2 is live");
+    assert!(!call(&agent, "echo", json!({"text": "alpha"})).await.0, "v1 is gone");
+    // Nothing else is pending: give a straggling trigger a full quiet period to show up.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("guard reload attempt") {
+        assert!(Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = gw.log();
+    let attempts: Vec<&str> = log.lines().filter(|l| l.contains("guard reload attempt")).collect();
+    assert_eq!(attempts.len(), 1, "exactly one reload:\n{log}");
+    assert!(attempts[0].contains("10 triggers coalesced"), "{}", attempts[0]);
+    assert!(attempts[0].contains("file changed") && attempts[0].contains("sighup") && attempts[0].contains("admin"));
+    let (_, metrics) = admin_get(admin, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l == "chio_guard_reload_total{guard=\"g\",outcome=\"applied\"} 1"),
+        "one applied reload:\n{metrics}"
+    );
+}
+
+fn admin_request(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+}
+
+fn admin_post(port: u16, path: &str, token: &str) -> (u16, String) {
+    admin_request(port, "POST", path, Some(token))
+}
+
+fn admin_get(port: u16, path: &str) -> (u16, String) {
+    admin_request(port, "GET", path, None)
+}
