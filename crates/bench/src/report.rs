@@ -132,11 +132,14 @@ impl Report {
                 1e9 / r.2 >= 100_000.0,
             );
         }
-        if let Some(r) = rows.iter().find(|r| r.0.starts_with("the 8 first-party") && !r.2.is_nan()) {
+        // Issue 13's goal for the real chain, as helios-proxy runs it (host facts).
+        if let Some(r) =
+            rows.iter().find(|r| r.0.starts_with("the 8 first-party") && r.0.contains("host facts") && !r.2.is_nan())
+        {
             self.goal(
-                "≥ 100,000 statements/s through the real chain",
+                "≥ 50,000 statements/s through the real chain (corpus mix, host facts)",
                 format!("{} /s", per_sec(r.2)),
-                1e9 / r.2 >= 100_000.0,
+                1e9 / r.2 >= 50_000.0,
             );
         }
         self.json.insert("chains".into(), json!(j));
