@@ -59,6 +59,9 @@ pub struct Shared {
     pub tls: HashMap<String, crate::tls::ServerTls>,
     /// Places for plugin calls (`plugin_workers`).
     pub plugin_slots: tokio::sync::Semaphore,
+    /// Recent cost of a hook call (see [`crate::session::HookCost`]): cheap calls run on the async
+    /// worker, slow ones are moved off it.
+    pub hook_cost: crate::session::HookCost,
     /// Statement facts by text (PostgreSQL's parser), for the hook context.
     pub facts: helios_plugin_facts::cache::FactsCache,
     pub shutdown: watch::Receiver<bool>,
@@ -222,6 +225,7 @@ impl Shared {
             boot_id: prev.map_or_else(random_u32, |p| p.boot_id),
             fence_portal: prev.map_or_else(|| crate::pipeline::fence_portal(random_u32()), |p| p.fence_portal.clone()),
             plugin_slots,
+            hook_cost: crate::session::HookCost::default(),
             facts: helios_plugin_facts::cache::FactsCache::new(FACTS_CACHE_STATEMENTS),
             shutdown,
             next_session: prev.map_or_else(Default::default, |p| p.next_session.clone()),
