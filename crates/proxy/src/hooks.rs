@@ -35,11 +35,21 @@ pub trait StatementHooks: Send + Sync + 'static {
     fn pre_query(&self, ctx: &QueryContext) -> PreQueryDecision;
     fn route(&self, ctx: &QueryContext) -> RouteDecision;
     fn post_query(&self, env: &PostQueryEnvelope);
+    /// The longest one hook call can take, when something enforces it (the plugins' deadlines);
+    /// `None` = unbounded, so calls always run off the async workers. Defaults to `None`.
+    fn bounded_call_time(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 impl StatementHooks for Chain {
     fn is_empty(&self) -> bool {
         self.plugins().is_empty()
+    }
+
+    /// Every plugin call is stopped at its deadline: a chain call ends within their sum.
+    fn bounded_call_time(&self) -> Option<std::time::Duration> {
+        Some(self.plugins().iter().map(|p| p.limits().deadline).sum())
     }
 
     fn has_pre_query(&self) -> bool {

@@ -231,6 +231,9 @@ impl StatementHooks for MeteredChain {
     fn is_empty(&self) -> bool {
         StatementHooks::is_empty(&self.state().chain)
     }
+    fn bounded_call_time(&self) -> Option<std::time::Duration> {
+        StatementHooks::bounded_call_time(&self.state().chain)
+    }
     fn has_pre_query(&self) -> bool {
         StatementHooks::has_pre_query(&self.state().chain)
     }

@@ -826,7 +826,7 @@ impl Session {
             },
         };
         let hooks = &*self.shared.hooks;
-        self.shared.hook_cost.run(|| hooks.post_query(&env));
+        self.shared.hook_cost.run(hooks.bounded_call_time(), || hooks.post_query(&env));
     }
 
     /// `post_query` for a statement that never reached a node.
@@ -843,7 +843,7 @@ impl Session {
             },
         };
         let hooks = &*self.shared.hooks;
-        self.shared.hook_cost.run(|| hooks.post_query(&env));
+        self.shared.hook_cost.run(hooks.bounded_call_time(), || hooks.post_query(&env));
     }
 
     /// Runs a `pre_query` or `route` call off the async workers, on one of `plugin_workers` places
@@ -865,7 +865,7 @@ impl Session {
             }
         };
         let hooks = &*self.shared.hooks;
-        let r = self.shared.hook_cost.run(|| f(hooks));
+        let r = self.shared.hook_cost.run(hooks.bounded_call_time(), || f(hooks));
         drop(permit);
         Ok(r)
     }
@@ -1409,6 +1409,11 @@ fn set_param(params: &mut Vec<(String, String)>, k: &str, v: &str) {
 /// only its own statement.
 pub const INLINE_HOOK_BUDGET: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// Calls run inline only when something bounds them ([`StatementHooks::bounded_call_time`]: the
+/// plugins' deadlines, 100 ms each by default) to at most this: the worst a misbehaving plugin can
+/// do is hold one worker until its deadline once, after which its calls are moved off the worker.
+pub const INLINE_MAX_STALL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The recent cost of the proxy's hook calls: a moving average (1/8 weight) that any call at or
 /// over [`INLINE_HOOK_BUDGET`] raises to its own duration at once, so after one slow call the
 /// following calls run off the worker until the average has come back under the budget.
@@ -1418,17 +1423,50 @@ pub struct HookCost {
 }
 
 impl HookCost {
-    /// Runs `f` inline while recent calls were cheap, else off the async worker; records its cost.
-    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        let budget = INLINE_HOOK_BUDGET.as_nanos() as u64;
+    /// Runs `f` inline while recent calls were cheap and `bound` (the longest a call can take)
+    /// is at most [`INLINE_MAX_STALL`], else off the async worker; records its cost.
+    pub fn run<R>(&self, bound: Option<std::time::Duration>, f: impl FnOnce() -> R) -> R {
         use std::sync::atomic::Ordering;
+        let budget = INLINE_HOOK_BUDGET.as_nanos() as u64;
         let recent = self.recent_ns.load(Ordering::Relaxed);
+        let inline = recent < budget && bound.is_some_and(|b| b <= INLINE_MAX_STALL);
         let start = std::time::Instant::now();
-        let r = if recent < budget { f() } else { off_worker(f) };
+        let r = if inline { f() } else { off_worker(f) };
         let ns = start.elapsed().as_nanos() as u64;
         let next = if ns >= budget { ns.max(recent) } else { recent - recent / 8 + ns / 8 };
         self.recent_ns.store(next, Ordering::Relaxed);
         r
+    }
+
+    /// Whether the next bounded call would run inline.
+    #[cfg(test)]
+    fn inline_now(&self) -> bool {
+        self.recent_ns.load(std::sync::atomic::Ordering::Relaxed) < INLINE_HOOK_BUDGET.as_nanos() as u64
+    }
+}
+
+#[cfg(test)]
+mod hook_cost_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn one_slow_call_moves_the_following_ones_off_the_worker_until_the_average_recovers() {
+        let cost = HookCost::default();
+        let bound = Some(Duration::from_millis(100));
+        assert!(cost.inline_now());
+        cost.run(bound, || ());
+        assert!(cost.inline_now(), "cheap calls stay inline");
+        cost.run(bound, || std::thread::sleep(Duration::from_millis(2)));
+        assert!(!cost.inline_now(), "one slow call is enough to move the next ones");
+        let mut fast_calls = 0;
+        while !cost.inline_now() {
+            cost.run(bound, || ());
+            fast_calls += 1;
+            assert!(fast_calls < 100, "the average never recovered");
+        }
+        // 2 ms decays under 200 µs by 7/8 per cheap call: ~18 calls, never fewer than 17.
+        assert!(fast_calls >= 17, "recovered after {fast_calls} cheap calls");
     }
 }
 
