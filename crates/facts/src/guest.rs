@@ -1,6 +1,6 @@
 //! Guest-side extraction with sqlparser (PostgreSQL dialect), for plugins whose host sends no facts
 //! (a HeliosProxy build). Builds for wasm32. It aims at the facts [`crate::pg`] gives; the crate's
-//! README lists where the two disagree (`tests/differential.rs` finds them).
+//! README lists where the two disagree (`tests/all/differential.rs` finds them).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;

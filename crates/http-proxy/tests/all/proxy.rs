@@ -1,9 +1,7 @@
 //! The HTTP host with real clients (curl, Python httpx) against a real upstream on loopback.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn examples_plugins() -> Value {
     json!([

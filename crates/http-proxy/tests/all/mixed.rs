@@ -3,12 +3,10 @@
 //! verified (signature, blocklist) before they load. Needs the guests built
 //! (`cargo xtask build-examples`; `cargo xtask test` does it first).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 /// Signs `module` (copied to `dir/name`) with a fresh key trusted in `dir/trusted`, as
 /// `helios-plugin sign` does: a `<name>.sig` sidecar binding the bytes to `http-header-wasm` 1.0.0.

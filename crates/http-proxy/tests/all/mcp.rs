@@ -1,10 +1,8 @@
 //! `plugin_introspect` with a real MCP client session (the Python `mcp` SDK): initialize,
 //! tools/list, tools/call, over stdio and over streamable HTTP; redact_keys never leak.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const CLIENT: &str = r#"
 import sys, json, asyncio
