@@ -85,7 +85,7 @@ pub fn state(args: &Args, ctx: &QueryContext) -> Result<Vec<Row>> {
                 std::hint::black_box(p.evaluate_json(*op).ok());
             });
         }
-        let chain_ns = match load_real_chain(&rt)? {
+        let chain_ns = match load_real_chain(&rt, args.guest_dir.as_deref())? {
             Some(plugins) => {
                 let chain = Chain::new(plugins);
                 let errors = chain.post_query(&env);
