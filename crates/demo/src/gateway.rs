@@ -66,7 +66,6 @@ pub fn serve_upstream(id: &str, corpus: &Path) -> Result<()> {
 
 /// Writes the guard (signed by a throw-away key its manifest pins) and `chio.yaml`; returns its path.
 fn write_config(work: &Path, corpus: &Path, calls: &[GuardRequest]) -> Result<std::path::PathBuf> {
-    let root = crate::root();
     let wasm_src = helios_plugin_test_support::guest_path("tool-denylist");
     let wasm = std::fs::read(&wasm_src)
         .with_context(|| format!("reading {} (run `cargo xtask build-examples`)", wasm_src.display()))?;
