@@ -23,7 +23,7 @@ fn sign_and_load(
     config: &str,
     bundles: &[ContentId],
 ) -> Result<std::sync::Arc<helios_plugin_host::Plugin>> {
-    let src = crate::root().join("target/wasm32-unknown-unknown/guest").join(file);
+    let src = helios_plugin_test_support::guest_dir().join(file);
     let wasm =
         std::fs::read(&src).with_context(|| format!("reading {} (run `cargo xtask build-examples`)", src.display()))?;
     let key = keys::generate_signing_key()?;

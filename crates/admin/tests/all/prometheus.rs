@@ -175,8 +175,8 @@ fn prometheus_scrapes_the_expected_series_after_a_known_call_sequence() {
     let host_calls = |f: &str| {
         format!("chio_guard_host_call_duration_seconds_count{{guard=\"{chatty}\",epoch=\"3\",host_function=\"{f}\"}}")
     };
-    assert_eq!(one(&host_calls("log")), 6.0);
-    assert_eq!(one(&host_calls("get_config")), 3.0);
+    assert_eq!(one(&host_calls(helios_plugin_schema::abi::LOG)), 6.0);
+    assert_eq!(one(&host_calls(helios_plugin_schema::abi::GET_CONFIG)), 3.0);
     assert!(
         one(&format!("chio_guard_host_call_duration_seconds_sum{{guard=\"{chatty}\",host_function=\"log\"}}")) > 0.0
     );
