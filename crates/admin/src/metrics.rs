@@ -483,6 +483,14 @@ impl PluginObserver for Metrics {
                 }
             }
         }
+        // Host functions are timed per call (only guards that call any pay this path).
+        if !e.host_calls.is_empty()
+            && e.export == helios_plugin_schema::abi::EVALUATE
+            && let Some(digest) = e.digest
+        {
+            let guard = prefix(digest);
+            self.guard_host_calls(guard, &self.epoch(guard), e.host_calls);
+        }
         if let Some(kind) = e.failure {
             let labels = vec![("plugin", e.plugin.to_string()), ("cause", failure_cause(kind).to_string())];
             self.plugin_failures.with(&self.shared, labels, |c| {
@@ -515,9 +523,6 @@ impl Metrics {
         {
             let guard = prefix(digest).to_string();
             let epoch = self.epoch(&guard);
-            if !e.host_calls.is_empty() {
-                self.guard_host_calls(&guard, &epoch, e.host_calls);
-            }
             let labels = vec![("guard", guard), ("epoch", epoch)];
             s.guard_duration = self.guard_eval_duration.get(&self.shared, labels.clone());
             if e.fuel_consumed.is_some() {
