@@ -1,5 +1,5 @@
-//! Slow plugins cannot stall the proxy: hooks run off the async workers, bounded by
-//! `plugin_workers`; a statement that cannot get a worker within `plugin_wait_timeout_ms` is
+//! Slow plugins cannot stall the proxy: hooks that no deadline bounds run off the async workers
+//! (bounded ones only after a slow call, see `session::HookCost`), bounded by `plugin_workers`; a statement that cannot get a worker within `plugin_wait_timeout_ms` is
 //! refused with an error naming both.
 
 use std::sync::Arc;
