@@ -16,16 +16,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use helios_plugin_host::{CallEvent, HostCalls, PluginObserver, failure_cause};
+use helios_plugin_host::{CallEvent, HOST_FUNCTIONS, PluginObserver, failure_cause};
 use prometheus_client::encoding::text::encode_registry;
-use prometheus_client::metrics::TypedMetric;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry};
 
 /// The warning code of a label set dropped over a family's cap (chio's name).
@@ -36,13 +36,77 @@ pub const DEFAULT_METRIC_CARDINALITY_CAP: usize = 1000;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Duration buckets: 10 µs to ~5 s.
+/// Upper bounds of the duration buckets in nanoseconds: 10 µs × 4^i, 10 µs to ~2.6 s (then `+Inf`).
+const BUCKET_BOUNDS_NS: [u64; 10] = {
+    let mut b = [10_000u64; 10];
+    let mut i = 1;
+    while i < b.len() {
+        b[i] = b[i - 1] * 4;
+        i += 1;
+    }
+    b
+};
+
+/// A duration histogram fed with atomics: an observation is two relaxed `fetch_add`s (its bucket
+/// and the nanosecond sum), no lock. prometheus-client's `Histogram` takes a mutex and scans its
+/// buckets per observation; a pooled call feeds two histograms, and those locks were most of what
+/// metrics cost per call. The count is the sum of the buckets, so `_count` and the `+Inf` bucket
+/// always agree; a scrape concurrent with calls may see `_sum` one observation apart from them.
+#[derive(Debug, Clone, Default)]
+struct Durations(Arc<DurationsInner>);
+
+#[derive(Debug, Default)]
+struct DurationsInner {
+    /// Observations per bucket, not cumulative; the last is `+Inf`.
+    buckets: [AtomicU64; BUCKET_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Durations {
+    fn observe(&self, d: Duration) {
+        self.observe_many(d, 1);
+    }
+
+    /// `n` observations that took `total` together, each counted in the bucket of their mean.
+    fn observe_many(&self, total: Duration, n: u64) {
+        let total_ns = u64::try_from(total.as_nanos()).unwrap_or(u64::MAX);
+        let mean = total_ns / n.max(1);
+        let i = BUCKET_BOUNDS_NS.iter().position(|&b| mean <= b).unwrap_or(BUCKET_BOUNDS_NS.len());
+        self.0.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(total_ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Durations {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Durations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(f64::INFINITY, 0u64); BUCKET_BOUNDS_NS.len() + 1];
+        for (i, slot) in buckets.iter_mut().enumerate() {
+            if let Some(&b) = BUCKET_BOUNDS_NS.get(i) {
+                slot.0 = b as f64 / 1e9;
+            }
+            slot.1 = self.0.buckets[i].load(Ordering::Relaxed);
+        }
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Builds every duration series.
 #[derive(Debug, Clone, Copy)]
 struct Buckets;
 
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(exponential_buckets(0.00001, 4.0, 10))
+impl MetricConstructor<Durations> for Buckets {
+    fn new_metric(&self) -> Durations {
+        Durations::default()
     }
 }
 
@@ -63,7 +127,7 @@ impl<M: Metric + TypedMetric + Default> Capped<M> {
     }
 }
 
-impl Capped<Histogram, Buckets> {
+impl Capped<Durations, Buckets> {
     fn histogram(reg: &mut Registry, name: &'static str, help: &str) -> Self {
         let family = Family::new_with_constructor(Buckets);
         reg.register(name, help, family.clone());
@@ -174,14 +238,14 @@ pub struct Metrics {
     plugin_calls: Capped<Counter>,
     plugin_results: Capped<Counter>,
     plugin_failures: Capped<Counter>,
-    plugin_duration: Capped<Histogram, Buckets>,
+    plugin_duration: Capped<Durations, Buckets>,
     plugin_fuel: Capped<Counter>,
     // chio_guard_*
     guard_verdict: Capped<Counter>,
     guard_deny: Capped<Counter>,
-    guard_eval_duration: Capped<Histogram, Buckets>,
+    guard_eval_duration: Capped<Durations, Buckets>,
     guard_fuel: Capped<Counter>,
-    guard_host_call_duration: Capped<Histogram, Buckets>,
+    guard_host_call_duration: Capped<Durations, Buckets>,
     guard_module_bytes: Capped<Gauge>,
     guard_reload: Capped<Counter>,
     /// Reload generation of each live guard digest prefix (chio's `epoch` label).
@@ -197,7 +261,7 @@ pub struct Metrics {
     proxy_sessions: Capped<Gauge>,
     proxy_sessions_total: Capped<Counter>,
     proxy_pool_waits: Capped<Counter>,
-    proxy_pool_wait_duration: Capped<Histogram, Buckets>,
+    proxy_pool_wait_duration: Capped<Durations, Buckets>,
     proxy_pool_connections: Capped<Gauge>,
     proxy_statements: Capped<Counter>,
     proxy_errors: Capped<Counter>,
@@ -366,24 +430,11 @@ impl Metrics {
         }
     }
 
-    /// The host functions one guard call used: `calls` observations of `host_function` whose sum
-    /// is the time spent in it. The host accumulates per call (count and total, no per-import
-    /// allocation), so each observation is that call's mean for the function: `_count` and `_sum`
-    /// are exact, the buckets see per-call means.
-    fn guard_host_calls(&self, guard: &str, epoch: &str, host_calls: &HostCalls) {
-        for (function, t) in host_calls.iter() {
-            let labels = vec![
-                ("guard", guard.to_string()),
-                ("epoch", epoch.to_string()),
-                ("host_function", function.to_string()),
-            ];
-            let mean = t.total.as_secs_f64() / f64::from(t.calls);
-            self.guard_host_call_duration.with(&self.shared, labels, |h| {
-                for _ in 0..t.calls {
-                    h.observe(mean);
-                }
-            });
-        }
+    /// The series of `chio_guard_host_call_duration_seconds` for one guard, epoch and host function.
+    fn host_call_series(&self, guard: &str, epoch: &str, function: &str) -> Option<Durations> {
+        let labels =
+            vec![("guard", guard.to_string()), ("epoch", epoch.to_string()), ("host_function", function.to_string())];
+        self.guard_host_call_duration.get(&self.shared, labels)
     }
 
     /// A reload attempt of a guard: `applied`, `canary_failed`, `rolled_back` or `refused`.
@@ -417,8 +468,7 @@ impl Metrics {
         self.proxy_pool_waits.with(&self.shared, vec![("node", node.to_string())], |c| {
             c.inc();
         });
-        self.proxy_pool_wait_duration
-            .with(&self.shared, vec![("node", node.to_string())], |h| h.observe(waited.as_secs_f64()));
+        self.proxy_pool_wait_duration.with(&self.shared, vec![("node", node.to_string())], |h| h.observe(waited));
     }
 
     /// The server connections of `node`'s pool: `idle` and `busy`.
@@ -452,7 +502,6 @@ impl PluginObserver for Metrics {
     /// atomic updates once the plugin's series are resolved (the first call of each export resolves
     /// them: label strings, family lookups, the cardinality cap).
     fn call_finished(&self, e: &CallEvent<'_>) {
-        let secs = e.duration.as_secs_f64();
         let generation = self.generation.load(Ordering::Acquire);
         let fresh = |s: &CallSeries| {
             s.export == e.export
@@ -464,7 +513,7 @@ impl PluginObserver for Metrics {
             let cache = self.call_series.read().unwrap_or_else(|e| e.into_inner());
             match cache.get(e.plugin).and_then(|v| v.iter().find(|s| fresh(s))) {
                 Some(s) => {
-                    s.feed(secs, e.fuel_consumed);
+                    s.feed(self, e);
                     true
                 }
                 None => false,
@@ -472,7 +521,7 @@ impl PluginObserver for Metrics {
         };
         if !fed {
             let s = self.resolve_call_series(e, generation);
-            s.feed(secs, e.fuel_consumed);
+            s.feed(self, e);
             let mut cache = self.call_series.write().unwrap_or_else(|e| e.into_inner());
             // Bounded like the families: past the cap, calls of new plugins resolve every time.
             if cache.contains_key(e.plugin) || cache.len() < self.shared.cap {
@@ -482,14 +531,6 @@ impl PluginObserver for Metrics {
                     v.push(s);
                 }
             }
-        }
-        // Host functions are timed per call (only guards that call any pay this path).
-        if !e.host_calls.is_empty()
-            && e.export == helios_plugin_schema::abi::EVALUATE
-            && let Some(digest) = e.digest
-        {
-            let guard = prefix(digest);
-            self.guard_host_calls(guard, &self.epoch(guard), e.host_calls);
         }
         if let Some(kind) = e.failure {
             let labels = vec![("plugin", e.plugin.to_string()), ("cause", failure_cause(kind).to_string())];
@@ -514,6 +555,8 @@ impl Metrics {
             fuel: None,
             guard_duration: None,
             guard_fuel: None,
+            guard: None,
+            host_calls: Default::default(),
         };
         if e.fuel_consumed.is_some() {
             s.fuel = self.plugin_fuel.get(&self.shared, vec![("plugin", plugin)]);
@@ -523,11 +566,12 @@ impl Metrics {
         {
             let guard = prefix(digest).to_string();
             let epoch = self.epoch(&guard);
-            let labels = vec![("guard", guard), ("epoch", epoch)];
+            let labels = vec![("guard", guard.clone()), ("epoch", epoch.clone())];
             s.guard_duration = self.guard_eval_duration.get(&self.shared, labels.clone());
             if e.fuel_consumed.is_some() {
                 s.guard_fuel = self.guard_fuel.get(&self.shared, labels);
             }
+            s.guard = Some((guard, epoch));
         }
         s
     }
@@ -544,26 +588,46 @@ struct CallSeries {
     /// Whether the fuel series were resolved (only once a call reported fuel).
     fuel_resolved: bool,
     calls: Option<Counter>,
-    duration: Option<Histogram>,
+    duration: Option<Durations>,
     fuel: Option<Counter>,
-    guard_duration: Option<Histogram>,
+    guard_duration: Option<Durations>,
     guard_fuel: Option<Counter>,
+    /// A guard's `(guard, epoch)` labels (an `evaluate` export of a module with a digest).
+    guard: Option<(String, String)>,
+    /// Per [`HOST_FUNCTIONS`] slot, `chio_guard_host_call_duration_seconds`, resolved on the
+    /// function's first call.
+    host_calls: [OnceLock<Option<Durations>>; HOST_FUNCTIONS.len()],
 }
 
 impl CallSeries {
-    fn feed(&self, secs: f64, fuel: Option<u64>) {
+    fn feed(&self, metrics: &Metrics, e: &CallEvent<'_>) {
         if let Some(c) = &self.calls {
             c.inc();
         }
         if let Some(h) = &self.duration {
-            h.observe(secs);
+            h.observe(e.duration);
         }
         if let Some(h) = &self.guard_duration {
-            h.observe(secs);
+            h.observe(e.duration);
         }
-        if let Some(fuel) = fuel {
+        if let Some(fuel) = e.fuel_consumed {
             for c in [&self.fuel, &self.guard_fuel].into_iter().flatten() {
                 c.inc_by(fuel);
+            }
+        }
+        // Host functions are timed per call: `calls` observations whose sum is the time spent in
+        // the function. The host accumulates count and total per call (no per-import allocation),
+        // so each observation is that call's mean: `_count` and `_sum` are exact, the buckets see
+        // per-call means. Only guards that call host functions pay this.
+        if let Some((guard, epoch)) = &self.guard
+            && !e.host_calls.is_empty()
+        {
+            for (function, t) in e.host_calls.iter() {
+                let Some(slot) = HOST_FUNCTIONS.iter().position(|f| *f == function) else { continue };
+                let series = self.host_calls[slot].get_or_init(|| metrics.host_call_series(guard, epoch, function));
+                if let Some(h) = series {
+                    h.observe_many(t.total, u64::from(t.calls));
+                }
             }
         }
     }
@@ -640,6 +704,8 @@ fn openmetrics_to_classic(open: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use helios_plugin_host::HostCalls;
+
     use super::*;
 
     #[test]
@@ -655,6 +721,30 @@ mod tests {
         );
         assert!(text.contains("chio_guard_deny_total{guard=\"0123456789abcdef\",epoch=\"0\"} 1\n"), "{text}");
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    }
+
+    /// The lock-free duration histogram renders what prometheus-client's would: cumulative buckets
+    /// ending in `+Inf`, `_count` equal to it, `_sum` exact to the nanosecond.
+    #[test]
+    fn durations_land_in_their_bucket_and_render_cumulatively() {
+        let m = Metrics::new(10);
+        m.proxy_pool_wait("primary", Duration::from_micros(10)); // on the first bound: le 1e-5
+        m.proxy_pool_wait("primary", Duration::from_micros(11)); // le 4e-5
+        m.proxy_pool_wait("primary", Duration::from_millis(1)); // le 0.00256
+        m.proxy_pool_wait("primary", Duration::from_secs(10)); // over the last bound: +Inf only
+        let text = m.render();
+        for line in [
+            "helios_proxy_pool_wait_duration_seconds_bucket{le=\"0.00001\",node=\"primary\"} 1\n",
+            "helios_proxy_pool_wait_duration_seconds_bucket{le=\"0.00004\",node=\"primary\"} 2\n",
+            "helios_proxy_pool_wait_duration_seconds_bucket{le=\"0.00064\",node=\"primary\"} 2\n",
+            "helios_proxy_pool_wait_duration_seconds_bucket{le=\"0.00256\",node=\"primary\"} 3\n",
+            "helios_proxy_pool_wait_duration_seconds_bucket{le=\"2.62144\",node=\"primary\"} 3\n",
+            "helios_proxy_pool_wait_duration_seconds_bucket{le=\"+Inf\",node=\"primary\"} 4\n",
+            "helios_proxy_pool_wait_duration_seconds_count{node=\"primary\"} 4\n",
+            "helios_proxy_pool_wait_duration_seconds_sum{node=\"primary\"} 10.001021\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 
     /// Series are resolved once and then fed through cached handles: the counts stay exact, and a
