@@ -555,6 +555,30 @@ config = { mode = "lenient" }
         assert!(v[0].plugin.signer.is_none());
     }
 
+    /// An entry cannot run a plugin under another plugin's name (and so in its KV namespace); the
+    /// error says both names and where the plugin's own name comes from.
+    #[test]
+    fn an_entry_naming_another_plugin_is_refused_saying_where_its_name_comes_from() {
+        let f = fixture();
+        let path = write_config(
+            &f,
+            "[[plugins]]\nname = \"auditor\"\nsource = \"blocker.tar.gz\"\nverify_with = \"trusted\"\n",
+        );
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(
+            e.contains("plugins[0] (auditor) field name")
+                && e.contains("\"auditor\" differs from the plugin's own name \"blocker\" (from its signed manifest)"),
+            "{e}"
+        );
+        let path =
+            write_config(&f, "[[plugins]]\nname = \"auditor\"\nsource = \"unsigned.tar.gz\"\nallow_unsigned = true\n");
+        let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(
+            e.contains("\"auditor\" differs from the plugin's own name \"blocker\" (from its manifest, or for an unsigned module without one, its file name)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn an_untrusted_signer_or_a_blocklisted_digest_never_loads() {
         let f = fixture();
