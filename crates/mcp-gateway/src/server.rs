@@ -5,23 +5,33 @@
 //! resource they complete), `logging/setLevel`, `resources/subscribe`/`unsubscribe`; and what
 //! upstreams send unasked (log messages, resource updates, list changes) reaches the agent
 //! sessions ([`Sessions`]).
+//!
+//! `subscriptions/listen` (protocol 2026-07-28): the agent's filter is reduced to what the
+//! upstreams advertise — each resource URI goes to the upstream that serves it (as for
+//! `resources/read`) if that upstream supports subscriptions, each `*ListChanged` to every
+//! upstream that advertises it — and the reduced filter is what the agent's acknowledgment
+//! carries. Each agent subscription opens its own listen on each upstream it needs, relays what
+//! arrives there to the agent's stream, and cancels them when the agent cancels or disconnects;
+//! an upstream that ends its listen ends the agent's (with the upstream's cause if it died).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::task::Poll;
 
 use helios_plugin_schema::GuardVerdict;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    Reference, ResultType, ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    Reference, ResultType, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 
 use crate::decide::Decider;
 use crate::request::{CallSite, guard_request};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{ListenEvent, Upstream, UpstreamError, UpstreamListen};
 
 /// Separates a server id from a tool name when names collide.
 pub const PREFIX_SEPARATOR: &str = "__";
@@ -161,6 +171,11 @@ impl Gateway {
     pub async fn connect_all(&self) -> Result<Vec<Tool>, UpstreamError> {
         for u in &self.inner.upstreams {
             u.peer().await?;
+            // What agents on 2026-07-28 can listen to is advertised from the start; an upstream
+            // without that revision still serves everything else.
+            if let Err(e) = u.listen_capabilities().await {
+                tracing::info!(upstream = %u.id, error = %e, "no 2026-07-28 connection: subscriptions/listen is not forwarded to it");
+            }
         }
         self.refresh_tools(true).await
     }
@@ -341,6 +356,166 @@ impl Gateway {
     }
 }
 
+/// Which upstream serves which part of an agent's `subscriptions/listen` filter.
+#[derive(Debug, Clone, Default)]
+struct ListenPlan {
+    /// (upstream index, the part of the filter it serves); only non-empty parts.
+    parts: Vec<(usize, SubscriptionFilter)>,
+    /// Everything some upstream serves: what the agent's acknowledgment carries.
+    accepted: SubscriptionFilter,
+}
+
+fn is_empty(f: &SubscriptionFilter) -> bool {
+    f == &SubscriptionFilter::new()
+}
+
+/// `a` with everything of `b` added.
+fn union(a: &mut SubscriptionFilter, b: &SubscriptionFilter) {
+    for (mine, theirs) in [
+        (&mut a.tools_list_changed, b.tools_list_changed),
+        (&mut a.prompts_list_changed, b.prompts_list_changed),
+        (&mut a.resources_list_changed, b.resources_list_changed),
+    ] {
+        if theirs == Some(true) {
+            *mine = Some(true);
+        }
+    }
+    for uri in b.resource_subscriptions.iter().flatten() {
+        let uris = a.resource_subscriptions.get_or_insert_default();
+        if !uris.contains(uri) {
+            uris.push(uri.clone());
+        }
+    }
+}
+
+impl Gateway {
+    /// Splits `requested` over the upstreams: list changes to every upstream that advertises
+    /// them, each resource URI to its owner if the owner supports subscriptions. What no upstream
+    /// serves is left out.
+    async fn plan_listen(&self, requested: &SubscriptionFilter) -> ListenPlan {
+        let upstreams = &self.inner.upstreams;
+        let mut parts = vec![SubscriptionFilter::new(); upstreams.len()];
+        let mut caps = Vec::with_capacity(upstreams.len());
+        for u in upstreams {
+            caps.push(u.listen_capabilities().await.unwrap_or_else(|e| {
+                tracing::info!(upstream = %u.id, error = %e, "subscriptions/listen: upstream unreachable; left out");
+                ServerCapabilities::default()
+            }));
+        }
+        for (part, caps) in parts.iter_mut().zip(&caps) {
+            let offered = requested.supported_by(caps);
+            part.tools_list_changed = offered.tools_list_changed;
+            part.prompts_list_changed = offered.prompts_list_changed;
+            part.resources_list_changed = offered.resources_list_changed;
+        }
+        for uri in requested.resource_subscriptions.iter().flatten() {
+            match self.resource_owner(uri).await {
+                Some(i) if caps[i].resources.as_ref().is_some_and(|r| r.subscribe == Some(true)) => {
+                    let uris = parts[i].resource_subscriptions.get_or_insert_default();
+                    if !uris.contains(uri) {
+                        uris.push(uri.clone());
+                    }
+                }
+                Some(i) => {
+                    tracing::info!(uri = %uri, upstream = %upstreams[i].id, "subscriptions/listen: the upstream serving this resource does not support subscriptions; left out")
+                }
+                None => tracing::info!(uri = %uri, "subscriptions/listen: no upstream serves this resource; left out"),
+            }
+        }
+        let mut accepted = SubscriptionFilter::new();
+        for p in &parts {
+            union(&mut accepted, p);
+        }
+        let parts = parts.into_iter().enumerate().filter(|(_, p)| !is_empty(p)).collect();
+        ListenPlan { parts, accepted }
+    }
+
+    /// The notifications the upstreams can send: a `list_changed` or resource subscriptions are
+    /// advertised when at least one upstream advertises them, at `initialize` or on the
+    /// connection listens go on (all of them before any upstream answered a handshake).
+    fn forwardable(&self) -> (bool, bool, bool, bool) {
+        let ups = &self.inner.upstreams;
+        let caps: Vec<ServerCapabilities> = ups
+            .iter()
+            .filter_map(Upstream::capabilities)
+            .chain(ups.iter().filter_map(Upstream::known_listen_capabilities))
+            .collect();
+        if caps.is_empty() {
+            return (true, true, true, true);
+        }
+        let any = |f: &dyn Fn(&ServerCapabilities) -> bool| caps.iter().any(f);
+        (
+            any(&|c| c.tools.as_ref().is_some_and(|t| t.list_changed == Some(true))),
+            any(&|c| c.prompts.as_ref().is_some_and(|p| p.list_changed == Some(true))),
+            any(&|c| c.resources.as_ref().is_some_and(|r| r.list_changed == Some(true))),
+            any(&|c| c.resources.as_ref().is_some_and(|r| r.subscribe == Some(true))),
+        )
+    }
+
+    /// Relays one agent subscription: opens the planned upstream listens, forwards what they send
+    /// to the agent's stream until the agent cancels or an upstream ends, then closes them all.
+    async fn relay_listen(&self, context: SubscriptionContext, plan: ListenPlan) -> Result<(), McpError> {
+        let mut open: Vec<UpstreamListen> = Vec::new();
+        for (i, part) in plan.parts {
+            // Only what was acknowledged (an owner found now for a URI left out then stays out).
+            let part = part.intersection(context.accepted());
+            if is_empty(&part) {
+                continue;
+            }
+            let upstream = &self.inner.upstreams[i];
+            match upstream.listen(part).await {
+                Ok(l) => open.push(l),
+                Err(e) => {
+                    for l in open {
+                        l.close().await;
+                    }
+                    return Err(McpError::internal_error(format!("subscriptions/listen: {e}"), None));
+                }
+            }
+        }
+        tracing::info!(upstreams = open.len(), accepted = ?context.accepted(), "agent subscription open");
+        let sink = context.sink().clone();
+        let ended = loop {
+            let next = std::future::poll_fn(|cx| {
+                for l in open.iter_mut() {
+                    if let Poll::Ready(e) = l.poll_event(cx) {
+                        return Poll::Ready((l.upstream().to_string(), e));
+                    }
+                }
+                Poll::Pending
+            });
+            tokio::select! {
+                _ = context.cancelled() => break Ok(()),
+                (upstream, event) = next => match event {
+                    ListenEvent::Notification(n) => match sink.send(n).await {
+                        Ok(()) => {}
+                        Err(SubscriptionSendError::NotificationNotAccepted(what) | SubscriptionSendError::UnsupportedNotification(what)) => {
+                            tracing::debug!(%upstream, what, "an upstream listen sent what the agent did not ask for; dropped");
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the agent's subscription is gone");
+                            break Ok(());
+                        }
+                    },
+                    ListenEvent::Ended(Ok(())) => {
+                        tracing::info!(%upstream, "upstream ended its listen; ending the agent's subscription");
+                        break Ok(());
+                    }
+                    ListenEvent::Ended(Err(e)) => {
+                        tracing::warn!(%upstream, error = %e, "upstream listen failed; ending the agent's subscription");
+                        break Err(McpError::internal_error(format!("subscriptions/listen ended: {e}"), None));
+                    }
+                },
+            }
+        };
+        for l in open {
+            l.close().await;
+        }
+        tracing::info!("agent subscription closed");
+        ended
+    }
+}
+
 fn tool_error(text: String) -> CallToolResponse {
     CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(text)]))
 }
@@ -355,7 +530,7 @@ fn upstream_err(e: UpstreamError) -> McpError {
 impl ServerHandler for Gateway {
     fn get_info(&self) -> ServerConfig {
         #[allow(deprecated)] // logging: agents on revisions before 2026-07-28 use it
-        let capabilities = ServerCapabilities::builder()
+        let mut capabilities = ServerCapabilities::builder()
             .enable_logging()
             .enable_completions()
             .enable_prompts()
@@ -366,6 +541,19 @@ impl ServerHandler for Gateway {
             .enable_tools()
             .enable_tool_list_changed()
             .build();
+        // Only the notifications some upstream can send are advertised.
+        let (tools, prompts, resources, subscribe) = self.forwardable();
+        let flag = |on: bool| on.then_some(true);
+        if let Some(t) = capabilities.tools.as_mut() {
+            t.list_changed = flag(tools);
+        }
+        if let Some(p) = capabilities.prompts.as_mut() {
+            p.list_changed = flag(prompts);
+        }
+        if let Some(r) = capabilities.resources.as_mut() {
+            r.list_changed = flag(resources);
+            r.subscribe = flag(subscribe);
+        }
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("helios-mcp-gateway", env!("CARGO_PKG_VERSION")))
             .with_instructions(
@@ -547,6 +735,26 @@ impl ServerHandler for Gateway {
                 tracing::debug!(upstream = %u.id, method = %notification.method, error = %e, "notification not forwarded");
             }
         }
+    }
+
+    /// What some upstream serves of `requested` ([`Gateway::plan_listen`]). rmcp asks this
+    /// synchronously, while finding a resource's owner may take upstream requests: the plan runs
+    /// with the worker handed off (`block_in_place`), which needs the multi-thread runtime the
+    /// binary runs; on another runtime `subscriptions/listen` is not offered.
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::warn!("subscriptions/listen needs tokio's multi-thread runtime; refused");
+            return None;
+        }
+        Some(tokio::task::block_in_place(|| rt.block_on(self.plan_listen(requested))).accepted)
+    }
+
+    /// Opens the upstream listens for what was acknowledged (the owners found for the
+    /// acknowledgment, looked up again from the now warm catalog) and relays them.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let plan = self.plan_listen(context.accepted()).await;
+        self.relay_listen(context, plan).await
     }
 
     async fn subscribe(

@@ -5,6 +5,7 @@
 mod admin;
 mod config;
 mod forwarding;
+mod listen;
 mod operations;
 mod support;
 mod tool_calls;
