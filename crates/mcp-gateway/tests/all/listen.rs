@@ -1,7 +1,9 @@
 //! `subscriptions/listen` (protocol 2026-07-28) through the gateway: an rmcp agent on the new
 //! protocol listens to a resource; the upstream (an rmcp server written here, on streamable HTTP in
 //! a runtime of its own so the test can kill it) publishes changes; the gateway opens the upstream
-//! listen, relays what it sends, and closes it with the agent's subscription.
+//! listen, relays what it sends, and closes it with the agent's subscription — over HTTP (a
+//! 2026-07-28 connection) and over stdio (the `initialize`d connection; a second gateway is the
+//! stdio upstream).
 
 use std::time::Duration;
 
@@ -264,5 +266,40 @@ async fn an_upstream_that_dies_ends_the_agents_subscription_with_the_cause() {
         Ok(other) => panic!("expected the subscription to end with an error: {other:?}\n{}", gw.log()),
         Err(_) => panic!("the subscription hung after the upstream died\n{}", gw.log()),
     }
+    let _ = agent.cancel().await;
+}
+
+/// A stdio upstream is listened to on its one (`initialize`d) connection. The stdio upstream is
+/// a second gateway (an rmcp server) in front of the feed: agent → gateway (HTTP) → gateway
+/// (stdio child) → feed (HTTP); the cancel travels the same way back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stdio_upstream_is_listened_to_on_its_one_connection() {
+    let mut feed = FeedServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("inner.yaml");
+    std::fs::write(&inner, format!("upstreams:\n  - id: feed\n    url: {}\ngateway:\n  reload_poll_ms: 0\n", feed.url))
+        .unwrap();
+    let cfg = dir.path().join("chio.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "upstreams:\n  - id: inner\n    command: {GATEWAY:?}\n    args: [--config, {:?}]\ngateway:\n  reload_poll_ms: 0\n",
+            inner.display().to_string()
+        ),
+    )
+    .unwrap();
+    let gw = HttpGateway::start(&cfg);
+    let agent = modern_agent(&gw.url).await;
+    let asked = SubscriptionFilter::builder().resource_subscription("feed://news").build();
+    let mut sub = agent.listen(asked.clone()).await.unwrap_or_else(|e| panic!("listen: {e}\n{}", gw.log()));
+    assert_eq!(sub.acknowledged(), &asked);
+    assert!(feed.logged().await.starts_with("listen open"));
+
+    feed.bus.send(Event::Updated("feed://news".into())).unwrap();
+    assert_eq!(describe(next(&mut sub, &gw).await), "updated feed://news");
+
+    sub.cancel().await.unwrap();
+    assert_eq!(feed.logged().await, "listen closed", "{}", gw.log());
+    assert_eq!(feed.bus.receiver_count(), 0);
     let _ = agent.cancel().await;
 }
