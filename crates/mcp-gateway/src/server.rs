@@ -10,8 +10,9 @@
 //! upstreams advertise — each resource URI goes to the upstream that serves it (as for
 //! `resources/read`) if that upstream supports subscriptions, each `*ListChanged` to every
 //! upstream that advertises it — and the reduced filter is what the agent's acknowledgment
-//! carries. Each agent subscription opens its own listen on each upstream it needs, relays what
-//! arrives there to the agent's stream, and cancels them when the agent cancels or disconnects;
+//! carries. Each agent subscription opens its own listen on each upstream it needs (before the
+//! agent's acknowledgment goes out), relays what arrives there to the agent's stream, and cancels
+//! them when the agent cancels or disconnects;
 //! an upstream that ends its listen ends the agent's (with the upstream's cause if it died).
 
 use std::collections::{HashMap, HashSet};
@@ -57,13 +58,19 @@ struct Inner {
     subscriptions: tokio::sync::Mutex<HashMap<String, (usize, usize)>>,
 }
 
-/// One agent session: its peer (for what upstreams send unasked), the log level it asked for
-/// and the resources it subscribed to.
+/// Upstream listens opened for a `subscriptions/listen` before it was acknowledged, by the filter
+/// the agent asked for, until the handler's `listen` takes them.
+type Opened = Vec<(SubscriptionFilter, Result<Vec<UpstreamListen>, McpError>)>;
+
+/// One agent session: its peer (for what upstreams send unasked), the log level it asked for,
+/// the resources it subscribed to, and the upstream listens of a `subscriptions/listen` between
+/// its acknowledgment and its relay.
 #[derive(Debug, Default)]
 pub struct Session {
     peer: OnceLock<Peer<RoleServer>>,
     level: Mutex<Option<u8>>,
     subscribed: Mutex<HashSet<String>>,
+    opened: Mutex<Opened>,
 }
 
 /// The live agent sessions of a gateway, held weakly (a session that ended is skipped and pruned).
@@ -452,18 +459,11 @@ impl Gateway {
         )
     }
 
-    /// Relays one agent subscription: opens the planned upstream listens, forwards what they send
-    /// to the agent's stream until the agent cancels or an upstream ends, then closes them all.
-    async fn relay_listen(&self, context: SubscriptionContext, plan: ListenPlan) -> Result<(), McpError> {
+    /// Opens the planned upstream listens (all or none: a failure closes those already open).
+    async fn open_listens(&self, plan: ListenPlan) -> Result<Vec<UpstreamListen>, McpError> {
         let mut open: Vec<UpstreamListen> = Vec::new();
         for (i, part) in plan.parts {
-            // Only what was acknowledged (an owner found now for a URI left out then stays out).
-            let part = part.intersection(context.accepted());
-            if is_empty(&part) {
-                continue;
-            }
-            let upstream = &self.inner.upstreams[i];
-            match upstream.listen(part).await {
+            match self.inner.upstreams[i].listen(part).await {
                 Ok(l) => open.push(l),
                 Err(e) => {
                     for l in open {
@@ -473,6 +473,12 @@ impl Gateway {
                 }
             }
         }
+        Ok(open)
+    }
+
+    /// Relays one agent subscription: forwards what its upstream listens send to the agent's
+    /// stream until the agent cancels or an upstream ends, then closes them all.
+    async fn relay_listen(&self, context: SubscriptionContext, mut open: Vec<UpstreamListen>) -> Result<(), McpError> {
         tracing::info!(upstreams = open.len(), accepted = ?context.accepted(), "agent subscription open");
         let sink = context.sink().clone();
         let ended = loop {
@@ -737,24 +743,41 @@ impl ServerHandler for Gateway {
         }
     }
 
-    /// What some upstream serves of `requested` ([`Gateway::plan_listen`]). rmcp asks this
-    /// synchronously, while finding a resource's owner may take upstream requests: the plan runs
-    /// with the worker handed off (`block_in_place`), which needs the multi-thread runtime the
-    /// binary runs; on another runtime `subscriptions/listen` is not offered.
+    /// What some upstream serves of `requested` ([`Gateway::plan_listen`]), with the upstream
+    /// listens already open: rmcp acknowledges the agent's subscription right after this returns,
+    /// and an event the upstream sends after that must reach the agent. rmcp asks this
+    /// synchronously, while planning and opening take upstream requests: they run with the worker
+    /// handed off (`block_in_place`), which needs the multi-thread runtime the binary runs; on
+    /// another runtime `subscriptions/listen` is not offered.
     fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
         let rt = tokio::runtime::Handle::try_current().ok()?;
         if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             tracing::warn!("subscriptions/listen needs tokio's multi-thread runtime; refused");
             return None;
         }
-        Some(tokio::task::block_in_place(|| rt.block_on(self.plan_listen(requested))).accepted)
+        let (accepted, opened) = tokio::task::block_in_place(|| {
+            rt.block_on(async {
+                let plan = self.plan_listen(requested).await;
+                let accepted = plan.accepted.clone();
+                (accepted, self.open_listens(plan).await)
+            })
+        });
+        self.session.opened.lock().unwrap_or_else(|e| e.into_inner()).push((requested.clone(), opened));
+        Some(accepted)
     }
 
-    /// Opens the upstream listens for what was acknowledged (the owners found for the
-    /// acknowledgment, looked up again from the now warm catalog) and relays them.
+    /// Relays the upstream listens opened for this subscription (an upstream that could not be
+    /// listened to ends it at once, naming the upstream).
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        let plan = self.plan_listen(context.accepted()).await;
-        self.relay_listen(context, plan).await
+        let opened = {
+            let mut all = self.session.opened.lock().unwrap_or_else(|e| e.into_inner());
+            all.iter().position(|(r, _)| r == context.requested()).map(|i| all.remove(i).1)
+        };
+        let open = match opened {
+            Some(opened) => opened?,
+            None => self.open_listens(self.plan_listen(context.accepted()).await).await?,
+        };
+        self.relay_listen(context, open).await
     }
 
     async fn subscribe(

@@ -3,7 +3,7 @@
 //! a runtime of its own so the test can kill it) publishes changes; the gateway opens the upstream
 //! listen, relays what it sends, and closes it with the agent's subscription — over HTTP (a
 //! 2026-07-28 connection) and over stdio (the `initialize`d connection; a second gateway is the
-//! stdio upstream).
+//! stdio upstream). The `mcp` Python SDK's server is an upstream too (`listen_server.py`).
 
 use std::time::Duration;
 
@@ -302,4 +302,52 @@ async fn a_stdio_upstream_is_listened_to_on_its_one_connection() {
     assert_eq!(feed.logged().await, "listen closed", "{}", gw.log());
     assert_eq!(feed.bus.receiver_count(), 0);
     let _ = agent.cancel().await;
+}
+
+/// The upstream is the `mcp` Python SDK's server on streamable HTTP: the gateway listens to it on
+/// a 2026-07-28 connection, and an update it announces (from a tool call that also goes through
+/// the gateway) reaches the agent as soon as the agent's listen is acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_sdk_upstreams_updates_reach_the_agent() {
+    let port = free_port();
+    let _python = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(fixtures().join("listen_server.py"))
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the listen fixture"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the Python upstream did not listen on {port} within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_for(dir.path(), &format!("http://127.0.0.1:{port}/mcp"));
+    let agent = modern_agent(&gw.url).await;
+    let asked = SubscriptionFilter::builder().resource_subscription("feed://news").build();
+    let mut sub = agent.listen(asked.clone()).await.unwrap_or_else(|e| panic!("listen: {e}\n{}", gw.log()));
+    assert_eq!(sub.acknowledged(), &asked);
+
+    let mut publish = CallToolRequestParams::new("publish");
+    publish.arguments = json!({"uri": "feed://news"}).as_object().cloned();
+    let published = agent.call_tool(publish).await.unwrap_or_else(|e| panic!("tools/call publish: {e}\n{}", gw.log()));
+    assert_eq!(text(&published), "published feed://news");
+    assert_eq!(describe(next(&mut sub, &gw).await), "updated feed://news");
+
+    sub.cancel().await.unwrap();
+    let _ = agent.cancel().await;
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
