@@ -14,6 +14,7 @@
 //! [`Metrics::render`] writes the classic Prometheus text format (0.0.4), which every Prometheus
 //! server and `promtool check metrics` read.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -254,7 +255,7 @@ pub struct Metrics {
     /// resolved again (their `epoch` label may be stale).
     generation: AtomicU64,
     /// Per plugin name, the series its calls feed, resolved once (see [`CallSeries`]).
-    call_series: RwLock<HashMap<String, Vec<CallSeries>>>,
+    call_series: RwLock<HashMap<String, Vec<Arc<CallSeries>>>>,
     /// Per guard digest prefix, the verdict series (see [`VerdictSeries`]).
     verdict_series: RwLock<HashMap<String, VerdictSeries>>,
     // helios_proxy_*
@@ -266,6 +267,41 @@ pub struct Metrics {
     proxy_statements: Capped<Counter>,
     proxy_errors: Capped<Counter>,
     renders: AtomicU64,
+    /// This registry among the process's, for the per-thread caches ([`RECENT_CALLS`]).
+    id: u64,
+}
+
+/// Ids of [`Metrics`] registries: a thread's recent series never mix two registries, even one
+/// dropped and another allocated at its address.
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Entries per thread in [`RECENT_CALLS`] and [`RECENT_VERDICTS`]; the registry's own caches are
+/// behind them.
+const RECENT_PER_THREAD: usize = 8;
+
+/// A series set this thread fed recently.
+struct RecentCall {
+    metrics: u64,
+    plugin: Box<str>,
+    series: Arc<CallSeries>,
+}
+
+/// A verdict's counters this thread fed recently.
+struct RecentVerdict {
+    metrics: u64,
+    guard: Box<str>,
+    generation: u64,
+    outcome: usize,
+    verdict: Option<Counter>,
+    deny: Option<Counter>,
+}
+
+thread_local! {
+    /// The hot path of every call without a lock or a hash: a host calls the same few plugins
+    /// from each worker thread, so a short list compared by name finds them. A stale entry (a new
+    /// epoch) fails the generation check and is replaced.
+    static RECENT_CALLS: RefCell<Vec<RecentCall>> = const { RefCell::new(Vec::new()) };
+    static RECENT_VERDICTS: RefCell<Vec<RecentVerdict>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Default for Metrics {
@@ -315,6 +351,7 @@ impl Metrics {
             epochs: RwLock::default(),
             generation: AtomicU64::new(0),
             call_series: RwLock::default(),
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             verdict_series: RwLock::default(),
             proxy_sessions: g(&mut r, "helios_proxy_sessions", "Client sessions open now"),
             proxy_sessions_total: c(&mut r, "helios_proxy_sessions_opened", "Client sessions opened"),
@@ -382,10 +419,47 @@ impl Metrics {
     }
 
     /// One guard's verdict on one call. The series are resolved once per guard, epoch and
-    /// verdict; after that a verdict is one read lock and one or two atomic increments.
+    /// verdict; after that a verdict is a look at this thread's recent verdicts (no lock, no hash)
+    /// and one or two atomic increments.
     pub fn guard_verdict(&self, digest: &str, outcome: GuardOutcome) {
         let guard = prefix(digest);
         let generation = self.generation.load(Ordering::Acquire);
+        let i = outcome as usize;
+        let hit = RECENT_VERDICTS.with_borrow(|recent| {
+            let r = recent
+                .iter()
+                .find(|r| r.metrics == self.id && r.generation == generation && r.outcome == i && *r.guard == *guard);
+            if let Some(r) = r {
+                for c in [&r.verdict, &r.deny].into_iter().flatten() {
+                    c.inc();
+                }
+            }
+            r.is_some()
+        });
+        if hit {
+            return;
+        }
+        let (verdict, deny) = self.verdict_counters(guard, outcome, generation);
+        for c in [&verdict, &deny].into_iter().flatten() {
+            c.inc();
+        }
+        RECENT_VERDICTS.with_borrow_mut(|recent| {
+            recent.retain(|r| !(r.metrics == self.id && r.outcome == i && *r.guard == *guard));
+            if recent.len() >= RECENT_PER_THREAD {
+                recent.remove(0);
+            }
+            recent.push(RecentVerdict { metrics: self.id, guard: guard.into(), generation, outcome: i, verdict, deny });
+        });
+    }
+
+    /// The verdict counter and, for a deny or a fail-closed error, the deny counter of one guard,
+    /// from the registry's cache or resolved (label strings, family lookups, the cap).
+    fn verdict_counters(
+        &self,
+        guard: &str,
+        outcome: GuardOutcome,
+        generation: u64,
+    ) -> (Option<Counter>, Option<Counter>) {
         let deny = matches!(outcome, GuardOutcome::Deny | GuardOutcome::Error);
         let i = outcome as usize;
         {
@@ -395,13 +469,7 @@ impl Metrics {
                 && let Some(verdict) = &s.verdict[i]
                 && (!deny || s.deny.is_some())
             {
-                if let Some(c) = verdict {
-                    c.inc();
-                }
-                if deny && let Some(Some(c)) = &s.deny {
-                    c.inc();
-                }
-                return;
+                return (verdict.clone(), if deny { s.deny.clone().flatten() } else { None });
             }
         }
         let epoch = self.epoch(guard);
@@ -409,16 +477,11 @@ impl Metrics {
         let verdict = self.guard_verdict.get(&self.shared, labels);
         let deny_series =
             deny.then(|| self.guard_deny.get(&self.shared, vec![("guard", guard.to_string()), ("epoch", epoch)]));
-        if let Some(c) = &verdict {
-            c.inc();
-        }
-        if let Some(Some(c)) = &deny_series {
-            c.inc();
-        }
+        let out = (verdict.clone(), deny_series.clone().flatten());
         let mut cache = self.verdict_series.write().unwrap_or_else(|e| e.into_inner());
         // Bounded like the families: past the cap, verdicts of new guards take this slow path.
         if !cache.contains_key(guard) && cache.len() >= self.shared.cap {
-            return;
+            return out;
         }
         let s = cache.entry(guard.to_string()).or_insert_with(|| VerdictSeries::new(generation));
         if s.generation != generation {
@@ -428,6 +491,7 @@ impl Metrics {
         if let Some(d) = deny_series {
             s.deny = Some(d);
         }
+        out
     }
 
     /// The series of `chio_guard_host_call_duration_seconds` for one guard, epoch and host function.
@@ -498,9 +562,10 @@ impl Metrics {
 }
 
 impl PluginObserver for Metrics {
-    /// Every call of every plugin: a read lock, a short scan of the plugin's exports and a few
-    /// atomic updates once the plugin's series are resolved (the first call of each export resolves
-    /// them: label strings, family lookups, the cardinality cap).
+    /// Every call of every plugin: a look at the series this thread fed recently (a few string
+    /// comparisons, no lock, no hash) and a few atomic updates. A miss takes the registry's cache (a
+    /// read lock and a hash lookup); the first call of each export resolves its series there (label
+    /// strings, family lookups, the cardinality cap).
     fn call_finished(&self, e: &CallEvent<'_>) {
         let generation = self.generation.load(Ordering::Acquire);
         let fresh = |s: &CallSeries| {
@@ -509,28 +574,47 @@ impl PluginObserver for Metrics {
                 && s.generation == generation
                 && (s.fuel_resolved || e.fuel_consumed.is_none())
         };
-        let fed = {
-            let cache = self.call_series.read().unwrap_or_else(|e| e.into_inner());
-            match cache.get(e.plugin).and_then(|v| v.iter().find(|s| fresh(s))) {
-                Some(s) => {
-                    s.feed(self, e);
-                    true
-                }
-                None => false,
+        let fed = RECENT_CALLS.with_borrow(|recent| {
+            let r = recent.iter().find(|r| r.metrics == self.id && *r.plugin == *e.plugin && fresh(&r.series));
+            if let Some(r) = r {
+                r.series.feed(self, e);
             }
-        };
+            r.is_some()
+        });
         if !fed {
-            let s = self.resolve_call_series(e, generation);
-            s.feed(self, e);
-            let mut cache = self.call_series.write().unwrap_or_else(|e| e.into_inner());
-            // Bounded like the families: past the cap, calls of new plugins resolve every time.
-            if cache.contains_key(e.plugin) || cache.len() < self.shared.cap {
-                let v = cache.entry(e.plugin.to_string()).or_default();
-                v.retain(|old| !(old.export == e.export && old.digest.as_deref() == e.digest));
-                if v.len() < 64 {
-                    v.push(s);
+            let cached = {
+                let cache = self.call_series.read().unwrap_or_else(|e| e.into_inner());
+                cache.get(e.plugin).and_then(|v| v.iter().find(|s| fresh(s)).cloned())
+            };
+            let s = match cached {
+                Some(s) => s,
+                None => {
+                    let s = Arc::new(self.resolve_call_series(e, generation));
+                    let mut cache = self.call_series.write().unwrap_or_else(|e| e.into_inner());
+                    // Bounded like the families: past the cap, calls of new plugins resolve every time.
+                    if cache.contains_key(e.plugin) || cache.len() < self.shared.cap {
+                        let v = cache.entry(e.plugin.to_string()).or_default();
+                        v.retain(|old| !(old.export == e.export && old.digest.as_deref() == e.digest));
+                        if v.len() < 64 {
+                            v.push(s.clone());
+                        }
+                    }
+                    s
                 }
-            }
+            };
+            s.feed(self, e);
+            RECENT_CALLS.with_borrow_mut(|recent| {
+                recent.retain(|r| {
+                    !(r.metrics == self.id
+                        && *r.plugin == *e.plugin
+                        && r.series.export == e.export
+                        && r.series.digest.as_deref() == e.digest)
+                });
+                if recent.len() >= RECENT_PER_THREAD {
+                    recent.remove(0);
+                }
+                recent.push(RecentCall { metrics: self.id, plugin: e.plugin.into(), series: s });
+            });
         }
         if let Some(kind) = e.failure {
             let labels = vec![("plugin", e.plugin.to_string()), ("cause", failure_cause(kind).to_string())];
@@ -742,6 +826,56 @@ mod tests {
             "helios_proxy_pool_wait_duration_seconds_bucket{le=\"+Inf\",node=\"primary\"} 4\n",
             "helios_proxy_pool_wait_duration_seconds_count{node=\"primary\"} 4\n",
             "helios_proxy_pool_wait_duration_seconds_sum{node=\"primary\"} 10.001021\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    /// The per-thread caches never mix two registries (same plugin, same thread) and lose no
+    /// count when several threads feed the same series.
+    #[test]
+    fn per_thread_caches_keep_registries_apart_and_counts_exact() {
+        let digest = "sha256:fedcba9876543210fedc";
+        let no_host_calls = HostCalls::default();
+        let call = CallEvent {
+            plugin: "shared-name",
+            digest: Some(digest),
+            export: helios_plugin_schema::abi::EVALUATE,
+            duration: Duration::from_micros(2),
+            fuel_consumed: Some(3),
+            failure: None,
+            host_calls: &no_host_calls,
+        };
+        let (a, b) = (Metrics::new(10), Metrics::new(10));
+        for _ in 0..5 {
+            a.call_finished(&call);
+            a.guard_verdict(digest, GuardOutcome::Deny);
+        }
+        b.call_finished(&call);
+        b.guard_verdict(digest, GuardOutcome::Deny);
+        assert!(a.render().contains("helios_plugin_calls_total{plugin=\"shared-name\",export=\"evaluate\"} 5\n"));
+        assert!(a.render().contains("chio_guard_deny_total{guard=\"fedcba9876543210\",epoch=\"0\"} 5\n"));
+        assert!(b.render().contains("helios_plugin_calls_total{plugin=\"shared-name\",export=\"evaluate\"} 1\n"));
+        assert!(b.render().contains("chio_guard_deny_total{guard=\"fedcba9876543210\",epoch=\"0\"} 1\n"));
+
+        let m = Metrics::new(10);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        m.call_finished(&call);
+                        m.guard_verdict(digest, GuardOutcome::Allow);
+                    }
+                });
+            }
+        });
+        let text = m.render();
+        for line in [
+            "helios_plugin_calls_total{plugin=\"shared-name\",export=\"evaluate\"} 4000\n",
+            "helios_plugin_fuel_consumed_total{plugin=\"shared-name\"} 12000\n",
+            "chio_guard_verdict_total{guard=\"fedcba9876543210\",epoch=\"0\",verdict=\"allow\"} 4000\n",
+            "chio_guard_eval_duration_seconds_count{guard=\"fedcba9876543210\",epoch=\"0\"} 4000\n",
+            "chio_guard_eval_duration_seconds_sum{guard=\"fedcba9876543210\",epoch=\"0\"} 0.008\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
