@@ -285,9 +285,63 @@ pub enum ReloadOutcome {
     Unchanged { id: ContentId },
 }
 
-struct Watch {
+/// The watchdog of one version that a swap made live: it keeps the last [`INCIDENT_TRACES`]
+/// evaluations and trips on [`WATCHDOG_ERRORS`] error verdicts (trap, fuel, memory, deadline, bad
+/// result: any failed call) within [`WATCHDOG_WINDOW`]. [`HotPlugin`] uses one; a host that swaps
+/// its own plugins (helios-proxy's hook chain) feeds one per replaced plugin and rolls back when
+/// [`Watchdog::record`] says so.
+#[derive(Debug, Clone, Default)]
+pub struct Watchdog {
     errors: VecDeque<Instant>,
     traces: VecDeque<EvalTrace>,
+}
+
+impl Watchdog {
+    pub fn new() -> Watchdog {
+        Watchdog::default()
+    }
+
+    /// Records one evaluation; true when it is an error that makes [`WATCHDOG_ERRORS`] within
+    /// [`WATCHDOG_WINDOW`] (the caller rolls back).
+    pub fn record(&mut self, trace: EvalTrace) -> bool {
+        self.record_at(trace, Instant::now())
+    }
+
+    fn record_at(&mut self, trace: EvalTrace, now: Instant) -> bool {
+        if self.traces.len() == INCIDENT_TRACES {
+            self.traces.pop_front();
+        }
+        let error = trace.error;
+        self.traces.push_back(trace);
+        if !error {
+            return false;
+        }
+        self.errors.push_back(now);
+        self.expire(now);
+        self.errors.len() >= WATCHDOG_ERRORS
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.errors.front().is_some_and(|t| now.duration_since(*t) > WATCHDOG_WINDOW) {
+            self.errors.pop_front();
+        }
+    }
+
+    /// Error verdicts within the window now.
+    pub fn errors(&mut self) -> usize {
+        self.expire(Instant::now());
+        self.errors.len()
+    }
+
+    /// Forgets the counted errors (after a swap or a rollback); the traces stay.
+    pub fn clear_errors(&mut self) {
+        self.errors.clear();
+    }
+
+    /// The last (up to [`INCIDENT_TRACES`]) evaluations, oldest first.
+    pub fn traces(&self) -> Vec<EvalTrace> {
+        self.traces.iter().cloned().collect()
+    }
 }
 
 /// A plugin whose module can be swapped while it serves (see the module docs).
@@ -303,7 +357,7 @@ pub struct HotPlugin {
     previous: Mutex<Option<Arc<Version>>>,
     /// Serialises reloads and rollbacks.
     swap: Mutex<()>,
-    watch: Mutex<Watch>,
+    watch: Mutex<Watchdog>,
     epochs: AtomicU64,
     outcomes: Mutex<Vec<&'static str>>,
     shadow: RwLock<Option<Arc<Shadow>>>,
@@ -383,7 +437,7 @@ impl HotPlugin {
             live: RwLock::new(Arc::new(Version { plugin, id, epoch: 0 })),
             previous: Mutex::new(None),
             swap: Mutex::new(()),
-            watch: Mutex::new(Watch { errors: VecDeque::new(), traces: VecDeque::new() }),
+            watch: Mutex::new(Watchdog::new()),
             epochs: AtomicU64::new(0),
             outcomes: Mutex::new(Vec::new()),
             shadow: RwLock::new(None),
@@ -560,22 +614,7 @@ impl HotPlugin {
             error,
             duration_us: took.as_micros() as u64,
         };
-        let trip = {
-            let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-            if w.traces.len() == INCIDENT_TRACES {
-                w.traces.pop_front();
-            }
-            w.traces.push_back(trace);
-            if !error {
-                return;
-            }
-            let now = Instant::now();
-            w.errors.push_back(now);
-            while w.errors.front().is_some_and(|t| now.duration_since(*t) > WATCHDOG_WINDOW) {
-                w.errors.pop_front();
-            }
-            w.errors.len() >= WATCHDOG_ERRORS
-        };
+        let trip = self.watch.lock().unwrap_or_else(|e| e.into_inner()).record(trace);
         if trip {
             self.roll_back(v);
         }
@@ -589,13 +628,13 @@ impl HotPlugin {
         }
         let Some(previous) = self.previous.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             // Nothing to go back to (the first version): keep serving, the errors are logged.
-            self.watch.lock().unwrap_or_else(|e| e.into_inner()).errors.clear();
+            self.watch.lock().unwrap_or_else(|e| e.into_inner()).clear_errors();
             return;
         };
         let traces: Vec<EvalTrace> = {
             let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-            w.errors.clear();
-            w.traces.iter().cloned().collect()
+            w.clear_errors();
+            w.traces()
         };
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = previous.clone();
         let span = tracing::error_span!(
@@ -678,7 +717,7 @@ impl HotPlugin {
         self.epochs.store(epoch, Ordering::Relaxed);
         *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.clone());
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = candidate;
-        self.watch.lock().unwrap_or_else(|e| e.into_inner()).errors.clear();
+        self.watch.lock().unwrap_or_else(|e| e.into_inner()).clear_errors();
         let span = tracing::info_span!("RELOAD_APPLIED", plugin = %self.name, from = %current.id, to = %id, epoch);
         let _in = span.enter();
         self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push("applied");
@@ -825,5 +864,41 @@ impl Drop for DebouncedReload {
         let (lock, cv) = &*self.state;
         lock.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
         cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(error: bool) -> EvalTrace {
+        EvalTrace {
+            unix_ms: 0,
+            digest: "sha256:00".into(),
+            epoch: 1,
+            input: serde_json::Value::Null,
+            output: if error { "trap".into() } else { "ok".into() },
+            error,
+            duration_us: 1,
+        }
+    }
+
+    #[test]
+    fn the_watchdog_trips_on_the_fifth_error_within_the_window_only() {
+        let start = Instant::now();
+        let mut w = Watchdog::new();
+        for i in 0..WATCHDOG_ERRORS - 1 {
+            assert!(!w.record_at(trace(true), start + Duration::from_secs(i as u64)), "error {i} tripped");
+        }
+        assert!(!w.record_at(trace(false), start + Duration::from_secs(5)), "a success never trips");
+        // The first error is now older than the window: the fifth error makes only four.
+        let late = start + WATCHDOG_WINDOW + Duration::from_millis(1);
+        assert!(!w.record_at(trace(true), late));
+        assert!(w.record_at(trace(true), late), "five errors within the window trip");
+        let kept = w.traces();
+        assert_eq!(kept.len(), INCIDENT_TRACES);
+        assert_eq!(kept.iter().filter(|t| t.error).count(), INCIDENT_TRACES - 1, "the success is among the last five");
+        w.clear_errors();
+        assert!(!w.record_at(trace(true), late), "counting starts again after a clear");
     }
 }

@@ -12,6 +12,14 @@
 //! the old version stays in the new chain (it keeps answering), an incident directory is written
 //! and the span `RELOAD_CANARY_FAILED` logged, else `RELOAD_APPLIED`.
 //!
+//! **Watchdog.** A plugin whose module a reload or a promotion replaced is watched by the host
+//! library's [`Watchdog`] until a later reload replaces it: [`WATCHDOG_ERRORS`] failed calls
+//! (trap, fuel, memory, deadline, bad result — any failure) within [`WATCHDOG_WINDOW`] put the
+//! previous version back for every statement that starts afterwards (calls in flight finish on
+//! the version they started on), log the span `RELOAD_ROLLED_BACK` and write an incident directory
+//! with the last five calls. `/plugins` shows each plugin's last reload outcome and, while it is
+//! watched, its error count; `chio_guard_reload_total{guard=<plugin>,outcome}` counts outcomes.
+//!
 //! **Shadow.** An entry's `shadow` candidate sees one `pre_query` call in `every`, with the input
 //! the live plugin got, on a worker thread (a full queue skips the sample, never delays the
 //! client); its decision is compared with the live one and never applied. `POST
@@ -24,8 +32,11 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use helios_plugin_admin::{AdminControl, Metrics, PluginMeta, PluginView, ShadowView, pre_query_kind};
+use helios_plugin_host::reload::{EvalTrace, WATCHDOG_ERRORS, WATCHDOG_WINDOW, Watchdog, write_incident};
 use helios_plugin_host::schema::{Hook, PostQueryEnvelope, PreQueryResult, QueryContext};
-use helios_plugin_host::{CanaryCorpus, CanaryMismatch, Chain, ContentId, DebouncedReload, Plugin, PluginError};
+use helios_plugin_host::{
+    CanaryCorpus, CanaryMismatch, Chain, ContentId, DebouncedReload, Plugin, PluginError, failure_cause,
+};
 use helios_plugin_loader::{LoadedEntry, Resolver, Source};
 
 use crate::config::ProxyConfig;
@@ -41,6 +52,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 const SHADOW_QUEUE: usize = 1024;
 /// Divergences logged in full; after that one in a hundred.
 const SHADOW_LOGGED: u64 = 10;
+/// Characters of a statement an incident trace keeps.
+const TRACE_EXCERPT: usize = 200;
 
 /// The process's metrics, once an admin listener is configured (sessions and the pool report here).
 static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
@@ -197,11 +210,74 @@ impl ShadowRun {
 
 // ---------------------------------------------------------------------------------- chain
 
-/// The plugins sessions call and the shadows beside them.
+/// The plugins sessions call, the shadows beside them and the watched plugins among them.
 #[derive(Debug, Default)]
 struct ChainState {
     chain: Chain,
     shadows: BTreeMap<String, Arc<ShadowRun>>,
+    watched: BTreeMap<String, Arc<Watched>>,
+}
+
+// ---------------------------------------------------------------------------------- watchdog
+
+/// Each plugin's last reload outcome, for `/plugins` (shared by every chain of the process).
+type Outcomes = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A plugin whose module a reload or promotion replaced (`fresh`, live in the chain), and the
+/// version it replaced. Its calls feed the host library's [`Watchdog`]; when it trips, `previous`
+/// goes back into the chain.
+#[derive(Debug)]
+struct Watched {
+    fresh: Arc<Plugin>,
+    /// `fresh`'s digest (each trace names it).
+    digest: String,
+    previous: Arc<Plugin>,
+    incidents: PathBuf,
+    /// The reload or promotion that made `fresh` live (the process's count).
+    epoch: u64,
+    dog: Mutex<Watchdog>,
+}
+
+impl Watched {
+    fn new(fresh: Arc<Plugin>, previous: Arc<Plugin>, incidents: PathBuf, epoch: u64) -> Arc<Watched> {
+        let digest = digest_of(&fresh);
+        Arc::new(Watched { fresh, digest, previous, incidents, epoch, dog: Mutex::new(Watchdog::new()) })
+    }
+
+    /// The same watch over a new load of the same module (a reload that left it unchanged).
+    fn carried(&self, fresh: Arc<Plugin>, incidents: PathBuf) -> Arc<Watched> {
+        let dog = self.dog.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Arc::new(Watched {
+            fresh,
+            digest: self.digest.clone(),
+            previous: self.previous.clone(),
+            incidents,
+            epoch: self.epoch,
+            dog: Mutex::new(dog),
+        })
+    }
+
+    fn view(&self) -> serde_json::Value {
+        let errors = self.dog.lock().unwrap_or_else(|e| e.into_inner()).errors();
+        serde_json::json!({
+            "previous": digest_of(&self.previous),
+            "errors": errors,
+            "rolls_back_at": WATCHDOG_ERRORS,
+            "window_s": WATCHDOG_WINDOW.as_secs(),
+        })
+    }
+}
+
+/// At most [`TRACE_EXCERPT`] characters of `query`.
+fn excerpt(query: &str) -> String {
+    match query.char_indices().nth(TRACE_EXCERPT) {
+        Some((at, _)) => format!("{}…", &query[..at]),
+        None => query.to_string(),
+    }
 }
 
 /// The chain with per-plugin result counts, statement outcomes and shadow sampling. A promotion
@@ -210,6 +286,7 @@ struct ChainState {
 pub struct MeteredChain {
     state: RwLock<Arc<ChainState>>,
     metrics: Option<Arc<Metrics>>,
+    outcomes: Outcomes,
 }
 
 impl MeteredChain {
@@ -217,8 +294,98 @@ impl MeteredChain {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn swap(&self, next: ChainState) {
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    /// Replaces the state with what `next` makes of the current one (nothing when it says `None`);
+    /// true when it did. Promotions and rollbacks never overwrite each other's change.
+    fn update(&self, next: impl FnOnce(&ChainState) -> Option<ChainState>) -> bool {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        match next(&state) {
+            Some(n) => {
+                *state = Arc::new(n);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Feeds one call of a watched plugin to its watchdog; rolls back when it trips.
+    fn watch<R: serde::Serialize>(
+        &self,
+        w: &Watched,
+        p: &Plugin,
+        hook: Hook,
+        query: &str,
+        took: Duration,
+        r: &Result<R, PluginError>,
+    ) {
+        if !std::ptr::eq(p, &*w.fresh) {
+            return;
+        }
+        let (output, error) = match r {
+            Ok(v) => (serde_json::to_string(v).unwrap_or_default(), false),
+            Err(e) => (format!("{}: {e}", failure_cause(&e.kind)), true),
+        };
+        let trace = EvalTrace {
+            unix_ms: u128::from(unix_ms()),
+            digest: w.digest.clone(),
+            epoch: w.epoch,
+            input: serde_json::json!({"hook": hook.export_name(), "query": excerpt(query), "query_chars": query.chars().count()}),
+            output,
+            error,
+            duration_us: took.as_micros() as u64,
+        };
+        if w.dog.lock().unwrap_or_else(|e| e.into_inner()).record(trace) {
+            self.roll_back(w);
+        }
+    }
+
+    /// Puts `w.previous` back in place of `w.fresh` (if `w.fresh` still answers): new statements
+    /// use it, calls in flight finish on the state they took. Span `RELOAD_ROLLED_BACK`, an
+    /// incident directory, the reload metric and `/plugins`' last outcome.
+    fn roll_back(&self, w: &Watched) {
+        let name = w.fresh.name();
+        let rolled = self.update(|s| {
+            if !s.chain.get(name).is_some_and(|live| Arc::ptr_eq(live, &w.fresh)) {
+                return None;
+            }
+            let plugins =
+                s.chain.plugins().iter().map(|p| if Arc::ptr_eq(p, &w.fresh) { w.previous.clone() } else { p.clone() });
+            let mut watched = s.watched.clone();
+            watched.remove(name);
+            Some(ChainState { chain: Chain::new(plugins.collect()), shadows: s.shadows.clone(), watched })
+        });
+        if !rolled {
+            return;
+        }
+        let traces = {
+            let mut dog = w.dog.lock().unwrap_or_else(|e| e.into_inner());
+            dog.clear_errors();
+            dog.traces()
+        };
+        let (from, to) = (w.digest.clone(), digest_of(&w.previous));
+        let reason = format!("{WATCHDOG_ERRORS} failed calls within {} s", WATCHDOG_WINDOW.as_secs());
+        let span = tracing::error_span!("RELOAD_ROLLED_BACK", plugin = %name, from = %from, to = %to, epoch = w.epoch);
+        let _in = span.enter();
+        let incident = write_incident(
+            &w.incidents,
+            name,
+            "rolled_back",
+            serde_json::json!({"from": from, "to": to, "epoch": w.epoch, "reason": reason}),
+            &traces,
+        );
+        if let Some(m) = &self.metrics {
+            m.guard_reload(name, "rolled_back");
+        }
+        self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            name.to_string(),
+            serde_json::json!({
+                "outcome": "rolled_back", "from": from, "to": to, "reason": reason,
+                "incident": incident, "unix_ms": unix_ms(),
+            }),
+        );
+        tracing::error!(
+            plugin = %name, from = %from, to = %to, incident = %incident,
+            "watchdog: {reason}; the previous version answers again"
+        );
     }
 
     /// The plugins in calling order now.
@@ -240,12 +407,15 @@ impl StatementHooks for MeteredChain {
     fn pre_query(&self, ctx: &QueryContext) -> PreQueryDecision {
         let state = self.state();
         let mut rewritten: Option<String> = None;
-        let o = state.chain.pre_query_observed(ctx, &mut |p, _, r| {
+        let o = state.chain.pre_query_observed(ctx, &mut |p, took, r| {
             if let (Some(m), Ok(r)) = (&self.metrics, r) {
                 m.plugin_result(p.name(), "pre_query", pre_query_kind(r));
             }
             if let Some(shadow) = state.shadows.get(p.name()) {
                 shadow.offer(ctx, rewritten.as_deref(), r);
+            }
+            if let Some(w) = state.watched.get(p.name()) {
+                self.watch(w, p, Hook::PreQuery, rewritten.as_deref().unwrap_or(&ctx.query), took, r);
             }
             if let Ok(PreQueryResult::Rewrite { sql }) = r {
                 rewritten = Some(sql.clone());
@@ -264,19 +434,25 @@ impl StatementHooks for MeteredChain {
     }
     fn route(&self, ctx: &QueryContext) -> RouteDecision {
         let state = self.state();
-        let o = state.chain.route_observed(ctx, &mut |p, _, r| {
+        let o = state.chain.route_observed(ctx, &mut |p, took, r| {
             if let (Some(m), Ok(r)) = (&self.metrics, r) {
                 let kind = serde_json::to_value(r).ok().and_then(|v| v["action"].as_str().map(str::to_string));
                 m.plugin_result(p.name(), "route", kind.as_deref().unwrap_or("unknown"));
+            }
+            if let Some(w) = state.watched.get(p.name()) {
+                self.watch(w, p, Hook::Route, &ctx.query, took, r);
             }
         });
         RouteDecision { result: o.result, decided_by: o.decided_by }
     }
     fn post_query(&self, env: &PostQueryEnvelope) {
         let state = self.state();
-        let _ = state.chain.post_query_observed(env, &mut |p, _, r| {
+        let _ = state.chain.post_query_observed(env, &mut |p, took, r| {
             if let (Some(m), true) = (&self.metrics, r.is_ok()) {
                 m.plugin_result(p.name(), "post_query", "ok");
+            }
+            if let Some(w) = state.watched.get(p.name()) {
+                self.watch(w, p, Hook::PostQuery, &env.query_context.query, took, r);
             }
         });
     }
@@ -353,6 +529,8 @@ struct Live {
     hooks: Arc<MeteredChain>,
     redact: BTreeMap<String, Vec<String>>,
     canaries: BTreeMap<String, CanarySetup>,
+    /// Each entry's incident directory (canary failures and watchdog rollbacks).
+    incidents: BTreeMap<String, PathBuf>,
     /// proxy.toml and the local plugin sources (a change is a reload trigger).
     watched: Vec<PathBuf>,
 }
@@ -363,6 +541,7 @@ struct Prepared {
     entries: Vec<LoadedEntry>,
     redact: BTreeMap<String, Vec<String>>,
     canaries: BTreeMap<String, CanarySetup>,
+    incidents: BTreeMap<String, PathBuf>,
     watched: Vec<PathBuf>,
 }
 
@@ -386,6 +565,10 @@ pub struct ProxyOps {
     tickets: Mutex<Tickets>,
     finished: Condvar,
     debounce: OnceLock<DebouncedReload>,
+    /// Each plugin's last reload outcome (reload, promotion or rollback).
+    outcomes: Outcomes,
+    /// Reloads and promotions so far (a watched version's epoch).
+    epochs: AtomicU64,
 }
 
 impl ProxyOps {
@@ -403,6 +586,8 @@ impl ProxyOps {
             tickets: Mutex::new(Tickets { requested: 0, done: 0, reloads: 0, last: Ok(serde_json::Value::Null) }),
             finished: Condvar::new(),
             debounce: OnceLock::new(),
+            outcomes: Outcomes::default(),
+            epochs: AtomicU64::new(0),
         })
     }
 
@@ -430,14 +615,13 @@ impl ProxyOps {
         let entries = crate::plugins::load_entries_observed(&config, &origin, observer)?;
         let resolver = Resolver::new(config.base_dir.clone());
         let mut canaries = BTreeMap::new();
+        let mut incident_dirs = BTreeMap::new();
         let mut watched = vec![self.path.clone()];
         for e in &entries {
+            let incidents = resolver.path(e.entry.incident_dir.as_deref().unwrap_or(Path::new("incidents")));
+            incident_dirs.insert(e.entry.name.clone(), incidents.clone());
             if let Some(corpus) = &e.entry.canary {
-                let incidents = e.entry.incident_dir.clone().unwrap_or_else(|| PathBuf::from("incidents"));
-                canaries.insert(
-                    e.entry.name.clone(),
-                    CanarySetup { corpus: resolver.path(corpus), incidents: resolver.path(&incidents) },
-                );
+                canaries.insert(e.entry.name.clone(), CanarySetup { corpus: resolver.path(corpus), incidents });
             }
             for source in std::iter::once(&e.entry.source).chain(e.entry.shadow.as_ref().map(|s| &s.source)) {
                 if let Source::Path(p) = source {
@@ -445,12 +629,16 @@ impl ProxyOps {
                 }
             }
         }
-        Ok(Prepared { config, entries, redact, canaries, watched })
+        Ok(Prepared { config, entries, redact, canaries, incidents: incident_dirs, watched })
     }
 
-    /// The chain of `entries` (with `plugins` in place of each entry's own, same order) and its
-    /// shadows.
-    fn chain_state(entries: &[LoadedEntry], plugins: Vec<Arc<Plugin>>) -> ChainState {
+    /// The chain of `entries` (with `plugins` in place of each entry's own, same order), its
+    /// shadows and the plugins the watchdog watches.
+    fn chain_state(
+        entries: &[LoadedEntry],
+        plugins: Vec<Arc<Plugin>>,
+        watched: BTreeMap<String, Arc<Watched>>,
+    ) -> ChainState {
         let mut shadows = BTreeMap::new();
         for (e, live) in entries.iter().zip(&plugins) {
             if let (Some(candidate), Some(s)) = (&e.shadow, &e.entry.shadow) {
@@ -464,19 +652,41 @@ impl ProxyOps {
                 }
             }
         }
-        ChainState { chain: Chain::new(plugins), shadows }
+        ChainState { chain: Chain::new(plugins), shadows, watched }
+    }
+
+    /// A chain over `state` reporting to this process's metrics and outcomes.
+    fn metered(&self, state: ChainState) -> Arc<MeteredChain> {
+        Arc::new(MeteredChain {
+            state: RwLock::new(Arc::new(state)),
+            metrics: self.metrics.clone(),
+            outcomes: self.outcomes.clone(),
+        })
+    }
+
+    /// Records plugin `name`'s reload outcome for `/plugins` and the reload metric.
+    fn outcome(&self, name: &str, outcome: &str, detail: serde_json::Value) {
+        if let Some(m) = &self.metrics {
+            m.guard_reload(name, outcome);
+        }
+        let mut v = detail;
+        v["outcome"] = outcome.into();
+        v["unix_ms"] = unix_ms().into();
+        self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), v);
     }
 
     /// The first load, before the proxy serves.
     pub fn load(&self) -> Result<(ProxyConfig, Arc<dyn StatementHooks>), ConfigError> {
         let p = self.prepare()?;
         let plugins = p.entries.iter().map(|e| e.plugin.clone()).collect();
-        let hooks = Arc::new(MeteredChain {
-            state: RwLock::new(Arc::new(Self::chain_state(&p.entries, plugins))),
-            metrics: self.metrics.clone(),
+        let hooks = self.metered(Self::chain_state(&p.entries, plugins, BTreeMap::new()));
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Some(Live {
+            hooks: hooks.clone(),
+            redact: p.redact,
+            canaries: p.canaries,
+            incidents: p.incidents,
+            watched: p.watched,
         });
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(Live { hooks: hooks.clone(), redact: p.redact, canaries: p.canaries, watched: p.watched });
         let hooks: Arc<dyn StatementHooks> = hooks;
         Ok((p.config, hooks))
     }
@@ -585,44 +795,72 @@ impl ProxyOps {
         let reloader = self.reloader.get().ok_or("the proxy is not serving yet")?;
         let p = self.prepare().map_err(|e| fail(e.to_string()))?;
         let before = self.live.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.hooks.state());
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
         let mut canary = Vec::new();
+        let mut watched = BTreeMap::new();
+        // Recorded once the new configuration is installed.
+        let mut applied = Vec::new();
         let plugins: Vec<Arc<Plugin>> = p
             .entries
             .iter()
             .map(|e| {
                 let name = e.plugin.name();
+                let incidents = p.incidents.get(name).cloned().unwrap_or_else(|| PathBuf::from("incidents"));
                 let old = before.as_ref().and_then(|s| s.chain.get(name));
-                let (Some(setup), Some(old)) = (p.canaries.get(name), old) else { return e.plugin.clone() };
+                let Some(old) = old else { return e.plugin.clone() };
                 let (from, to) = (digest_of(old), digest_of(&e.plugin));
                 if from == to {
+                    // Unchanged: a watch over this module goes on over its new load.
+                    if let Some(w) = before.as_ref().and_then(|s| s.watched.get(name))
+                        && w.digest == to
+                    {
+                        watched.insert(name.to_string(), w.carried(e.plugin.clone(), incidents));
+                    }
                     return e.plugin.clone();
                 }
-                match run_canary(name, &from, &e.plugin, setup) {
-                    Ok(n) => {
-                        canary.push(serde_json::json!({"plugin": name, "outcome": "applied", "from": from, "to": to, "fixtures": n}));
-                        e.plugin.clone()
-                    }
-                    Err(r) => {
-                        canary.push(serde_json::json!({
-                            "plugin": name, "outcome": "canary_failed", "from": from, "to": to,
-                            "fixture": r.fixture, "incident": r.incident, "message": r.message,
-                        }));
-                        old.clone()
+                let mut detail = serde_json::json!({"from": from, "to": to});
+                if let Some(setup) = p.canaries.get(name) {
+                    match run_canary(name, &from, &e.plugin, setup) {
+                        Ok(n) => {
+                            canary.push(serde_json::json!({"plugin": name, "outcome": "applied", "from": from, "to": to, "fixtures": n}));
+                            detail["fixtures"] = n.into();
+                        }
+                        Err(r) => {
+                            canary.push(serde_json::json!({
+                                "plugin": name, "outcome": "canary_failed", "from": from, "to": to,
+                                "fixture": r.fixture, "incident": r.incident, "message": r.message,
+                            }));
+                            self.outcome(
+                                name,
+                                "canary_failed",
+                                serde_json::json!({"from": from, "to": to, "fixture": r.fixture, "incident": r.incident}),
+                            );
+                            // The old version stays, and so does a watch over it.
+                            if let Some(w) = before.as_ref().and_then(|s| s.watched.get(name))
+                                && Arc::ptr_eq(&w.fresh, old)
+                            {
+                                watched.insert(name.to_string(), w.clone());
+                            }
+                            return old.clone();
+                        }
                     }
                 }
+                applied.push((name.to_string(), detail));
+                watched.insert(name.to_string(), Watched::new(e.plugin.clone(), old.clone(), incidents, epoch));
+                e.plugin.clone()
             })
             .collect();
-        let hooks = Arc::new(MeteredChain {
-            state: RwLock::new(Arc::new(Self::chain_state(&p.entries, plugins))),
-            metrics: self.metrics.clone(),
-        });
+        let hooks = self.metered(Self::chain_state(&p.entries, plugins, watched));
         let report: ReloadReport = reloader.reload(p.config, hooks.clone()).map_err(|e| fail(e.to_string()))?;
         for l in &report.listeners_need_restart {
             tracing::warn!(listener = %l, "reload: listener changed; it takes effect after a restart");
         }
+        for (name, detail) in applied {
+            self.outcome(&name, "applied", detail);
+        }
         let names: Vec<String> = hooks.chain().plugins().iter().map(|p| p.name().to_string()).collect();
         *self.live.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(Live { hooks, redact: p.redact, canaries: p.canaries, watched: p.watched });
+            Some(Live { hooks, redact: p.redact, canaries: p.canaries, incidents: p.incidents, watched: p.watched });
         tracing::info!(file = %self.path.display(), "reload: configuration replaced (new sessions use it)");
         Ok(serde_json::json!({
             "reloaded": true,
@@ -646,7 +884,11 @@ impl ProxyOps {
         let (from, to) = (digest_of(current), digest_of(&shadow.candidate));
         let canary = match live.canaries.get(name) {
             Some(setup) => {
-                let n = run_canary(name, &from, &shadow.candidate, setup).map_err(|r| r.message)?;
+                let n = run_canary(name, &from, &shadow.candidate, setup).map_err(|r| {
+                    let detail = serde_json::json!({"from": from, "to": to, "fixture": r.fixture, "incident": r.incident, "promoted": true});
+                    self.outcome(name, "canary_failed", detail);
+                    r.message
+                })?;
                 serde_json::json!({"outcome": "applied", "fixtures": n})
             }
             None => {
@@ -654,15 +896,24 @@ impl ProxyOps {
                 serde_json::json!({"outcome": "no corpus configured"})
             }
         };
-        let plugins: Vec<Arc<Plugin>> = state
-            .chain
-            .plugins()
-            .iter()
-            .map(|p| if p.name() == name { shadow.candidate.clone() } else { p.clone() })
-            .collect();
-        let mut shadows = state.shadows.clone();
-        shadows.remove(name);
-        live.hooks.swap(ChainState { chain: Chain::new(plugins), shadows });
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+        let incidents = live.incidents.get(name).cloned().unwrap_or_else(|| PathBuf::from("incidents"));
+        let candidate = shadow.candidate.clone();
+        let promoted = live.hooks.update(|s| {
+            // The version answering now (a rollback may have replaced it since `state` was read).
+            let previous = s.chain.get(name)?.clone();
+            let plugins =
+                s.chain.plugins().iter().map(|p| if p.name() == name { candidate.clone() } else { p.clone() });
+            let mut shadows = s.shadows.clone();
+            shadows.remove(name);
+            let mut watched = s.watched.clone();
+            watched.insert(name.to_string(), Watched::new(candidate.clone(), previous, incidents, epoch));
+            Some(ChainState { chain: Chain::new(plugins.collect()), shadows, watched })
+        });
+        if !promoted {
+            return Err(format!("no plugin \"{name}\" in the chain"));
+        }
+        self.outcome(name, "applied", serde_json::json!({"from": from, "to": to, "promoted": true}));
         tracing::info!(plugin = %name, from = %from, to = %to, "shadow candidate promoted; it answers from now on");
         Ok(serde_json::json!({"promoted": name, "from": from, "to": to, "canary": canary}))
     }
@@ -673,7 +924,8 @@ impl AdminControl for ProxyOps {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let Some(live) = live.as_ref() else { return serde_json::Value::Array(Vec::new()) };
         let state = live.hooks.state();
-        let views: Vec<PluginView> = state
+        let outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let views: Vec<serde_json::Value> = state
             .chain
             .plugins()
             .iter()
@@ -684,10 +936,17 @@ impl AdminControl for ProxyOps {
                     redact_keys: live.redact.get(p.name()).cloned().unwrap_or_default(),
                     shadow: state.shadows.get(p.name()).map(|s| s.view()),
                 };
-                PluginView::of(p, &meta)
+                let mut view = serde_json::to_value(PluginView::of(p, &meta)).unwrap_or_default();
+                if let Some(last) = outcomes.get(p.name()) {
+                    view["last_reload"] = last.clone();
+                }
+                if let Some(w) = state.watched.get(p.name()) {
+                    view["watchdog"] = w.view();
+                }
+                view
             })
             .collect();
-        serde_json::to_value(views).unwrap_or_default()
+        serde_json::Value::Array(views)
     }
 
     fn reload(&self) -> Result<serde_json::Value, String> {

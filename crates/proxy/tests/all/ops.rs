@@ -176,8 +176,9 @@ fn pg_ok(o: &std::process::Output) -> bool {
 
 const TOKEN: &str = "ops-token-15";
 
-/// The config both versions of plugin `gate` get (each reads its own key).
-const GATE_CONFIG: &[(&str, &str)] = &[("behavior", "ok"), ("apply_to_all", "true")];
+/// The config both versions of plugin `gate` get (each reads its own keys). guest-misbehave's
+/// `pre_query` traps on a statement containing `boom` (`panic_on`), which no canary statement does.
+const GATE_CONFIG: &[(&str, &str)] = &[("behavior", "ok"), ("apply_to_all", "true"), ("panic_on", "boom")];
 
 /// Plugin `gate` in two versions: v1 lets every statement through (guest-misbehave, `ok`), v2 is
 /// llm-guardrail judging every statement (it refuses DDL). Unsigned `.wasm` take their name from
@@ -451,3 +452,95 @@ fn ten_quick_reload_triggers_make_one_reload() {
 
 /// Longer than the proxy's quiet period (300 ms) plus a reload: a second reload would be logged.
 const QUIET_AND_MARGIN: Duration = Duration::from_millis(1500);
+
+/// The incident directories of `outcome` under `dir/incidents`.
+fn incidents(dir: &std::path::Path, outcome: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir.join("incidents")) else { return Vec::new() };
+    entries.map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(&format!("-gate-{outcome}"))).collect()
+}
+
+#[test]
+fn a_reloaded_hook_plugin_that_fails_live_is_rolled_back_after_5_failures_and_not_after_4() {
+    let db = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let v = versions(dir.path());
+    // The old version is llm-guardrail (refuses DDL); the new one is guest-misbehave, which lets
+    // everything through, reproduces its own 32-fixture corpus, and traps on `boom`.
+    let (old, new) = (v.v2, v.v1);
+    record_corpus(&dir.path().join("canary-new"), &new);
+    let (listen, admin) = (pg::free_port(), pg::free_port());
+    let entry = "hooks = [\"pre_query\"]\non_error = \"abort\"";
+    let toml =
+        |source: &std::path::Path| gate_config(listen, admin, db.port(), dir.path(), source, "canary-new", entry);
+    let _proxy = start_proxy(dir.path(), &toml(&old), admin);
+    assert_eq!(gate_view(admin)["digest"], wasm_digest(&old));
+
+    std::fs::write(dir.path().join("proxy.toml"), toml(&new)).unwrap();
+    let (status, body) = post_json(admin, "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["canary"][0]["outcome"], "applied", "the new version passes the canary: {body}");
+    let view = gate_view(admin);
+    assert_eq!(view["digest"], wasm_digest(&new));
+    assert_eq!(view["last_reload"]["outcome"], "applied", "{view}");
+    assert_eq!(view["watchdog"]["previous"], wasm_digest(&old), "{view}");
+    assert_eq!(view["watchdog"]["errors"], 0, "{view}");
+    let out = pg::psql_raw(listen, pg::SUPERUSER, "postgres", "CREATE TABLE w1 (x int);", &[]);
+    assert!(pg_ok(&out), "the new version lets DDL through: {}", stderr(&out));
+    assert!(table_exists(&db, "w1"));
+
+    // Four failures on live traffic: each statement is refused naming the plugin; no rollback.
+    let boom = |n: std::ops::Range<u32>| n.map(|i| format!("SELECT 'boom {i}';\n")).collect::<String>();
+    let out = pg::psql_raw(listen, pg::SUPERUSER, "postgres", &boom(1..5), &[]);
+    let err = stderr(&out);
+    assert_eq!(err.matches("ERROR:  42000").count(), 4, "{err}");
+    assert!(err.contains("plugin \"gate\""), "the refusal names the plugin: {err}");
+    let view = gate_view(admin);
+    assert_eq!(view["digest"], wasm_digest(&new), "4 failures do not roll back: {view}");
+    assert_eq!(view["watchdog"]["errors"], 4, "{view}");
+    assert_eq!(view["last_reload"]["outcome"], "applied", "{view}");
+    assert!(incidents(dir.path(), "rolled_back").is_empty());
+    assert!(!metric_line(admin, "chio_guard_reload_total{guard=\"gate\",outcome=\"rolled_back\"} 1"));
+
+    // The fifth (still answered by the failing version) rolls back before the client hears of it.
+    let out = pg::psql_raw(listen, pg::SUPERUSER, "postgres", &boom(5..6), &[]);
+    assert!(stderr(&out).contains("ERROR:  42000"), "{}", stderr(&out));
+    let view = gate_view(admin);
+    assert_eq!(view["digest"], wasm_digest(&old), "rolled back: {view}");
+    assert_eq!(view["last_reload"]["outcome"], "rolled_back", "{view}");
+    assert_eq!(view["last_reload"]["from"], wasm_digest(&new), "{view}");
+    assert!(view.get("watchdog").is_none(), "the old version is not watched: {view}");
+
+    // The old version answers the next statements: `boom` goes through, DDL is refused.
+    let out = pg::psql_raw(listen, pg::SUPERUSER, "postgres", "SELECT 'boom 6';", &[]);
+    assert!(pg_ok(&out), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "boom 6");
+    let out = pg::psql_raw(listen, pg::SUPERUSER, "postgres", "CREATE TABLE w2 (x int);", &[]);
+    assert!(stderr(&out).contains("ERROR:  42000"), "llm-guardrail refuses DDL again: {}", stderr(&out));
+    assert!(!table_exists(&db, "w2"));
+
+    // One incident: what went back to what, and the five failed calls.
+    let found = incidents(dir.path(), "rolled_back");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(view["last_reload"]["incident"], found[0].display().to_string(), "{view}");
+    let detail: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(found[0].join("incident.json")).unwrap()).unwrap();
+    assert_eq!(detail["outcome"], "rolled_back");
+    assert_eq!(detail["plugin"], "gate");
+    assert_eq!(detail["from"], wasm_digest(&new));
+    assert_eq!(detail["to"], wasm_digest(&old));
+    let traces = std::fs::read_to_string(found[0].join("last_5_eval_traces.ndjson")).unwrap();
+    let traces: Vec<serde_json::Value> = traces.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(traces.len(), 5, "{traces:?}");
+    for (i, t) in traces.iter().enumerate() {
+        assert_eq!(t["error"], true, "{t}");
+        assert_eq!(t["digest"], wasm_digest(&new), "{t}");
+        assert_eq!(t["input"]["hook"], "pre_query", "{t}");
+        assert_eq!(t["input"]["query"], format!("SELECT 'boom {}';", i + 1), "{t}");
+        let output = t["output"].as_str().unwrap();
+        assert!(["panic: ", "trap: "].iter().any(|c| output.starts_with(c)), "the failure cause: {t}");
+    }
+    assert!(metric_line(admin, "chio_guard_reload_total{guard=\"gate\",outcome=\"rolled_back\"} 1"));
+    assert!(metric_line(admin, "chio_guard_reload_total{guard=\"gate\",outcome=\"applied\"} 1"));
+    let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap();
+    assert!(log.contains("RELOAD_ROLLED_BACK"), "{log}");
+}

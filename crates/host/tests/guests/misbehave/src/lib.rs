@@ -16,6 +16,10 @@
 //! | `long_reason` | deny / block with a 10,000-byte reason (`é` × 5000), longer than the host's buffer |
 //! | anything else | deny / block naming the unknown behaviour |
 //!
+//! Config key `panic_on`: `pre_query` panics (a trap) on a statement containing its text, whatever
+//! `behavior` says, and otherwise does what `behavior` says — a version that passes a canary corpus
+//! without that text and fails on live traffic.
+//!
 //! `#[hook(Route)]` answers `Node { target: <config "node"> }` (default routing without it) and
 //! `#[hook(PostQuery)]` adds one to KV `post_count`.
 
@@ -25,6 +29,8 @@ use helios_plugin_abi::*;
 
 /// Config key selecting the behaviour.
 pub const BEHAVIOR_KEY: &str = "behavior";
+/// Config key: `pre_query` panics on a statement containing its (non-empty) text.
+pub const PANIC_ON_KEY: &str = "panic_on";
 /// The message of the deliberate panic.
 pub const PANIC_MESSAGE: &str = "misbehave: deliberate panic";
 /// What `rewrite` puts in front of the query.
@@ -127,6 +133,9 @@ pub fn evaluate(_req: GuardRequest) -> GuardVerdict {
 
 #[hook(PreQuery)]
 pub fn pre_query(ctx: &QueryContext) -> PreQueryResult {
+    if get_config(PANIC_ON_KEY).is_some_and(|text| !text.is_empty() && ctx.query.contains(&text)) {
+        panic!("{PANIC_MESSAGE}");
+    }
     match act() {
         Act::Pass => PreQueryResult::Continue,
         Act::Stop(reason) => PreQueryResult::Block { reason },
@@ -209,6 +218,17 @@ mod tests {
         let err = std::panic::catch_unwind(|| pre_query(&query("x"))).unwrap_err();
         let msg = err.downcast_ref::<String>().map(String::as_str).or(err.downcast_ref::<&str>().copied());
         assert_eq!(msg, Some(PANIC_MESSAGE));
+    }
+
+    #[test]
+    fn panic_on_panics_only_on_statements_containing_its_text() {
+        testing::reset();
+        testing::set_config(BEHAVIOR_KEY, "ok");
+        testing::set_config(PANIC_ON_KEY, "boom");
+        assert_eq!(pre_query(&query("select 1")), PreQueryResult::Continue);
+        assert!(std::panic::catch_unwind(|| pre_query(&query("select 'boom'"))).is_err());
+        testing::set_config(PANIC_ON_KEY, "");
+        assert_eq!(pre_query(&query("select 'boom'")), PreQueryResult::Continue, "an empty text never matches");
     }
 
     #[test]
