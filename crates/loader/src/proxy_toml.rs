@@ -18,7 +18,7 @@
 //! config = { denylist = "rm,curl" }             # overrides the manifest's config, key by key
 //! canary = "canary/tool-denylist"               # optional: a 32-fixture corpus (MANIFEST.sha256) a new
 //!                                               # module must reproduce before it goes live
-//! incident_dir = "incidents"                    # where failed canaries are recorded (default)
+//! incident_dir = "incidents"                    # failed canaries and watchdog rollbacks (default)
 //! shadow = { source = "plugins/next.wasm", every = 1 } # optional: a candidate run beside the live
 //!                                               # one on one call in `every`, never applied
 //! ```
