@@ -75,6 +75,14 @@ pub struct PluginView {
     pub config: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowView>,
+    /// The plugin's last reload attempt, where the host records one (helios-proxy): `outcome`
+    /// (`applied`, `canary_failed`, `rolled_back`) with `from`, `to` and, for a failure, `incident`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<serde_json::Value>,
+    /// While a reloaded module is watched: `previous` (the digest a rollback restores) and `errors`
+    /// counted in the watchdog's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<serde_json::Value>,
 }
 
 impl PluginView {
@@ -103,6 +111,8 @@ impl PluginView {
             },
             config: redact(plugin.config(), &meta.redact_keys),
             shadow: meta.shadow.clone(),
+            last_reload: None,
+            watchdog: None,
         }
     }
 }

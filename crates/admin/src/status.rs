@@ -62,10 +62,12 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// One row per plugin: name, version, kind, digest (16 hex), signer, hooks, calls, failures, fuel
-/// limit, config (redacted values stay redacted).
+/// limit, the last reload (its outcome, and the watchdog's error count while it watches), config
+/// (redacted values stay redacted).
 pub fn table(plugins: &[PluginView]) -> String {
-    let header = ["NAME", "VERSION", "KIND", "DIGEST", "SIGNER", "HOOKS", "CALLS", "FAILURES", "FUEL", "CONFIG"];
-    let rows: Vec<[String; 10]> = plugins
+    let header =
+        ["NAME", "VERSION", "KIND", "DIGEST", "SIGNER", "HOOKS", "CALLS", "FAILURES", "FUEL", "RELOAD", "CONFIG"];
+    let rows: Vec<[String; 11]> = plugins
         .iter()
         .map(|p| {
             let digest = p.digest.as_deref().map(|d| crate::metrics::prefix(d).to_string()).unwrap_or("-".into());
@@ -82,6 +84,7 @@ pub fn table(plugins: &[PluginView]) -> String {
                 p.counters.calls.to_string(),
                 p.counters.failures.to_string(),
                 p.limits.fuel.map(|f| f.to_string()).unwrap_or("off".into()),
+                reload_cell(p),
                 if config.is_empty() { "-".into() } else { config.join(" ") },
             ]
         })
@@ -103,4 +106,46 @@ pub fn table(plugins: &[PluginView]) -> String {
         line(&mut r.iter().map(String::as_str));
     }
     out
+}
+
+/// `rolled_back`, `applied (watched: 2 errors)`, or `-` when the host recorded no reload.
+fn reload_cell(p: &PluginView) -> String {
+    let outcome = p.last_reload.as_ref().and_then(|r| r["outcome"].as_str());
+    let errors = p.watchdog.as_ref().and_then(|w| w["errors"].as_u64());
+    match (outcome, errors) {
+        (Some(o), Some(n)) => format!("{o} (watched: {n} errors)"),
+        (Some(o), None) => o.to_string(),
+        (None, Some(n)) => format!("watched: {n} errors"),
+        (None, None) => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape helios-proxy's `/plugins` gives a plugin after a rollback and one under watch.
+    #[test]
+    fn the_table_shows_a_rollback_and_a_watched_reload() {
+        let base = serde_json::json!({
+            "name": "guardrail", "version": null, "digest": "sha256:0123456789abcdef0123", "signer": null,
+            "kind": "hooks", "hooks": [], "config": {},
+            "limits": {"fuel": 1000, "deadline_ms": 50, "max_memory_bytes": 1, "max_module_bytes": 1},
+            "counters": {"calls": 9, "failures": 5, "instances_created": 1, "instances_recycled": 0},
+        });
+        let mut rolled = base.clone();
+        rolled["last_reload"] =
+            serde_json::json!({"outcome": "rolled_back", "from": "sha256:aa", "to": "sha256:bb", "incident": "/x"});
+        let mut watched = base.clone();
+        watched["name"] = "masker".into();
+        watched["last_reload"] = serde_json::json!({"outcome": "applied", "from": "sha256:cc", "to": "sha256:dd"});
+        watched["watchdog"] = serde_json::json!({"previous": "sha256:cc", "errors": 2});
+        let views: Vec<PluginView> = serde_json::from_value(serde_json::json!([rolled, watched, base])).unwrap();
+        let table = table(&views);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("RELOAD"), "{table}");
+        assert!(lines[1].starts_with("guardrail") && lines[1].contains("rolled_back"), "{table}");
+        assert!(lines[2].starts_with("masker") && lines[2].contains("applied (watched: 2 errors)"), "{table}");
+        assert!(!lines[3].contains("rolled_back") && !lines[3].contains("watched"), "{table}");
+    }
 }
