@@ -236,8 +236,8 @@ struct Watch {
     /// The set the last reload made live, and the digest prefixes it changed.
     set: Option<Arc<GuardSet>>,
     fresh: std::collections::HashSet<String>,
-    errors: std::collections::VecDeque<std::time::Instant>,
-    traces: std::collections::VecDeque<helios_plugin_host::reload::EvalTrace>,
+    /// The host's watchdog: the error count in the window and the last evaluations.
+    dog: helios_plugin_host::reload::Watchdog,
 }
 
 /// Where a guard's canary corpus lives: `canary/` beside its manifest (a promoted shadow
@@ -324,7 +324,7 @@ impl ReloadListener for ReloadSafety {
     fn rolled_back(&self, failed: &GuardSet, restored: &GuardSet) {
         let traces: Vec<_> = {
             let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-            let t = w.traces.iter().cloned().collect();
+            let t = w.dog.traces();
             *w = Watch::default();
             t
         };
@@ -351,17 +351,13 @@ impl ReloadListener for ReloadSafety {
 
 impl DecisionObserver for ReloadSafety {
     fn decided(&self, d: &Decision) {
-        use helios_plugin_host::reload::{EvalTrace, INCIDENT_TRACES, WATCHDOG_ERRORS, WATCHDOG_WINDOW};
+        use helios_plugin_host::reload::EvalTrace;
         let trip = {
             let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
             if w.set.is_none() || !w.fresh.contains(&d.digest) {
                 return;
             }
-            if w.traces.len() == INCIDENT_TRACES {
-                w.traces.pop_front();
-            }
-            let error = d.verdict == Outcome::Error;
-            w.traces.push_back(EvalTrace {
+            let trace = EvalTrace {
                 unix_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|t| t.as_millis())
@@ -370,18 +366,13 @@ impl DecisionObserver for ReloadSafety {
                 epoch: self.guards.reload_count(),
                 input: serde_json::json!({"tool_name": d.tool, "server_id": d.server, "agent_id": d.agent}),
                 output: d.reason.clone().unwrap_or_else(|| d.verdict.as_str().to_string()),
-                error,
+                error: d.verdict == Outcome::Error,
                 duration_us: d.duration_us,
-            });
-            if !error {
+            };
+            if !w.dog.record(trace) {
                 return;
             }
-            let now = std::time::Instant::now();
-            w.errors.push_back(now);
-            while w.errors.front().is_some_and(|t| now.duration_since(*t) > WATCHDOG_WINDOW) {
-                w.errors.pop_front();
-            }
-            (w.errors.len() >= WATCHDOG_ERRORS).then(|| w.set.clone()).flatten()
+            w.set.clone()
         };
         if let Some(set) = trip {
             self.guards.roll_back(&set);
