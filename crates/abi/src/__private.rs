@@ -77,6 +77,9 @@ pub const SECTION_KEY_SDK: &str = "sdk";
 pub const SECTION_KEY_HOOK: &str = "hook";
 pub const SECTION_KEY_GUARD: &str = "guard";
 
+/// The section line [`crate::without_statement_facts!`] writes.
+pub const FACTS_NONE_LINE: &[u8; 11] = b"facts=none\n";
+
 /// The keys of the plugin's own name and version lines.
 pub const SECTION_KEY_NAME: &str = "name";
 pub const SECTION_KEY_VERSION: &str = "version";
@@ -293,6 +296,13 @@ macro_rules! __helios_guard_exports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_facts_none_line_is_what_the_section_parser_reads() {
+        use helios_plugin_schema::section::{FACTS_NONE, KEY_FACTS, parse};
+        assert_eq!(&FACTS_NONE_LINE[..], format!("{KEY_FACTS}={FACTS_NONE}\n").as_bytes());
+        assert!(parse(FACTS_NONE_LINE).unwrap().without_facts);
+    }
 
     #[test]
     fn section_entry_is_the_documented_line_pair() {

@@ -21,6 +21,31 @@
 
 use std::borrow::Cow;
 
+/// Declares that this plugin never reads the host's statement facts (neither [`of`] nor
+/// `ctx.facts`), so a host leaves them out of its input: the facts are most of a statement's
+/// context, and the guest decodes every byte it is given. Write it once per plugin crate, at the top
+/// level:
+///
+/// ```
+/// helios_plugin_abi::without_statement_facts!();
+/// ```
+///
+/// It adds the line `facts=none` to the module's `helios.plugin` section (signed with the module,
+/// like the hooks it declares). A plugin that declares it and still calls [`of`] gets the guest's own
+/// extraction (or, without `guest-facts`, facts that say none were sent): slower, never wrong.
+#[macro_export]
+macro_rules! without_statement_facts {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[unsafe(link_section = "helios.plugin")]
+            #[used]
+            static __HELIOS_PLUGIN_WITHOUT_FACTS: [u8; $crate::__private::FACTS_NONE_LINE.len()] =
+                *$crate::__private::FACTS_NONE_LINE;
+        };
+    };
+}
+
 pub use helios_plugin_schema::facts::*;
 
 use crate::QueryContext;

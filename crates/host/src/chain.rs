@@ -7,10 +7,36 @@ use std::{
 };
 
 use helios_plugin_schema::{
-    GuardRequest, GuardVerdict, Hook, PostQueryEnvelope, PreQueryResult, QueryContext, RouteResult,
+    GuardRequest, GuardVerdict, Hook, PostQueryEnvelope, PreQueryResult, QueryContext, RouteResult, WithoutFacts,
 };
 
 use crate::{OnError, Plugin, PluginError};
+
+/// One hook input, encoded at most twice per chain run: with the statement facts for plugins that
+/// read them, without for plugins that declared `facts=none` ([`Plugin::reads_facts`]). Each form is
+/// encoded the first time a plugin needs it.
+#[derive(Default)]
+struct Inputs {
+    full: Option<Vec<u8>>,
+    without_facts: Option<Vec<u8>>,
+}
+
+impl Inputs {
+    fn for_plugin(
+        &mut self,
+        p: &Plugin,
+        has_facts: bool,
+        full: impl FnOnce() -> serde_json::Result<Vec<u8>>,
+        without_facts: impl FnOnce() -> serde_json::Result<Vec<u8>>,
+    ) -> &[u8] {
+        // Without facts to leave out, both forms are the same bytes: encode one.
+        if !has_facts || p.reads_facts() {
+            self.full.get_or_insert_with(|| full().unwrap_or_default())
+        } else {
+            self.without_facts.get_or_insert_with(|| without_facts().unwrap_or_default())
+        }
+    }
+}
 
 /// Told each plugin's result and how long its call took (for logs and per-call metrics).
 pub type CallObserver<'a, R> = dyn FnMut(&Plugin, Duration, &Result<R, PluginError>) + 'a;
@@ -92,14 +118,17 @@ impl Chain {
             skipped: Vec::new(),
         };
         let mut current: Option<QueryContext> = None;
-        // The input is encoded once and re-encoded only after a rewrite.
-        let mut json: Option<Vec<u8>> = None;
+        // The input is encoded once (twice when some plugins read the facts and others do not) and
+        // re-encoded only after a rewrite.
+        let mut inputs = Inputs::default();
         for p in self.serving(Hook::PreQuery) {
             let c = current.as_ref().unwrap_or(ctx);
-            let bytes = match &json {
-                Some(b) => b,
-                None => json.insert(serde_json::to_vec(c).unwrap_or_default()),
-            };
+            let bytes = inputs.for_plugin(
+                p,
+                c.facts.is_some(),
+                || serde_json::to_vec(c),
+                || serde_json::to_vec(&WithoutFacts(c)),
+            );
             let t = Instant::now();
             let r = p.call_with(Hook::PreQuery, bytes, |b| {
                 serde_json::from_slice::<PreQueryResult>(b).map_err(|e| e.to_string())
@@ -111,7 +140,7 @@ impl Chain {
                     let mut next = c.clone();
                     next.query = sql;
                     current = Some(next);
-                    json = None;
+                    inputs = Inputs::default();
                     out.rewritten_by.push(p.name().into());
                 }
                 Ok(done @ (PreQueryResult::Block { .. } | PreQueryResult::Cached { .. })) => {
@@ -146,9 +175,14 @@ impl Chain {
     /// [`Chain::route`] with a per-plugin observer.
     pub fn route_observed(&self, ctx: &QueryContext, observe: &mut CallObserver<'_, RouteResult>) -> RouteOutcome {
         let mut out = RouteOutcome { result: RouteResult::Default, decided_by: None, skipped: Vec::new() };
-        let mut json: Option<Vec<u8>> = None;
+        let mut inputs = Inputs::default();
         for p in self.serving(Hook::Route) {
-            let bytes = json.get_or_insert_with(|| serde_json::to_vec(ctx).unwrap_or_default());
+            let bytes = inputs.for_plugin(
+                p,
+                ctx.facts.is_some(),
+                || serde_json::to_vec(ctx),
+                || serde_json::to_vec(&WithoutFacts(ctx)),
+            );
             let t = Instant::now();
             let r = p
                 .call_with(Hook::Route, bytes, |b| serde_json::from_slice::<RouteResult>(b).map_err(|e| e.to_string()));
@@ -184,9 +218,11 @@ impl Chain {
     /// [`Chain::post_query`] with a per-plugin observer.
     pub fn post_query_observed(&self, env: &PostQueryEnvelope, observe: &mut CallObserver<'_, ()>) -> Vec<PluginError> {
         let mut failures = Vec::new();
-        let mut json: Option<Vec<u8>> = None;
+        let mut inputs = Inputs::default();
+        let has_facts = env.query_context.facts.is_some();
         for p in self.serving(Hook::PostQuery) {
-            let bytes = json.get_or_insert_with(|| serde_json::to_vec(env).unwrap_or_default());
+            let bytes =
+                inputs.for_plugin(p, has_facts, || serde_json::to_vec(env), || serde_json::to_vec(&WithoutFacts(env)));
             let t = Instant::now();
             let r = p.call_with(Hook::PostQuery, bytes, |_| Ok(()));
             observe(p, t.elapsed(), &r);

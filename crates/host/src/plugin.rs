@@ -246,6 +246,15 @@ impl Plugin {
     pub fn is_guard(&self) -> bool {
         self.backend.is_guard()
     }
+    /// Whether the plugin reads the host's statement facts ([`QueryContext::facts`]): every plugin
+    /// except a wasm module that declared `facts=none` in its `helios.plugin` section. [`Chain`]
+    /// leaves the facts out of the others' input.
+    ///
+    /// [`QueryContext::facts`]: helios_plugin_schema::QueryContext::facts
+    /// [`Chain`]: crate::Chain
+    pub fn reads_facts(&self) -> bool {
+        self.info.as_ref().is_none_or(|i| !i.declared_without_facts)
+    }
     /// Static facts about a wasm module (size, sha256, imports, exports, declared hooks); `None`
     /// for a plugin of another backend.
     pub fn module_info(&self) -> Option<&ModuleInfo> {

@@ -24,4 +24,4 @@ pub use helios_plugin_facts as facts;
 pub use guard::{GuardRequest, GuardVerdict};
 pub use hooks::{Hook, HookId, HookSpec, Phase, Protocol};
 pub use limits::Limits;
-pub use wire::{HookContext, PostQueryEnvelope, PreQueryResult, QueryContext, QueryOutcome, RouteResult};
+pub use wire::{HookContext, PostQueryEnvelope, PreQueryResult, QueryContext, QueryOutcome, RouteResult, WithoutFacts};

@@ -59,6 +59,8 @@ pub struct ModuleInfo {
     pub declared_name: Option<String>,
     /// The plugin version the module declares (its crate's package version).
     pub declared_version: Option<String>,
+    /// The module declares `facts=none`: it never reads the host's statement facts.
+    pub declared_without_facts: bool,
 }
 
 impl ModuleInfo {
@@ -116,6 +118,7 @@ impl ModuleInfo {
             sdk: declared.sdk,
             declared_name: declared.name,
             declared_version: declared.version,
+            declared_without_facts: declared.without_facts,
         })
     }
 

@@ -4,7 +4,9 @@
 //! contributes its own lines and the linker concatenates them, so the format has no header and no
 //! count. Keys: `hook` (an export name of the catalogue), `guard` (the guard export, `evaluate`),
 //! `sdk` (the SDK version that built it), and `name` and `version` (the Cargo package name and
-//! version of the crate that wrote the hook, so `sign` and `pack` need no flags for SDK plugins).
+//! version of the crate that wrote the hook, so `sign` and `pack` need no flags for SDK plugins),
+//! and `facts` (`facts=none`: the plugin never reads the host's statement facts, so a host leaves them
+//! out of its input — written by `helios_plugin_abi::without_statement_facts!()`).
 //! Unknown keys are kept for forward compatibility.
 
 use crate::Hook;
@@ -18,6 +20,12 @@ pub const KEY_SDK: &str = "sdk";
 pub const KEY_HOOK: &str = "hook";
 /// Key of the line naming the guard export.
 pub const KEY_GUARD: &str = "guard";
+/// Key of the line saying whether the plugin reads the host's statement facts.
+pub const KEY_FACTS: &str = "facts";
+/// The [`KEY_FACTS`] value of a plugin that never reads them.
+pub const FACTS_NONE: &str = "none";
+/// The [`KEY_FACTS`] value of a plugin that reads them (what a module without the line gets).
+pub const FACTS_READ: &str = "read";
 
 // ---- writer (used by the SDK macros at compile time) ---------------------------------------------
 
@@ -67,6 +75,10 @@ pub struct Declared {
     pub name: Option<String>,
     /// The plugin's version (its crate's package version), under the same rule as `name`.
     pub version: Option<String>,
+    /// The plugin said `facts=none`: it never reads the host's statement facts, so a host may leave
+    /// them out of its input (they are most of a statement's context). A module without the line
+    /// gets them: an older plugin that reads them keeps working.
+    pub without_facts: bool,
     /// `key=value` lines this version does not understand.
     pub unknown: Vec<(String, String)>,
 }
@@ -100,6 +112,13 @@ pub fn parse(bytes: &[u8]) -> Result<Declared, SectionError> {
             KEY_GUARD if v == crate::abi::EVALUATE => d.guard = true,
             KEY_GUARD => return Err(SectionError(format!("unknown guard export {v:?}"))),
             KEY_SDK => d.sdk = Some(v.to_owned()),
+            KEY_FACTS if v == FACTS_NONE => d.without_facts = true,
+            KEY_FACTS if v == FACTS_READ => {}
+            KEY_FACTS => {
+                return Err(SectionError(format!(
+                    "unknown {KEY_FACTS} value {v:?} (known: {FACTS_NONE}, {FACTS_READ})"
+                )));
+            }
             "name" => names.push(v),
             "version" => versions.push(v),
             _ => d.unknown.push((k.to_owned(), v.to_owned())),
@@ -120,6 +139,18 @@ pub fn parse(bytes: &[u8]) -> Result<Declared, SectionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_can_say_it_reads_no_statement_facts() {
+        assert!(!parse(b"sdk=0.1.0\nhook=pre_query\n").unwrap().without_facts, "no line: facts are sent");
+        assert!(!parse(b"facts=read\n").unwrap().without_facts);
+        let d = parse(b"sdk=0.1.0\nhook=pre_query\nfacts=none\n").unwrap();
+        assert!(d.without_facts);
+        assert_eq!(d.hooks, vec![Hook::PreQuery]);
+        assert!(d.unknown.is_empty(), "facts is a known key: {:?}", d.unknown);
+        let e = parse(b"facts=some\n").unwrap_err().to_string();
+        assert!(e.contains("\"some\"") && e.contains("none"), "{e}");
+    }
 
     #[test]
     fn concatenated_entries_parse() {

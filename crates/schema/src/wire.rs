@@ -218,9 +218,72 @@ pub struct PostQueryEnvelope {
     pub outcome: QueryOutcome,
 }
 
+/// Encodes a [`QueryContext`] or a [`PostQueryEnvelope`] exactly as its own `Serialize` does, minus
+/// `facts`: the input a host gives a plugin that declared `facts=none` (see
+/// [`crate::section::KEY_FACTS`]). The statement facts are most of a context's bytes, and a guest
+/// decodes every byte it is given. Borrows; nothing is cloned.
+#[derive(Debug)]
+pub struct WithoutFacts<'a, T>(pub &'a T);
+
+impl Serialize for WithoutFacts<'_, QueryContext> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // Every field named: a field added to `QueryContext` does not compile here until it is sent.
+        let QueryContext { query, normalized, tables, is_read_only, hook_context, facts: _ } = self.0;
+        let mut s = serializer.serialize_struct("QueryContext", 5)?;
+        s.serialize_field("query", query)?;
+        s.serialize_field("normalized", normalized)?;
+        s.serialize_field("tables", tables)?;
+        s.serialize_field("is_read_only", is_read_only)?;
+        s.serialize_field("hook_context", hook_context)?;
+        s.end()
+    }
+}
+
+impl Serialize for WithoutFacts<'_, PostQueryEnvelope> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let PostQueryEnvelope { query_context, outcome } = self.0;
+        let mut s = serializer.serialize_struct("PostQueryEnvelope", 2)?;
+        s.serialize_field("query_context", &WithoutFacts(query_context))?;
+        s.serialize_field("outcome", outcome)?;
+        s.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_facts_encodes_the_context_as_if_it_had_none() {
+        let ctx = QueryContext {
+            query: "SELECT * FROM t WHERE id = 1".into(),
+            normalized: "SELECT * FROM t WHERE id = $1".into(),
+            tables: vec!["t".into()],
+            is_read_only: true,
+            hook_context: HookContext {
+                request_id: "r1".into(),
+                client_id: Some("127.0.0.1:5".into()),
+                identity: Some("app".into()),
+                database: Some("db".into()),
+                branch: Some("b".into()),
+                attributes: BTreeMap::from([("helios.tenant".into(), "acme".into())]),
+                sql: String::new(),
+            },
+            facts: Some(StatementFacts { statement_count: 1, source: "pg_query".into(), ..Default::default() }),
+        };
+        let bare = QueryContext { facts: None, ..ctx.clone() };
+        let lean = serde_json::to_vec(&WithoutFacts(&ctx)).unwrap();
+        assert_eq!(lean, serde_json::to_vec(&bare).unwrap());
+        assert!(serde_json::to_vec(&ctx).unwrap().len() > lean.len(), "the full encoding carries the facts");
+        let env = PostQueryEnvelope {
+            query_context: ctx,
+            outcome: QueryOutcome { success: true, rows: Some(3), ..Default::default() },
+        };
+        let bare = PostQueryEnvelope { query_context: bare, ..env.clone() };
+        assert_eq!(serde_json::to_vec(&WithoutFacts(&env)).unwrap(), serde_json::to_vec(&bare).unwrap());
+    }
 
     #[test]
     fn results_use_the_tagged_wire_shape() {

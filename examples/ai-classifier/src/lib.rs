@@ -12,6 +12,10 @@ pub use ai_detect as detect;
 pub use helios_plugin_abi::kv::HostKv;
 use helios_plugin_abi::*;
 
+// Comments are the only facts it uses, and scanning for them (`facts::comments`) costs less than
+// decoding the host's facts on every statement.
+helios_plugin_abi::without_statement_facts!();
+
 pub mod record;
 
 /// The classifier's configuration, read once per instance.

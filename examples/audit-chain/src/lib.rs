@@ -18,6 +18,10 @@
 
 use helios_plugin_abi::*;
 
+// It decides from the identity, attributes and outcome, never from the statement facts: the host
+// leaves them out of its input.
+helios_plugin_abi::without_statement_facts!();
+
 /// The record format and the verifier live in `audit-chain-verify`, which the CLI uses too.
 pub use audit_chain_verify::chain;
 #[cfg(not(target_arch = "wasm32"))]

@@ -13,6 +13,10 @@
 
 use helios_plugin_abi::*;
 
+// It decides from the identity, attributes and outcome, never from the statement facts: the host
+// leaves them out of its input.
+helios_plugin_abi::without_statement_facts!();
+
 pub mod governor;
 /// The window ledger, shared with token-budget.
 pub use budget_ledger as ledger;

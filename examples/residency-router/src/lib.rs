@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 
 use helios_plugin_abi::*;
 
+// It decides from the identity, attributes and outcome, never from the statement facts: the host
+// leaves them out of its input.
+helios_plugin_abi::without_statement_facts!();
+
 /// The attribute a client sets to name its region.
 pub const REGION_ATTRIBUTE: &str = "helios.region";
 

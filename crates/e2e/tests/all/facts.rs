@@ -122,3 +122,23 @@ fn the_corpus_shows_a_refusal_of_each_class_ai_traffic_may_not_use() {
         assert!(r.contains(&format!("statement class {class}")), "{q}: {r}");
     }
 }
+
+#[test]
+fn only_the_plugins_that_read_statement_facts_are_sent_them() {
+    // The other five declare `facts=none` (`without_statement_facts!`): the chain leaves the facts,
+    // most of a context's bytes, out of their input.
+    let host = Host::new(1_700_000_000);
+    let reads = [
+        ("llm-guardrail", true),
+        ("column-mask", true),
+        ("pgvector-router", true),
+        ("ai-classifier", false),
+        ("cost-governor", false),
+        ("token-budget", false),
+        ("audit-chain", false),
+        ("residency-router", false),
+    ];
+    for (name, expected) in reads {
+        assert_eq!(load_demo(&host, name).reads_facts(), expected, "{name}");
+    }
+}

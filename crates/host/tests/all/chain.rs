@@ -150,3 +150,34 @@ fn only_configured_hooks_are_served() {
         .unwrap_err();
     assert!(err.to_string().contains("post_query") && err.to_string().contains("does not export"), "{err}");
 }
+
+/// `scripted_hook` whose `helios.plugin` section says it reads no statement facts.
+fn scripted_hook_without_facts() -> String {
+    scripted_hook().replacen("(module", r#"(module (@custom "helios.plugin" "facts=none\n")"#, 1)
+}
+
+#[test]
+fn a_plugin_that_declares_facts_none_is_sent_the_context_without_them_and_the_others_with() {
+    let (rt, _) = runtime();
+    // Each acts when its input carries the facts' field.
+    let cfg = |name: &str, action: &str| hook(&rt, name, action, r#""facts":"#, &format!("{name} was sent facts"));
+    let lean = rt.load(scripted_hook_without_facts().as_bytes(), cfg("lean", "b").priority(1)).unwrap();
+    let full = load(&rt, cfg("full", "b").priority(2));
+    assert!(!lean.reads_facts() && full.reads_facts());
+    let facts = helios_plugin_schema::facts::StatementFacts { statement_count: 1, ..Default::default() };
+    let ctx = QueryContext { facts: Some(facts), ..q("SELECT 1") };
+    let out = Chain::new(vec![lean.clone(), full.clone()]).pre_query(&ctx);
+    assert_eq!(out.result, PreQueryResult::Block { reason: "full was sent facts".into() }, "{out:?}");
+    assert_eq!(Chain::new(vec![lean.clone()]).pre_query(&ctx).result, PreQueryResult::Continue);
+    // After a rewrite the lean form is encoded again from the rewritten statement, still without facts.
+    let rewriter = load(&rt, hook(&rt, "rewriter", "r", "", "SELECT 2").priority(0));
+    let watcher = rt.load(scripted_hook_without_facts().as_bytes(), hook(&rt, "w", "b", "SELECT 2", "saw it")).unwrap();
+    let out = Chain::new(vec![rewriter, watcher, lean.clone()]).pre_query(&ctx);
+    assert_eq!(out.result, PreQueryResult::Block { reason: "saw it".into() }, "{out:?}");
+    // route: the same rule.
+    let lean_route = rt.load(scripted_hook_without_facts().as_bytes(), cfg("lean-route", "n")).unwrap();
+    let full_route = load(&rt, cfg("full-route", "n").priority(1));
+    assert_eq!(Chain::new(vec![lean_route.clone()]).route(&ctx).result, RouteResult::Default);
+    let out = Chain::new(vec![lean_route, full_route]).route(&ctx);
+    assert_eq!(out.decided_by.as_deref(), Some("full-route"), "{out:?}");
+}
