@@ -353,18 +353,20 @@ impl Report {
         }
         s.push_str(
             "\n### The host's statement analysis (PostgreSQL's parser via pg_query), µs per statement\n\n\
-             | statement | parse | fingerprint | normalize | all facts (uncached) | facts, cache hit |\n|---|---|---|---|---|---|\n",
+             | statement | parse | fingerprint | normalize | all facts (uncached) | facts, cache hit | new literal each time: uncached | new literal each time: through the cache |\n|---|---|---|---|---|---|---|---|\n",
         );
         for r in self.cost["rows"].as_array().into_iter().flatten() {
             let f = |k: &str| r[k].as_f64().map_or("–".to_owned(), |v| format!("{v:.2}"));
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r["statement"].as_str().unwrap_or(""),
                 f("parse_us"),
                 f("fingerprint_us"),
                 f("normalize_us"),
                 f("facts_us"),
-                f("cache_hit_us")
+                f("cache_hit_us"),
+                f("new_literal_uncached_us"),
+                f("new_literal_cache_us")
             ));
         }
         s

@@ -41,7 +41,8 @@ impl CancelSlot {
     }
 }
 
-/// How many distinct statement texts keep their facts cached.
+/// How many distinct statement texts, and how many statement shapes (texts up to their literals),
+/// keep their facts cached.
 const FACTS_CACHE_STATEMENTS: usize = 4096;
 
 /// State shared by every session of a proxy.

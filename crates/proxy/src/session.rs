@@ -740,7 +740,7 @@ impl Session {
     // ---------------------------------------------------------------- hooks
 
     /// The one place a statement's [`QueryContext`] is built (`None` when no plugin is loaded).
-    /// The statement facts (PostgreSQL's parser, cached by text) fill `facts`, `normalized`, `tables`
+    /// The statement facts (PostgreSQL's parser, cached by text and by shape) fill `facts`, `normalized`, `tables`
     /// and `is_read_only`.
     fn query_context(&mut self, sql: &str) -> Option<QueryContext> {
         if self.shared.hooks.is_empty() {

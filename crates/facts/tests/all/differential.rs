@@ -178,7 +178,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn inputs() -> Vec<String> {
+pub(crate) fn inputs() -> Vec<String> {
     let mut all: Vec<String> = ISSUE_14.iter().map(|s| s.to_string()).collect();
     let corpus = std::fs::read_to_string(root().join("examples/corpus/sql.jsonl")).expect("the corpus");
     for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
