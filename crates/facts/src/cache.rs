@@ -22,7 +22,9 @@
 //!    followed by a number with nothing but white space between (PostgreSQL folds `-5` into one
 //!    constant). `NULL`, `TRUE`, `FALSE`, `ALL` (`LIMIT ALL` is a null constant), `DEFAULT` or any
 //!    other keyword replaced → [`Fallback::NotAConstant`]. Checked by rebuilding the normalised
-//!    text from `S` and the lexer's tokens and comparing byte for byte;
+//!    text from `S` and the lexer's tokens and comparing byte for byte. Constants the normaliser
+//!    leaves (`GROUP BY 1`, `ORDER BY 1`, type modifiers, `COPY`'s file name) stay in the key as
+//!    written;
 //! 3. no `$` is left outside those spans (an identifier `a$b`, a comment, an unreplaced
 //!    dollar-quoted string), so the `$n` in the normalised text are exactly the placeholders;
 //! 4. no `LIKE`/`ILIKE` keyword is present (below).
@@ -31,11 +33,12 @@
 //! negatives). Two texts with one key are therefore byte-identical outside the replaced tokens, and
 //! the tokens are constants of the same kinds: the lexer sees the same token sequence (a constant is
 //! a whole token and the lexer starts each segment between them in its initial state), the grammar
-//! (which chooses by token kind only) builds the same tree, and the trees differ only in the values
-//! of `A_Const` nodes and of option strings (`DefElem` arguments, `NOTIFY`'s payload, a
-//! subscription's connection string). Comments are tokens outside the replaced spans, so they are
-//! equal (facts' `comments`); `normalized` is the key's text and the fingerprint ignores constants,
-//! so both are equal.
+//! chooses its productions by token kind, and its actions put each replaced constant's value into
+//! an `A_Const` node (a folded `-` number included) or into an option string (`DefElem` arguments,
+//! `NOTIFY`'s payload, a subscription's connection string): the trees differ only in those values.
+//! Comments are tokens outside the replaced spans, so they are equal (facts' `comments`);
+//! `normalized` is the key's text and the fingerprint ignores constants, so both are equal.
+//!
 //! A constant's value cannot make the parse fail for one text and not the other in a way the key
 //! hides: the normaliser runs the same parser and lexer (an escape string `E'\xff'` that is not
 //! UTF-8 is refused by PostgreSQL's lexer, so such a text has no key), and `extract` reads the
@@ -51,8 +54,9 @@
 //! * option strings: a routine's body and language (`CREATE FUNCTION … AS '…'`, `DO '…'`) —
 //!   excluded by keeping a shape entry only when the facts of the text that created it have every
 //!   statement of class `read` or `write` and no routine ([`Fallback::Class`],
-//!   [`Fallback::Routine`]); `SET` values, `COPY` options and file names, `NOTIFY` payloads, role
-//!   passwords are never read, and all of those statements are of other classes anyway.
+//!   [`Fallback::Routine`]); other option strings (`SET` values, `EXPLAIN` and `COPY` options,
+//!   `NOTIFY` payloads, role passwords) are never read, and most of those statements are of other
+//!   classes anyway.
 //!
 //! Everything else `extract` reads comes from names, keywords and the tree's shape, which a shape
 //! key fixes. The differential test (tests/all/cache.rs) checks this on every statement of the
