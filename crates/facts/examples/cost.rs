@@ -5,11 +5,11 @@
 //! `new_literal_*`: the statement with a new literal every time (pgbench `-M simple`, drivers that
 //! inline literals), all texts made before timing: `uncached` is a fresh extraction of each (what
 //! a text-keyed cache pays on every one of them), `cache` goes through `FactsCache`, whose shape key
-//! makes them hits.
+//! makes them hits; `shape_key` and `scan` are the parts of a shape hit (the key, the lexer).
 
 use std::time::Instant;
 
-use helios_plugin_facts::cache::FactsCache;
+use helios_plugin_facts::cache::{FactsCache, shape_key};
 use helios_plugin_facts::pg;
 
 /// (name, statement, the same with `{}` where a new literal goes).
@@ -57,6 +57,9 @@ fn main() {
         let texts: Vec<String> = (0..n + n / 10 + 1).map(|i| template.replace("{}", &(1 + i).to_string())).collect();
         let mut next = texts.iter();
         let uncached = per_call(n, || drop(std::hint::black_box(pg::extract(next.next().map_or("", |s| s)))));
+        let mut next = texts.iter();
+        let shape_key = per_call(n, || drop(std::hint::black_box(shape_key(next.next().map_or("", |s| s)))));
+        let scan = per_call(n, || drop(std::hint::black_box(pg_query::scan(sql))));
         let cache = FactsCache::new(4096);
         let mut next = texts.iter();
         let through_cache = per_call(n, || drop(std::hint::black_box(cache.get(next.next().map_or("", |s| s)))));
@@ -65,6 +68,7 @@ fn main() {
             "parse_us": parse, "fingerprint_us": fingerprint, "normalize_us": normalize,
             "facts_us": extract, "cache_hit_us": hit,
             "new_literal_uncached_us": uncached, "new_literal_cache_us": through_cache,
+            "scan_us": scan, "shape_key_us": shape_key,
         }));
     }
     println!("{}", serde_json::json!({ "iterations": n, "rows": rows }));
