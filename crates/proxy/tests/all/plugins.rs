@@ -42,6 +42,43 @@ fn llm_guardrail_blocks_drop_table_in_both_protocols_and_the_session_goes_on() {
     assert_eq!(db.psql("SELECT count(*) FROM orders;").trim(), "0", "the table survived");
 }
 
+/// pgbench `-M simple` and drivers that inline literals send a new text per statement; the facts
+/// cache shares one analysis between texts that differ only in literals the facts cannot depend on
+/// (crates/facts/src/cache.rs). Literals that do change the facts — a `LIKE` pattern's prefix,
+/// `LIMIT ALL`/`LIMIT NULL` — must never reuse another text's facts: llm-guardrail, through real
+/// PostgreSQL, judges each statement as if it had been analysed alone.
+#[test]
+fn llm_guardrail_judges_each_literal_variant_as_if_analysed_alone() {
+    let db = PgCluster::start();
+    db.psql("CREATE TABLE orders (id int, name text); CREATE TABLE events (id int);");
+    let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true"), ("large_tables", "events")]);
+    let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
+    let refused = |sql: &str| {
+        let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", sql, &[]);
+        let err = stderr(&out);
+        let refused = err.contains("42000") && err.contains("llm-guardrail");
+        assert!(refused || err.is_empty(), "{sql}: {err}");
+        refused
+    };
+    // Each pair: the first is allowed and fills the cache, the second differs only in a literal or
+    // a keyword where a constant was, and is refused.
+    for (allowed, then_refused) in [
+        ("DELETE FROM orders WHERE name LIKE 'a%';", "DELETE FROM orders WHERE name LIKE '%';"),
+        ("SELECT id FROM events LIMIT 5;", "SELECT id FROM events LIMIT ALL;"),
+        ("SELECT id FROM events LIMIT 5;", "SELECT id FROM events LIMIT NULL;"),
+    ] {
+        assert!(!refused(allowed), "{allowed}");
+        assert!(refused(then_refused), "{then_refused}");
+        assert!(!refused(allowed), "{allowed}, again");
+    }
+    // New literals in one session, pgbench-style: every one allowed, each through the shape entry.
+    let script: String = (1..=20).map(|i| format!("SELECT {i} + count(*) FROM orders WHERE id = {i};\n")).collect();
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", &script, &[]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let expected: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), expected);
+}
+
 #[test]
 fn a_plugin_rewrite_is_what_the_server_runs() {
     let db = PgCluster::start();
