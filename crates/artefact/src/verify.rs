@@ -18,7 +18,7 @@ use crate::blocklist::Blocklist;
 use crate::error::{Error, ErrorKind, Result, err, read_capped, resolve, shown};
 use crate::keys::{TrustRoot, public_key_from_hex};
 use crate::manifests::{parse_artefact_manifest, parse_guard_manifest};
-use crate::module_info::{ModuleInfo, is_component};
+use crate::module_info::{ModuleInfo, ModuleInfoError, is_component};
 use crate::signing::{self, Anchors, ModuleSignature, Signer, sha256_hex};
 
 /// What the pipeline checks against.
@@ -113,6 +113,17 @@ pub fn verify_path(path: &Path, opts: &VerifyOptions) -> Result<VerifiedPlugin> 
     Ok(plugin)
 }
 
+/// The module's SHA-256 (lowercase hex) and what it declares. [`ModuleInfo::parse`] takes the
+/// digest as it reads the module, so a module that parses is hashed once, not twice; one that does
+/// not is hashed alone, and its parse error is reported where the pipeline reads the module (after
+/// the hash and blocklist checks, as before).
+fn digest_and_info(wasm: &[u8]) -> (String, std::result::Result<ModuleInfo, ModuleInfoError>) {
+    match ModuleInfo::parse(wasm) {
+        Ok(m) => (m.sha256.clone(), Ok(m)),
+        Err(e) => (sha256_hex(wasm), Err(e)),
+    }
+}
+
 fn too_large(plugin: &str, file: &str, size: u64, limit: u64) -> Error {
     err(ErrorKind::ModuleTooLarge, format!("plugin {plugin}: module {file} is {size} bytes (limit: {limit})"))
 }
@@ -142,7 +153,7 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
         return Err(too_large(plugin, ARTEFACT_MODULE, artefact.wasm.len() as u64, opts.max_module_bytes));
     }
     // 2. SHA-256
-    let sha = sha256_hex(&artefact.wasm);
+    let (sha, module) = digest_and_info(&artefact.wasm);
     if manifest.wasm_sha256 != sha {
         return Err(hash_mismatch(plugin, &manifest_file, "wasm_sha256", &sha, &manifest.wasm_sha256));
     }
@@ -152,8 +163,8 @@ pub fn verify_artefact(artefact: &Artefact, file: &str, opts: &VerifyOptions) ->
     }
     // The module is read before the signature step: what it declares about itself (name, version,
     // hooks) is covered by its hash, so it decides what an unsigned manifest may say.
-    let module = ModuleInfo::parse(&artefact.wasm)
-        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: {ARTEFACT_MODULE}: {e}")))?;
+    let module =
+        module.map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: {ARTEFACT_MODULE}: {e}")))?;
     // 4. signatures
     let signer = match (&artefact.sidecar, &manifest.signature_sha256) {
         (Some(sidecar_bytes), Some(expected)) => {
@@ -343,7 +354,7 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
     let wasm =
         read_capped(wasm_path, opts.max_module_bytes, |n| too_large(&stem, &wasm_file, n, opts.max_module_bytes))?;
     // 2. SHA-256 (there is no manifest digest to compare; the sidecar's is checked with the signature)
-    let sha = sha256_hex(&wasm);
+    let (sha, module) = digest_and_info(&wasm);
     // 3. blocklist
     if let Some(b) = &opts.blocklist {
         b.check(&sha, &stem)?;
@@ -388,8 +399,8 @@ pub fn verify_module(wasm_path: &Path, opts: &VerifyOptions) -> Result<VerifiedP
         ));
     };
     // 6. hooks
-    let module = ModuleInfo::parse(&wasm)
-        .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {name}: module {wasm_file}: {e}")))?;
+    let module =
+        module.map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {name}: module {wasm_file}: {e}")))?;
     let hooks = if module.declared_hooks.is_empty() { module.exported_hooks() } else { module.declared_hooks.clone() };
     check_hooks_exported(&hooks, &module, &name)?;
     Ok(VerifiedPlugin {
@@ -426,7 +437,7 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
     let wasm =
         read_capped(&wasm_path, opts.max_module_bytes, |n| too_large(plugin, &wasm_file, n, opts.max_module_bytes))?;
     // 2. SHA-256
-    let sha = sha256_hex(&wasm);
+    let (sha, module) = digest_and_info(&wasm);
     if manifest.wasm_sha256 != sha {
         return Err(hash_mismatch(plugin, &file, "wasm_sha256", &sha, &manifest.wasm_sha256));
     }
@@ -517,8 +528,8 @@ pub fn verify_guard_manifest(manifest_path: &Path, opts: &VerifyOptions) -> Resu
         }
         true
     } else {
-        let module = ModuleInfo::parse(&wasm)
-            .map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
+        let module =
+            module.map_err(|e| err(ErrorKind::ModuleInvalid, format!("plugin {plugin}: module {wasm_file}: {e}")))?;
         check_hooks_exported(&manifest.hooks, &module, plugin)?;
         module.is_guard()
     };

@@ -233,7 +233,7 @@ impl Report {
         );
         let _ = writeln!(
             self.md,
-            "| load | new Runtime | verify (unpack, hash, signature) | compile or cache + link | verify + load |"
+            "| load | new Runtime | verify (`PluginsConfig::verify`: unpack, hash, signature) | compile or cache + link (`load_entries`) | verify + load (helios-proxy's `build_entries`) |"
         );
         let _ = writeln!(self.md, "|---|---:|---:|---:|---:|");
         for (name, (rt, v, l)) in [("cold (compile)", cold), ("warm (module cache on disk)", warm)] {

@@ -149,9 +149,11 @@ impl RuntimeConfig {
         self
     }
     /// Keep compiled modules under `dir` so later runtimes (a restart) load them without
-    /// compiling. Entries are keyed by the module's SHA-256 and the engine's settings and carry a
-    /// SHA-256 of their own bytes; a damaged entry is ignored and rewritten. The directory must be
-    /// writable only by the host's user: code in it runs in the host. Default: none.
+    /// compiling. Entries are keyed by the module's SHA-256 and the engine's settings; each image
+    /// is checked against a BLAKE3 digest and length recorded beside it, then mapped (not copied);
+    /// a damaged entry is ignored and rewritten. The directory must be writable only by the host's
+    /// user: code in it runs in the host, and an image changed in place while a plugin runs from it
+    /// changes that plugin's code. Default: none.
     pub fn module_cache_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.module_cache_dir = Some(dir.as_ref().to_path_buf());
         self

@@ -22,6 +22,7 @@
 //! config file, the entry (index and name) and the field or check that failed. The runtime crate
 //! knows nothing of TOML, artefacts or signatures: they all stop here.
 
+mod parallel;
 pub mod proxy_toml;
 pub mod source;
 pub mod verify;

@@ -42,7 +42,8 @@ use helios_plugin_schema::Hook;
 use helios_plugin_schema::limits::DEFAULT_MAX_MODULE_BYTES;
 use serde::Deserialize;
 
-use crate::source::{Resolver, Source};
+use crate::parallel;
+use crate::source::{Resolver, Source, SourceError};
 use crate::verify::{VerifyError, load_verified, merged_config, verify_named};
 
 /// A `proxy.toml` that could not become a chain. Each message names the file, the plugin entry
@@ -254,73 +255,99 @@ impl PluginsConfig {
         }
     }
 
-    /// Verifies every plugin (nothing is compiled).
+    /// Verifies every plugin (nothing is compiled), several at a time (one per core); the error is
+    /// the first one in file order, as if they had been verified one after another.
     pub fn verify(&self) -> Result<Vec<VerifiedEntry>, ConfigError> {
-        let file = self.file.display().to_string();
         let resolver = self.resolver();
-        let mut out = Vec::with_capacity(self.plugins.len());
-        for (index, entry) in self.plugins.iter().enumerate() {
-            let name = entry.name.clone();
-            let verr = |source| ConfigError::Verify {
-                file: file.clone(),
-                index,
-                name: name.clone(),
-                source: Box::new(source),
+        // Sources are resolved first, one after another in file order (a registry pull writes into
+        // the shared OCI cache; a local path is not even read here), up to the first that fails:
+        // no entry after it could be the one reported, so none is fetched or verified.
+        let mut sources: Vec<Resolved> = Vec::with_capacity(self.plugins.len());
+        for e in &self.plugins {
+            let live = resolver.resolve(&e.source);
+            let shadow = match (&live, &e.shadow) {
+                (Ok(_), Some(s)) => Some(resolver.resolve(&s.source)),
+                _ => None,
             };
-            let field = |field: &'static str, message: String| ConfigError::Field {
-                file: file.clone(),
-                index,
-                name: name.clone(),
-                field,
-                message,
-            };
-            let mut opts = VerifyOptions::default()
-                .allow_unsigned(entry.allow_unsigned)
-                .max_module_bytes(entry.max_module_bytes.unwrap_or(DEFAULT_MAX_MODULE_BYTES));
-            if let Some(dir) = &entry.verify_with {
-                opts = opts.trust_root(TrustRoot::load(&resolver.path(dir)).map_err(verr)?);
+            let failed = live.is_err() || matches!(shadow, Some(Err(_)));
+            sources.push((live, shadow));
+            if failed {
+                break;
             }
-            if let Some(b) = &entry.blocklist {
-                opts = opts.blocklist(Blocklist::load(&resolver.path(b)).map_err(verr)?);
-            }
-            let path = resolver.resolve(&entry.source).map_err(|e| field("source", e.to_string()))?;
-            let plugin = verify_named(&path, &entry.name, &opts).map_err(|e| match e {
-                VerifyError::Artefact(source) => {
-                    ConfigError::Verify { file: file.clone(), index, name: name.clone(), source }
-                }
-                VerifyError::Name(m) => field("name", m.to_string()),
-            })?;
-            if let Some(hooks) = &entry.hooks {
-                let undeclared: Vec<_> =
-                    hooks.iter().filter(|h| !plugin.hooks.contains(h)).map(|h| h.export_name()).collect();
-                if !undeclared.is_empty() {
-                    let declared: Vec<_> = plugin.hooks.iter().map(|h| h.export_name()).collect();
-                    return Err(field(
-                        "hooks",
-                        format!(
-                            "{} not declared by the plugin (it declares: {})",
-                            undeclared.join(", "),
-                            if declared.is_empty() { "none".into() } else { declared.join(", ") }
-                        ),
-                    ));
-                }
-            }
-            let config = merged_config(&plugin, &entry.config);
-            let shadow = match &entry.shadow {
-                None => None,
-                Some(sh) => {
-                    let path = resolver.resolve(&sh.source).map_err(|e| field("shadow.source", e.to_string()))?;
-                    Some(verify_named(&path, &entry.name, &opts).map_err(|e| match e {
-                        VerifyError::Artefact(source) => {
-                            ConfigError::Verify { file: file.clone(), index, name: name.clone(), source }
-                        }
-                        VerifyError::Name(m) => field("shadow.source", m.to_string()),
-                    })?)
-                }
-            };
-            out.push(VerifiedEntry { entry: entry.clone(), plugin, config, shadow });
         }
-        Ok(out)
+        let weights: Vec<u64> = sources
+            .iter()
+            .map(|(p, _)| p.as_ref().ok().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len()))
+            .collect();
+        parallel::map_in_order(&weights, |index| self.verify_entry(index, &resolver, &sources[index]))
+            .into_iter()
+            .collect()
+    }
+
+    /// Verifies entry `index` (and its shadow candidate) from its resolved sources.
+    fn verify_entry(
+        &self,
+        index: usize,
+        resolver: &Resolver,
+        sources: &Resolved,
+    ) -> Result<VerifiedEntry, ConfigError> {
+        let file = self.file.display().to_string();
+        let entry = &self.plugins[index];
+        let name = entry.name.clone();
+        let verr =
+            |source| ConfigError::Verify { file: file.clone(), index, name: name.clone(), source: Box::new(source) };
+        let field = |field: &'static str, message: String| ConfigError::Field {
+            file: file.clone(),
+            index,
+            name: name.clone(),
+            field,
+            message,
+        };
+        let mut opts = VerifyOptions::default()
+            .allow_unsigned(entry.allow_unsigned)
+            .max_module_bytes(entry.max_module_bytes.unwrap_or(DEFAULT_MAX_MODULE_BYTES));
+        if let Some(dir) = &entry.verify_with {
+            opts = opts.trust_root(TrustRoot::load(&resolver.path(dir)).map_err(verr)?);
+        }
+        if let Some(b) = &entry.blocklist {
+            opts = opts.blocklist(Blocklist::load(&resolver.path(b)).map_err(verr)?);
+        }
+        let path = sources.0.as_ref().map_err(|e| field("source", e.to_string()))?;
+        let plugin = verify_named(path, &entry.name, &opts).map_err(|e| match e {
+            VerifyError::Artefact(source) => {
+                ConfigError::Verify { file: file.clone(), index, name: name.clone(), source }
+            }
+            VerifyError::Name(m) => field("name", m.to_string()),
+        })?;
+        if let Some(hooks) = &entry.hooks {
+            let undeclared: Vec<_> =
+                hooks.iter().filter(|h| !plugin.hooks.contains(h)).map(|h| h.export_name()).collect();
+            if !undeclared.is_empty() {
+                let declared: Vec<_> = plugin.hooks.iter().map(|h| h.export_name()).collect();
+                return Err(field(
+                    "hooks",
+                    format!(
+                        "{} not declared by the plugin (it declares: {})",
+                        undeclared.join(", "),
+                        if declared.is_empty() { "none".into() } else { declared.join(", ") }
+                    ),
+                ));
+            }
+        }
+        let config = merged_config(&plugin, &entry.config);
+        let shadow = match &sources.1 {
+            None => None,
+            Some(resolved) => {
+                let path = resolved.as_ref().map_err(|e| field("shadow.source", e.to_string()))?;
+                Some(verify_named(path, &entry.name, &opts).map_err(|e| match e {
+                    VerifyError::Artefact(source) => {
+                        ConfigError::Verify { file: file.clone(), index, name: name.clone(), source }
+                    }
+                    VerifyError::Name(m) => field("shadow.source", m.to_string()),
+                })?)
+            }
+        };
+        Ok(VerifiedEntry { entry: entry.clone(), plugin, config, shadow })
     }
 
     /// Verifies every plugin, then loads each with `runtime`, and orders them into a chain.
@@ -328,65 +355,81 @@ impl PluginsConfig {
         Ok(Chain::new(self.build_entries(runtime)?.into_iter().map(|e| e.plugin).collect()))
     }
 
-    /// Verifies every plugin (and shadow candidate), then loads each with `runtime`, in file order.
+    /// Verifies every plugin (and shadow candidate), then — only if all passed — loads each with
+    /// `runtime`; both steps run several plugins at a time (one per core). Returns the entries in
+    /// file order; an error is the first in file order, and a verification error comes before any
+    /// load error, exactly as when the plugins are verified and then loaded one after another.
     pub fn build_entries(&self, runtime: &Runtime) -> Result<Vec<LoadedEntry>, ConfigError> {
+        self.load_entries(runtime, &self.verify()?)
+    }
+
+    /// Loads what [`verify`](Self::verify) returned for this config, in its order (the second half
+    /// of [`build_entries`](Self::build_entries)), several at a time; the error is the first in
+    /// file order.
+    pub fn load_entries(&self, runtime: &Runtime, verified: &[VerifiedEntry]) -> Result<Vec<LoadedEntry>, ConfigError> {
+        let weights: Vec<u64> = verified
+            .iter()
+            .map(|v| (v.plugin.wasm.len() + v.shadow.as_ref().map_or(0, |s| s.wasm.len())) as u64)
+            .collect();
+        parallel::map_in_order(&weights, |index| self.load_entry(runtime, index, &verified[index]))
+            .into_iter()
+            .collect()
+    }
+
+    /// Loads one verified entry (its shadow candidate first) with the entry's settings.
+    fn load_entry(&self, runtime: &Runtime, index: usize, v: &VerifiedEntry) -> Result<LoadedEntry, ConfigError> {
         let file = self.file.display().to_string();
-        let mut plugins: Vec<LoadedEntry> = Vec::new();
-        for (index, v) in self.verify()?.into_iter().enumerate() {
-            let e = &v.entry;
-            let mut pc = PluginConfig::new(e.name.clone()).config_map(v.config.clone());
-            if let Some(p) = e.priority {
-                pc = pc.priority(p);
-            }
-            if let Some(o) = e.on_error {
-                pc = pc.on_error(o);
-            }
-            if let Some(f) = e.fuel {
-                pc = pc.fuel(Some(f));
-            }
-            if let Some(ms) = e.deadline_ms {
-                pc = pc.deadline(std::time::Duration::from_millis(ms));
-            }
-            if let Some(n) = e.kv_max_keys {
-                pc = pc.kv_max_keys(n);
-            }
-            if let Some(n) = e.kv_max_bytes {
-                pc = pc.kv_max_bytes(n);
-            }
-            if let Some(m) = e.memory {
-                pc = pc.max_memory_bytes(m);
-            }
-            if let Some(m) = e.max_module_bytes {
-                pc = pc.max_module_bytes(m);
-            }
-            if let Some(a) = e.advisory {
-                pc = pc.advisory(a);
-            }
-            if let Some(m) = e.mode {
-                pc = pc.mode(m);
-            }
-            let load_error = |source| ConfigError::Load {
-                file: file.clone(),
-                index,
-                name: e.name.clone(),
-                source: Box::new(source),
-            };
-            // The candidate: the same settings, serving what the entry asks or what it declares.
-            let shadow = match &v.shadow {
-                None => None,
-                Some(candidate) => {
-                    let hooks = e.hooks.clone().unwrap_or_else(|| candidate.hooks.clone());
-                    Some(load_verified(runtime, candidate, pc.clone().hooks(hooks)).map_err(load_error)?)
-                }
-            };
-            // Serve what the operator asked for, else what the signed manifest declares.
-            pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
-            let plugin = load_verified(runtime, &v.plugin, pc).map_err(load_error)?;
-            plugins.push(LoadedEntry { entry: v.entry, plugin, shadow });
+        let e = &v.entry;
+        let mut pc = PluginConfig::new(e.name.clone()).config_map(v.config.clone());
+        if let Some(p) = e.priority {
+            pc = pc.priority(p);
         }
-        Ok(plugins)
+        if let Some(o) = e.on_error {
+            pc = pc.on_error(o);
+        }
+        if let Some(f) = e.fuel {
+            pc = pc.fuel(Some(f));
+        }
+        if let Some(ms) = e.deadline_ms {
+            pc = pc.deadline(std::time::Duration::from_millis(ms));
+        }
+        if let Some(n) = e.kv_max_keys {
+            pc = pc.kv_max_keys(n);
+        }
+        if let Some(n) = e.kv_max_bytes {
+            pc = pc.kv_max_bytes(n);
+        }
+        if let Some(m) = e.memory {
+            pc = pc.max_memory_bytes(m);
+        }
+        if let Some(m) = e.max_module_bytes {
+            pc = pc.max_module_bytes(m);
+        }
+        if let Some(a) = e.advisory {
+            pc = pc.advisory(a);
+        }
+        if let Some(m) = e.mode {
+            pc = pc.mode(m);
+        }
+        let load_error =
+            |source| ConfigError::Load { file: file.clone(), index, name: e.name.clone(), source: Box::new(source) };
+        // The candidate: the same settings, serving what the entry asks or what it declares.
+        let shadow = match &v.shadow {
+            None => None,
+            Some(candidate) => {
+                let hooks = e.hooks.clone().unwrap_or_else(|| candidate.hooks.clone());
+                Some(load_verified(runtime, candidate, pc.clone().hooks(hooks)).map_err(load_error)?)
+            }
+        };
+        // Serve what the operator asked for, else what the signed manifest declares.
+        pc = pc.hooks(e.hooks.clone().unwrap_or_else(|| v.plugin.hooks.clone()));
+        let plugin = load_verified(runtime, &v.plugin, pc).map_err(load_error)?;
+        Ok(LoadedEntry { entry: v.entry.clone(), plugin, shadow })
     }
 }
+
+/// An entry's resolved source and, if it has one, its shadow candidate's.
+type Resolved = (Result<PathBuf, SourceError>, Option<Result<PathBuf, SourceError>>);
 
 fn base_dir_of(file: &Path) -> PathBuf {
     file.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
@@ -640,6 +683,82 @@ config = { mode = "lenient" }
         let path = write_config(&f, &format!("{entry}shadow = {{ source = \"unsigned.tar.gz\" }}\n"));
         let e = PluginsConfig::load(&path).unwrap().verify().unwrap_err().to_string();
         assert!(e.contains("plugins[0] (blocker)") && e.contains("E_SIGNATURE_MISSING"), "{e}");
+    }
+
+    /// Packs BLOCKER as plugin `name` into the fixture, signed with `key` (trusted: the test adds
+    /// its public half to `trusted/`) or unsigned; `pad` bytes of data make it heavier (the loader
+    /// starts heavier plugins first).
+    fn pack_as(f: &Fixture, name: &str, key: Option<&ed25519_dalek::SigningKey>, pad: usize) {
+        let wat = BLOCKER.replacen("(memory (export \"memory\") 1)", "(memory (export \"memory\") 8)", 1).replacen(
+            "(func (export \"alloc\")",
+            &format!("(data (i32.const 8192) \"{}\") (func (export \"alloc\")", "x".repeat(pad)),
+            1,
+        );
+        let signing = match key {
+            Some(k) => PackSigning::Key(Box::new(k.clone())),
+            None => PackSigning::Unsigned,
+        };
+        let packed =
+            pack(wat::parse_str(&wat).unwrap(), PackOptions { signing, ..PackOptions::new(name, "1.0.0") }).unwrap();
+        save_artefact(&packed.artefact, &f.dir.path().join(format!("{name}.tar.gz"))).unwrap();
+    }
+
+    fn entries(list: &[(&str, &str)]) -> String {
+        list.iter()
+            .map(|(name, extra)| {
+                format!(
+                    "[[plugins]]\nname = \"{name}\"\nsource = \"{name}.tar.gz\"\nverify_with = \"trusted\"\n{extra}\n"
+                )
+            })
+            .collect()
+    }
+
+    /// Plugins are verified and loaded several at a time, heaviest first, yet the error is always
+    /// the one a loop in file order would have met first, and a verification error always comes
+    /// before any load error (nothing is compiled unless every plugin verified).
+    #[test]
+    fn the_first_failure_in_file_order_is_reported_whatever_finishes_first() {
+        let f = fixture();
+        let key = keys::generate_signing_key().unwrap();
+        std::fs::write(f.dir.path().join("trusted/more.pub"), keys::public_key_base64(&key.verifying_key())).unwrap();
+        for (name, signed, pad) in
+            [("p0", true, 0), ("p1", true, 0), ("p2", false, 0), ("p3", true, 200_000), ("p4", true, 300_000)]
+        {
+            pack_as(&f, name, signed.then_some(&key), pad);
+        }
+        let huge = "memory = 1_099_511_627_776";
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        let cases = [
+            // p2 is unsigned; p4 (heaviest, verified first) names another plugin.
+            (
+                entries(&[("p0", ""), ("p1", ""), ("p2", ""), ("p3", ""), ("p4", "")])
+                    .replace("name = \"p4\"", "name = \"p4x\""),
+                "plugins[2] (p2): E_SIGNATURE_MISSING",
+            ),
+            // Two load failures (a memory cap over the runtime's): the first in file order.
+            (
+                entries(&[("p0", ""), ("p1", huge), ("p3", ""), ("p4", huge)]),
+                "plugins[1] (p1): plugin \"p1\": max_memory_bytes is 1099511627776, over the runtime's maximum",
+            ),
+            // A load failure early and a verification failure late: verification comes first.
+            (entries(&[("p0", ""), ("p1", huge), ("p3", ""), ("p2", "")]), "plugins[3] (p2): E_SIGNATURE_MISSING"),
+        ];
+        for (plugins, expected) in cases {
+            let path = write_config(&f, &plugins);
+            for _ in 0..10 {
+                let e = PluginsConfig::load(&path).unwrap().build_entries(&runtime).unwrap_err().to_string();
+                assert!(e.starts_with(&format!("{}: {expected}", path.display())), "expected {expected:?}, got {e}");
+            }
+        }
+        // All good: every plugin loaded, returned in file order.
+        let path = write_config(&f, &entries(&[("p4", ""), ("p0", ""), ("p3", ""), ("p1", "")]));
+        let loaded = PluginsConfig::load(&path).unwrap().build_entries(&runtime).unwrap();
+        let names: Vec<_> = loaded.iter().map(|e| e.plugin.name()).collect();
+        assert_eq!(names, ["p4", "p0", "p3", "p1"]);
+        for e in loaded {
+            let outcome = Chain::new(vec![e.plugin]).pre_query(&query());
+            assert_eq!(outcome.result, PreQueryResult::Block { reason: "blocked by wat".into() });
+        }
     }
 
     #[test]
