@@ -216,8 +216,11 @@ pub fn shape_key(sql: &str) -> Result<String, Fallback> {
     if sql.len() > MAX_CACHED_TEXT {
         return Err(Fallback::TooLong);
     }
-    let normalized = pg_query::normalize(sql).map_err(|_| Fallback::DoesNotParse)?;
-    let scan = pg_query::scan(sql).map_err(|_| Fallback::DoesNotParse)?;
+    // The normaliser walks the parse tree recursively: a long text gets a stack sized for it.
+    let (normalized, scan) = crate::pg::on_deep_enough_stack(sql, || (pg_query::normalize(sql), pg_query::scan(sql)))
+        .map_err(|_| Fallback::DoesNotParse)?;
+    let normalized = normalized.map_err(|_| Fallback::DoesNotParse)?;
+    let scan = scan.map_err(|_| Fallback::DoesNotParse)?;
     let (s, n) = (sql.as_bytes(), normalized.as_bytes());
     let (mut ps, mut pn) = (0usize, 0usize);
     let mut kinds = String::new();

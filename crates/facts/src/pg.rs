@@ -17,18 +17,68 @@ use crate::{
 /// The `source` of facts from this extractor.
 pub const SOURCE: &str = "pg_query";
 
-/// The facts of `sql` (one or several statements). Never panics; SQL that does not parse gives
-/// facts with `parse_error` set.
+/// Texts up to this many bytes are analysed on the caller's stack. libpg_query hands its tree over
+/// through recursive C code (its protobuf output, the normaliser's and fingerprinter's walkers), a
+/// few hundred bytes of stack per level of nesting, and a text nests at most one level per two
+/// bytes (`1+1+…`): 1,024 levels fit in a tokio worker's 2 MiB with room to spare, debug builds
+/// included. A longer text is analysed on a thread of its own whose stack grows with the text
+/// ([`STACK_PER_BYTE`]): a client's deeply nested statement must not overflow the host's stack,
+/// which aborts the process (a Rust panic can be caught; a stack overflow cannot).
+pub const INLINE_TEXT: usize = 2 * 1024;
+
+/// Texts longer than this are not analysed: their facts say so in `parse_error`, as for SQL that does
+/// not parse (a plugin that refuses what it cannot read refuses them). PostgreSQL itself refuses
+/// nesting past its `max_stack_depth` (2 MB by default).
+pub const MAX_ANALYSED_TEXT: usize = 1 << 20;
+
+/// Stack given to the analysis of a text longer than [`INLINE_TEXT`], per byte of text (on top of
+/// 1 MiB): more than the deepest nesting the text can hold needs. Reserved, not touched: only the
+/// pages the recursion reaches are ever mapped in.
+pub const STACK_PER_BYTE: usize = 512;
+
+/// Runs `f`, which hands `sql` to libpg_query, where its recursion fits: inline for a short text,
+/// else on a scoped thread with a stack sized for `sql`. `Err` says why it did not run to the end
+/// (the thread could not be started, or `f` panicked).
+pub(crate) fn on_deep_enough_stack<T: Send>(sql: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    if sql.len() <= INLINE_TEXT {
+        return Ok(f());
+    }
+    let stack = (1 << 20) + sql.len().saturating_mul(STACK_PER_BYTE);
+    std::thread::scope(|s| {
+        match std::thread::Builder::new().name("helios-facts".into()).stack_size(stack).spawn_scoped(s, f) {
+            Ok(t) => t.join().map_err(|_| "the statement analyser failed on this text".to_owned()),
+            Err(e) => Err(format!("cannot start a thread to analyse a statement of {} bytes: {e}", sql.len())),
+        }
+    })
+}
+
+/// The facts of `sql` (one or several statements). Never panics, and never overflows the caller's
+/// stack however deeply `sql` nests; SQL that does not parse, or is longer than
+/// [`MAX_ANALYSED_TEXT`], gives facts with `parse_error` set.
 pub fn extract(sql: &str) -> StatementFacts {
-    match std::panic::catch_unwind(|| extract_at(sql, 0)) {
+    if sql.len() > MAX_ANALYSED_TEXT {
+        return StatementFacts::unparsed(
+            SOURCE,
+            format!("the text is {} bytes, longer than the {MAX_ANALYSED_TEXT} the host analyses", sql.len()),
+        );
+    }
+    let analysed = on_deep_enough_stack(sql, || {
+        std::panic::catch_unwind(|| extract_at(sql, 0))
+            .map_err(|_| "the statement analyser failed on this text".to_owned())
+    });
+    match analysed.and_then(|r| r) {
         Ok(f) => f,
-        Err(_) => StatementFacts::unparsed(SOURCE, "the statement analyser failed on this text".to_owned()),
+        Err(why) => StatementFacts::unparsed(SOURCE, why),
     }
 }
 
-/// libpg_query's fingerprint of `sql` (hex), `None` when it does not parse.
+/// libpg_query's fingerprint of `sql` (hex), `None` when it does not parse (or is longer than
+/// [`MAX_ANALYSED_TEXT`]).
 pub fn fingerprint(sql: &str) -> Option<String> {
-    pg_query::fingerprint(sql).ok().map(|f| f.hex)
+    if sql.len() > MAX_ANALYSED_TEXT {
+        return None;
+    }
+    on_deep_enough_stack(sql, || pg_query::fingerprint(sql).ok().map(|f| f.hex)).ok().flatten()
 }
 
 fn extract_at(sql: &str, depth: u32) -> StatementFacts {

@@ -210,3 +210,38 @@ fn tables_are_schema_qualified_and_ctes_are_not_tables() {
     let st = one("DROP TABLE a, s.b");
     assert_eq!(st.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "s.b"]);
 }
+
+/// Runs `f` on a thread with the 2 MiB stack of a tokio worker (where helios-proxy analyses
+/// statements). A stack overflow aborts the whole test binary: that is the failure this guards.
+fn on_a_worker_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| std::thread::Builder::new().stack_size(2 << 20).spawn_scoped(s, f).unwrap().join().unwrap())
+}
+
+#[test]
+fn a_deeply_nested_statement_gives_facts_not_a_stack_overflow() {
+    // 20,000 nested additions (40 KB): libpg_query's recursive tree output needs several MiB of
+    // stack for it; on the caller's 2 MiB it aborted the process.
+    let deep = format!("SELECT {}", vec!["1"; 20_000].join("+"));
+    let f = on_a_worker_stack(|| extract(&deep));
+    assert_eq!(f.source, "pg_query");
+    assert!(f.parse_error.is_some(), "nesting past what the facts decode is reported: {f:?}");
+    assert!(on_a_worker_stack(|| helios_plugin_facts::pg::fingerprint(&deep)).is_some());
+    // Through the cache too (its shape key runs the normaliser): 6,000 levels, under the cache's
+    // text limit.
+    let cache = helios_plugin_facts::cache::FactsCache::new(4);
+    let shallower = format!("SELECT {}", vec!["1"; 6_000].join("+"));
+    let f = on_a_worker_stack(|| cache.get(&shallower));
+    assert!(f.parse_error.is_some(), "{:?}", f.parse_error);
+    // A long ordinary statement is analysed as before, on its own thread.
+    let wide = format!("SELECT {} FROM t", (0..2_000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", "));
+    let f = on_a_worker_stack(|| extract(&wide));
+    assert_eq!(f.parse_error, None);
+    assert_eq!(f.statements[0].columns.len(), 2_000);
+}
+
+#[test]
+fn a_text_longer_than_the_analysis_limit_says_so() {
+    let long = format!("SELECT 1 -- {}", "x".repeat(helios_plugin_facts::pg::MAX_ANALYSED_TEXT));
+    let why = extract(&long).parse_error.expect("not analysed");
+    assert!(why.contains("longer than the 1048576"), "{why}");
+}

@@ -80,6 +80,21 @@ fn llm_guardrail_judges_each_literal_variant_as_if_analysed_alone() {
 }
 
 #[test]
+fn a_deeply_nested_statement_is_refused_and_the_proxy_stays_up() {
+    // 20,000 nested additions: analysing them on the session's own stack overflowed it, which
+    // aborted helios-proxy for every client. Unparseable for the facts, so llm-guardrail refuses it.
+    let db = PgCluster::start();
+    let plugins = plugin_entry("llm_guardrail", "", &[("apply_to_all", "true")]);
+    let proxy = start_with_plugins(&(config_text(&[("primary", db.port(), "primary")], "") + &plugins));
+    let deep = format!("SELECT {};", vec!["1"; 20_000].join("+"));
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", &deep, &[]);
+    let err = stderr(&out);
+    assert!(err.contains("42000") && err.contains("llm-guardrail"), "{err}");
+    let out = pg::psql_raw(proxy.port(), pg::SUPERUSER, "postgres", "SELECT 'still up';", &[]);
+    assert_eq!(stdout(&out), "still up", "{}", stderr(&out));
+}
+
+#[test]
 fn a_plugin_rewrite_is_what_the_server_runs() {
     let db = PgCluster::start();
     let plugins = plugin_entry("guest_misbehave", "", &[("behavior", "rewrite")]);
