@@ -329,7 +329,7 @@ mod tests {
         // The image is wasmtime's own file, nothing in front of it: plain wasmtime maps it too.
         // SAFETY: the file was written by `put` from `Module::serialize` of this engine's settings.
         let m = unsafe { Module::deserialize_file(&rt.inner.engine, &img) }.expect("wasmtime reads the image as is");
-        assert!(m.get_export("evaluate").is_some());
+        assert!(m.get_export(helios_plugin_schema::abi::EVALUATE).is_some());
         let rec = std::fs::read(img.with_extension("blake3")).expect("record");
         let bytes = std::fs::read(&img).expect("image");
         assert_eq!(rec, record(bytes.len() as u64, &blake3::hash(&bytes)));
