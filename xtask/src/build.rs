@@ -95,18 +95,9 @@ fn module_path(package: &str, suffix: &str) -> PathBuf {
 }
 
 /// The eight first-party plugins, which `wasm-opt -O2 -g` (binaryen) optimises after cargo when it is
-/// installed: 19 % fewer bytes for the three that carry sqlparser, 5–15 % less time per call
+/// installed: 12 % fewer bytes for the sqlparser guests (19 % without the names `-g` keeps), 5–15 % less time per call
 /// (BENCHMARKS.md, "Guest sizes"). `-g` keeps the name section, so traps still name functions.
-pub const OPTIMIZED_GUESTS: &[&str] = &[
-    "ai-classifier",
-    "audit-chain",
-    "column-mask",
-    "cost-governor",
-    "llm-guardrail",
-    "pgvector-router",
-    "residency-router",
-    "token-budget",
-];
+pub const OPTIMIZED_GUESTS: &[&str] = &helios_plugin_test_support::FIRST_PARTY_PLUGINS;
 
 /// Runs `wasm-opt` on the [`OPTIMIZED_GUESTS`] that cargo (re)built since the last run: a stamp
 /// beside each module records the size and mtime of the optimised file, so an unchanged module is not

@@ -12,16 +12,7 @@ use helios_plugin_host::{LoadError, ManualClock, MemoryLogSink, Plugin, PluginCo
 use helios_plugin_schema::{HookContext, QueryContext};
 
 /// The first-party plugins, by package name.
-pub const PLUGINS: [&str; 8] = [
-    "ai-classifier",
-    "audit-chain",
-    "column-mask",
-    "cost-governor",
-    "llm-guardrail",
-    "pgvector-router",
-    "residency-router",
-    "token-budget",
-];
+pub const PLUGINS: [&str; 8] = helios_plugin_test_support::FIRST_PARTY_PLUGINS;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -22,6 +22,19 @@ pub const GUEST_PROFILE: &str = "guest";
 /// The command that builds every guest.
 pub const BUILD_GUESTS: &str = "cargo xtask build-examples";
 
+/// The eight first-party plugins, by package name (examples/): what the e2e tests load and what
+/// `build-examples` runs `wasm-opt` on.
+pub const FIRST_PARTY_PLUGINS: [&str; 8] = [
+    "ai-classifier",
+    "audit-chain",
+    "column-mask",
+    "cost-governor",
+    "llm-guardrail",
+    "pgvector-router",
+    "residency-router",
+    "token-budget",
+];
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
